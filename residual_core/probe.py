@@ -1,0 +1,101 @@
+"""Probe new images against a cache: the same exact decomposition, placed in the dataset's PCA coordinates."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from residual_core.ablation import AblationMask
+from residual_core.cache import Cache, as_f32
+from residual_core.decompose import ResidualDecomposition, decompose_images
+from residual_core.models import LoadedClip
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    decomposition: ResidualDecomposition  # of the probed images (exact; Σ units == encode_image)
+    scores: np.ndarray  # [n_probe, n_heads_total, n_pcs] coefficients in the cache's basis
+    percentiles: np.ndarray  # [n_probe, n_heads_total, n_pcs] share of dataset images with a lower coefficient
+    probs: np.ndarray  # [n_probe, n_classes] softmax(logit_scale · cos)
+    logit_scale: float
+
+    def top_classes(self, image: int, k: int = 5) -> list[tuple[int, float]]:
+        order = np.argsort(-self.probs[image])[:k]
+        return [(int(c), float(self.probs[image, c])) for c in order]
+
+    def head_logit_attribution(self, image: int, cls: int, cache: Cache) -> np.ndarray:
+        """Direct contribution of each head to the class logit (unnormalised): [n_layers, n_heads]."""
+        heads = self.decomposition.heads[image].numpy()  # [L, H, d_embed]
+        return heads @ cache.classifier[:, cls]
+
+    def pc_push(self, image: int, cls: int, cache: Cache, top: int = 10) -> list[tuple[int, int, int, float]]:
+        """(layer, head, pc, logit push) of the PCs whose centred coefficient pushes most toward ``cls``."""
+        push = (self.scores[image] - cache.score_mean) * cache.pc_logits[:, :, cls]  # [U, n_pcs]
+        flat = np.argsort(-push, axis=None)[:top]
+        units, pcs = np.unravel_index(flat, push.shape)
+        return [(int(u // cache.n_heads), int(u % cache.n_heads), int(k), float(push[u, k])) for u, k in zip(units, pcs)]
+
+
+def _percentiles(cache: Cache, scores: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(scores)
+    for u in range(scores.shape[1]):
+        data = np.sort(as_f32(cache.head_scores[u]), axis=1)  # [n_pcs, n]
+        for k in range(scores.shape[2]):
+            out[:, u, k] = np.searchsorted(data[k], scores[:, u, k]) / data.shape[1]
+    return out
+
+
+@torch.no_grad()
+def probe_images(loaded: LoadedClip, cache: Cache, images: list[Image.Image]) -> ProbeResult:
+    """Decompose new images with the cache's model and express them in the cache's coordinates."""
+    if loaded.weights_id != cache.manifest["inputs"]["weights"]:
+        raise ValueError("the loaded model is not the one this cache was built with")
+    batch = torch.stack([loaded.preprocess(im.convert("RGB")) for im in images])
+    decomp = decompose_images(loaded.model, batch)
+    n = len(images)
+    heads = decomp.heads.numpy().reshape(n, -1, decomp.heads.shape[-1])  # [n, U, d_embed]
+    scores = np.einsum("nud,ukd->nuk", heads - cache.head_mean, cache.head_components)  # [n, U, n_pcs]
+    emb = decomp.output.numpy()
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    scale = float(cache.manifest["logit_scale"])
+    logits = scale * emb @ cache.classifier
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    return ProbeResult(decomp, scores.astype(np.float32), _percentiles(cache, scores), probs, scale)
+
+
+def counterfactual_probs(result: ProbeResult, cache: Cache, mask: AblationMask) -> np.ndarray:
+    """Class probabilities [n_probe, n_classes] of the probed images with ``mask`` applied.
+
+    Replacements use the cache's statistics (mean ablation = the dataset mean of that unit or PC).
+    """
+    emb = result.decomposition.output.numpy().astype(np.float64)
+    heads = result.decomposition.heads.numpy()  # [n, L, H, d_embed]
+    comps = cache.head_components
+    for layer, head in mask.heads:
+        u = cache.head_index(layer, head)
+        replacement = 0.0 if mask.mode == "zero" else cache.head_mean[u] + cache.score_mean[u] @ comps[u]
+        emb += replacement - heads[:, layer, head]
+    for layer, head, pc in mask.pcs:
+        if (layer, head) in mask.heads:
+            continue
+        u = cache.head_index(layer, head)
+        coef = result.scores[:, u, pc] + (cache.mean_proj[u, pc] if mask.mode == "zero" else -cache.score_mean[u, pc])
+        emb -= coef[:, None].astype(np.float64) * comps[u, pc]
+    for layer, head, pc, value in mask.scales:
+        if (layer, head) in mask.heads or (layer, head, pc) in mask.pcs:
+            continue
+        u = cache.head_index(layer, head)
+        emb += ((value - 1.0) * (result.scores[:, u, pc] - cache.score_mean[u, pc]))[:, None] * comps[u, pc]
+    mlps = result.decomposition.mlps.numpy()
+    for layer in mask.mlps:
+        replacement = 0.0 if mask.mode == "zero" else np.asarray(cache.mlps[:, layer], dtype=np.float32).mean(0)
+        emb += replacement - mlps[:, layer]
+    if mask.embed:
+        replacement = 0.0 if mask.mode == "zero" else np.asarray(cache.embed, dtype=np.float32).mean(0)
+        emb += replacement - result.decomposition.embed.numpy()
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
+    logits = result.logit_scale * emb @ cache.classifier
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    return probs / probs.sum(1, keepdims=True)

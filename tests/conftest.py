@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny random-weight open_clip models and a tiny cache built on offline MNIST."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a network
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from residual_core.models import load_clip
+
+    return load_clip("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def tiny_images():
+    return torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="session")
+def tiny_cache_dir(tmp_path_factory) -> Path:
+    from residual_core.pipeline import PrecomputeSpec, precompute
+
+    root = tmp_path_factory.mktemp("caches")
+    return precompute(PrecomputeSpec(model="tiny-random", dataset="mnist-offline", split="test", limit=300,
+                                     cache_dir=str(root), batch_size=64))
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_cache_dir):
+    from residual_core.cache import load_cache
+
+    return load_cache(tiny_cache_dir)

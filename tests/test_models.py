@@ -1,0 +1,60 @@
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from residual_core.models import ModelLoadError, list_models, load_clip, parse_model_spec, sha256_file
+
+
+def test_spec_parsing():
+    assert parse_model_spec("ViT-B-32:laion2b_s34b_b79k").pretrained == "laion2b_s34b_b79k"
+    assert parse_model_spec("ViT-B-16:/tmp/x.safetensors").is_local_file
+    assert parse_model_spec("b16").arch == "ViT-B-16"
+    assert parse_model_spec("ViT-B-32:openai", random_weights=True).pretrained is None
+    assert parse_model_spec("hf-hub:org/repo").arch == "hf-hub:org/repo"
+    with pytest.raises(ValueError, match="unknown architecture"):
+        parse_model_spec("ViT-Q-99:foo")
+    with pytest.raises(ValueError, match="empty"):
+        parse_model_spec(" ")
+
+
+def test_offline_hub_tag_fails_fast_with_instructions(monkeypatch):
+    started = time.perf_counter()
+    with pytest.raises(ModelLoadError) as info:
+        load_clip("ViT-B-32:laion2b_s34b_b79k")
+    assert time.perf_counter() - started < 30
+    message = str(info.value)
+    assert "connect once" in message and "ARCH" not in message and "ViT-B-32:/path/to" in message
+
+
+def test_unreachable_hub_fails_fast(monkeypatch):
+    # A closed local port stands in for an unreachable hub: the check gives up at once, no retries.
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    started = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="offline or the hub is unreachable"):
+        load_clip("ViT-B-16:openai")
+    assert time.perf_counter() - started < 30
+
+
+def test_local_checkpoint_round_trip_and_corruption(tmp_path, tiny):
+    path = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny.model.state_dict().items()}, str(path))
+    loaded = load_clip(f"residual-tiny:{path}")
+    assert loaded.weights_id == sha256_file(path)
+    images = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(loaded.model.encode_image(images), tiny.model.encode_image(images), atol=1e-6)
+    (tmp_path / "tiny.safetensors.sha256").write_text("0" * 64 + "\n")
+    with pytest.raises(ModelLoadError, match="corrupted"):
+        load_clip(f"residual-tiny:{path}")
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_clip(f"residual-tiny:{tmp_path / 'missing.safetensors'}")
+
+
+def test_listed_models_say_whether_they_work_offline():
+    rows = {row["name"]: row for row in list_models()}
+    assert rows["tiny-random"]["offline"] is True
+    assert rows["b32"]["offline"] is False

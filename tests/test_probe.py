@@ -1,0 +1,27 @@
+import numpy as np
+
+from residual_core.ablation import AblationMask
+from residual_core.datasets import load_dataset
+from residual_core.probe import counterfactual_probs, probe_images
+
+
+def test_probing_a_cached_image_reproduces_its_cached_coordinates(tiny, tiny_cache):
+    source = load_dataset("mnist-offline", "test")
+    rows = [0, 5, 17]
+    images = [source.image(int(tiny_cache.positions[r])) for r in rows]
+    result = probe_images(tiny, tiny_cache, images)
+    assert result.decomposition.errors()[1] < 1e-5
+    cached = np.stack([np.asarray(tiny_cache.head_scores[:, :, r], dtype=np.float32) for r in rows])
+    assert np.allclose(result.scores, cached, atol=2e-3 * np.abs(cached).max())
+    assert np.allclose(result.decomposition.output.numpy(), tiny_cache.output[rows], atol=1e-5)
+    assert ((result.percentiles >= 0) & (result.percentiles <= 1)).all()
+    top = result.top_classes(0)
+    assert len(top) == 5 and top[0][1] >= top[1][1]
+    assert np.allclose(result.probs.sum(1), 1.0)
+    attribution = result.head_logit_attribution(0, top[0][0], tiny_cache)
+    assert attribution.shape == (tiny_cache.n_layers, tiny_cache.n_heads)
+    assert len(result.pc_push(0, top[0][0], tiny_cache)) == 10
+    same = counterfactual_probs(result, tiny_cache, AblationMask())
+    assert np.allclose(same, result.probs, atol=1e-5)
+    changed = counterfactual_probs(result, tiny_cache, AblationMask(heads=frozenset({(1, 0), (1, 1)}), mode="zero"))
+    assert not np.allclose(changed, result.probs, atol=1e-4)
