@@ -90,7 +90,7 @@ def _cmd_textbank(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from residual_core.pipeline import DEFAULT_CACHE, DEFAULT_DATASET, DEFAULT_MODEL
+    from residual_core.pipeline import DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir
 
     parser = argparse.ArgumentParser(prog="python -m residual_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE)
+    p.add_argument("--cache-dir", default=default_cache_dir(), help="also settable as RESIDUAL_CACHE")
     p.add_argument("--text-bank", default=None, help="text file, one description per line")
     p.add_argument("--basis-from", default=None, help="cache folder whose PCA basis to reuse")
     p.add_argument("--keep-shards", action="store_true", help="keep raw shards after finishing")

@@ -220,6 +220,21 @@ class LogitState:
         heads = self.mask.heads | {key} if ablating else self.mask.heads - {key}
         self.mask = replace(self.mask, heads=heads)
 
+    def set_mask(self, mask: AblationMask) -> None:
+        """Move to ``mask``: toggles for the heads/PCs that differ, a full recompute for anything else."""
+        old = self.mask
+        if (mask.mode, mask.scales, mask.mlps, mask.embed) != (old.mode, old.scales, old.mlps, old.embed) or \
+                len(mask.heads ^ old.heads) + len(mask.pcs ^ old.pcs) > 8:
+            self.mask = mask
+            self.logits = _apply(self.cache, mask, _readout(self.cache, logits=True))
+            return
+        for key in sorted(old.heads - mask.heads):
+            self.toggle_head(*key)
+        for key in sorted(mask.pcs ^ old.pcs):
+            self.toggle_pc(*key)
+        for key in sorted(mask.heads - old.heads):
+            self.toggle_head(*key)
+
     def result(self) -> AblationResult:
         return _result(self.cache, self.logits)
 

@@ -34,6 +34,8 @@ class ShortName:
 
 
 SHORT_NAMES: dict[str, ShortName] = {
+    "demo": ShortName("residual-demo", "demo/residual-demo.safetensors",
+                      "the project's small CLIP trained on the attribute world (offline default)"),
     "tiny-random": ShortName("residual-tiny", None, "2-layer random-weight ViT (tests, smoke runs)"),
     "b32": ShortName("ViT-B-32", "laion2b_s34b_b79k", "OpenCLIP ViT-B/32, LAION-2B (needs a network once)"),
     "b32-openai": ShortName("ViT-B-32-quickgelu", "openai", "OpenAI CLIP ViT-B/32 (needs a network once)"),

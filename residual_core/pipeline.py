@@ -17,7 +17,7 @@ Shards carry sums and scatter matrices, so several workers can write shards and 
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,7 +41,12 @@ from residual_core.zeroshot import build_classifier, embed_texts, logit_scale
 SHARD_SIZE = 256
 DEFAULT_MODEL = "demo"
 DEFAULT_DATASET = "demo-world/colour"
-DEFAULT_CACHE = os.environ.get("RESIDUAL_CACHE", str(Path.home() / ".cache" / "residual" / "caches"))
+DEFAULT_CACHE = str(Path.home() / ".cache" / "residual" / "caches")
+
+
+def default_cache_dir() -> str:
+    """RESIDUAL_CACHE if set (read at call time), else ~/.cache/residual/caches."""
+    return os.environ.get("RESIDUAL_CACHE", DEFAULT_CACHE)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -55,7 +60,7 @@ class PrecomputeSpec:
     seed: int = 0  # subset seed (and random-weight seed)
     batch_size: int = 64
     device: str = "cpu"
-    cache_dir: str = DEFAULT_CACHE
+    cache_dir: str = field(default_factory=default_cache_dir)
     random_weights: bool = False
     text_bank: str | None = None  # None: assets/text_bank.txt
     basis_from: str | None = None  # another cache folder whose head PCA basis is reused

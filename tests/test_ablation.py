@@ -82,3 +82,14 @@ def test_per_class_accuracy_and_mask_round_trip(tiny_cache):
     assert np.isclose(np.nansum(result.per_class_accuracy * counts) / counts.sum(), result.accuracy)
     with pytest.raises(ValueError, match="mode"):
         AblationMask(mode="half")
+
+
+def test_set_mask_reaches_the_same_logits_as_a_fresh_evaluation(tiny_cache):
+    state = LogitState(tiny_cache)
+    masks = [AblationMask(pcs=frozenset({(0, 0, 1)})), AblationMask(pcs=frozenset({(0, 0, 1)}), heads=frozenset({(1, 1)})),
+             AblationMask(heads=frozenset({(1, 1), (0, 2)}), pcs=frozenset({(0, 2, 0)})),
+             AblationMask(heads=frozenset({(1, 1)}), mode="zero", mlps=frozenset({1})), AblationMask()]
+    for mask in masks:
+        state.set_mask(mask)
+        assert state.mask == mask
+        assert np.allclose(state.logits, evaluate(tiny_cache, mask).logits, atol=1e-4)

@@ -1,0 +1,26 @@
+"""ResiDual explorer: ``streamlit run app.py``. Shared sidebar + page router; no math here."""
+
+import logging
+
+import streamlit as st
+
+from dashboard.sidebar import sidebar
+from dashboard.state import init_state, write_url
+
+st.set_page_config(page_title="ResiDual explorer", page_icon="🔬", layout="wide")
+init_state()
+sidebar()
+PAGES = [
+    st.Page("views/1_heads_map.py", title="Heads map", icon="🗺️", url_path="heads_map", default=True),
+    st.Page("views/2_head_explorer.py", title="Head explorer", icon="🔍", url_path="head_explorer"),
+    st.Page("views/3_probe.py", title="Probe", icon="🖼️", url_path="probe"),
+    st.Page("views/4_ablation_lab.py", title="Ablation lab", icon="🧪", url_path="ablation_lab"),
+]
+page = st.navigation(PAGES)
+try:
+    page.run()
+except Exception as err:  # a page must never show a raw traceback; Streamlit's reruns are BaseExceptions
+    logging.getLogger("residual").exception("page failed")
+    st.error(f"This view failed: {type(err).__name__}: {err}. Change the selection or rebuild the cache; "
+             "the details are in the server log.")
+write_url()

@@ -1,0 +1,104 @@
+"""Plotly figure builders for the dashboard: arrays in, figures out (no Streamlit, no model)."""
+
+import numpy as np
+import plotly.graph_objects as go
+
+FONT = dict(size=15)  # legible on a projector at 1280×720
+LAYOUT = dict(font=FONT, margin=dict(l=60, r=20, t=50, b=50), template="plotly_white")
+PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+def heads_heatmap(values: np.ndarray, title: str, unit: str, selected: tuple[int, int] | None = None) -> go.Figure:
+    """values [n_layers, n_heads]; rows are layers (L0 at the top), columns heads."""
+    n_layers, n_heads = values.shape
+    text = [[f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}" for v in row] for row in values]
+    fig = go.Figure(go.Heatmap(
+        z=values, x=[f"H{h}" for h in range(n_heads)], y=[f"L{l}" for l in range(n_layers)], text=text,
+        texttemplate="%{text}" if values.size <= 400 else None, colorscale="Viridis",
+        colorbar=dict(title=dict(text=unit, side="right")),
+        hovertemplate="layer %{y}, head %{x}<br>" + unit + " = %{z:.4f}<extra>click to open</extra>"))
+    if selected is not None:
+        fig.add_shape(type="rect", x0=selected[1] - 0.5, x1=selected[1] + 0.5, y0=selected[0] - 0.5,
+                      y1=selected[0] + 0.5, line=dict(color="red", width=3))
+    fig.update_layout(title=title, yaxis=dict(autorange="reversed", title="layer"), xaxis=dict(title="head"),
+                      height=max(320, 48 * n_layers + 120), **LAYOUT)
+    return fig
+
+
+def units_strip(values: np.ndarray, labels: list[str], title: str, unit: str) -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=values[None], x=labels, y=["value"], colorscale="Viridis", texttemplate="%{z:.2f}",
+                               colorbar=dict(title=dict(text=unit, side="right"))))
+    fig.update_layout(title=title, height=190, **LAYOUT)
+    return fig
+
+
+def spectrum(eigenvalues: np.ndarray, title: str) -> go.Figure:
+    share = eigenvalues / max(float(eigenvalues.sum()), 1e-30)
+    cumulative = np.cumsum(share)
+    pcs = np.arange(len(share))
+    fig = go.Figure()
+    fig.add_bar(x=pcs, y=share, name="explained variance", marker_color="#4c78a8")
+    fig.add_scatter(x=pcs, y=cumulative, name="cumulative", mode="lines+markers", line=dict(color="#f58518"))
+    for tau, dash in ((0.9, "dash"), (0.99, "dot")):
+        k = int(np.searchsorted(cumulative, tau, side="right")) + 1
+        fig.add_hline(y=tau, line_dash=dash, line_color="grey",
+                      annotation_text=f"{tau:g}: k={min(k, len(share))}", annotation_position="bottom right")
+    fig.update_layout(title=title, xaxis_title="principal component", yaxis_title="share of the head's variance",
+                      yaxis_range=[0, 1.02], height=380, legend=dict(orientation="h", y=1.12), **LAYOUT)
+    return fig
+
+
+def coefficient_histogram(coefficients: np.ndarray, labels: np.ndarray, classnames: tuple[str, ...],
+                          title: str) -> go.Figure:
+    fig = go.Figure()
+    for c, name in enumerate(classnames):
+        values = coefficients[labels == c]
+        if len(values):
+            fig.add_histogram(x=values, name=name, opacity=0.6, nbinsx=40)
+    fig.update_layout(barmode="overlay", title=title, xaxis_title="coefficient on the PC (joint-space units)",
+                      yaxis_title="images", height=360, **LAYOUT)
+    return fig
+
+
+def class_scatter(xy: np.ndarray, labels: np.ndarray, classnames: tuple[str, ...], title: str,
+                  axis: tuple[str, str]) -> go.Figure:
+    fig = go.Figure()
+    for c, name in enumerate(classnames):
+        rows = np.flatnonzero(labels == c)
+        if len(rows):
+            fig.add_scattergl(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, customdata=rows,
+                              marker=dict(size=6, opacity=0.7),
+                              hovertemplate="image %{customdata}<extra>" + name + "</extra>")
+    fig.update_layout(title=title, xaxis_title=axis[0], yaxis_title=axis[1], height=460, dragmode="lasso", **LAYOUT)
+    return fig
+
+
+def bars(names: list[str], values: list[float], title: str, unit: str, horizontal: bool = True) -> go.Figure:
+    fig = go.Figure(go.Bar(x=values if horizontal else names, y=names if horizontal else values,
+                           orientation="h" if horizontal else "v", marker_color="#4c78a8",
+                           texttemplate="%{x:.3f}" if horizontal else "%{y:.3f}"))
+    fig.update_layout(title=title, height=max(260, 34 * len(names) + 100) if horizontal else 360, **LAYOUT)
+    if horizontal:
+        fig.update_layout(xaxis_title=unit, yaxis=dict(autorange="reversed"))
+    else:
+        fig.update_layout(yaxis_title=unit)
+    return fig
+
+
+def per_class_bars(classnames: tuple[str, ...], baseline: np.ndarray, ablated: np.ndarray) -> go.Figure:
+    fig = go.Figure()
+    fig.add_bar(x=list(classnames), y=baseline, name="unablated", marker_color="#9ecae9")
+    fig.add_bar(x=list(classnames), y=ablated, name="ablated", marker_color="#e45756")
+    fig.update_layout(barmode="group", title="Per-class accuracy", yaxis_title="accuracy", yaxis_range=[0, 1],
+                      height=380, legend=dict(orientation="h", y=1.12), **LAYOUT)
+    return fig
+
+
+def confusion_diff(diff: np.ndarray, classnames: tuple[str, ...]) -> go.Figure:
+    limit = max(1, int(np.abs(diff).max()))
+    fig = go.Figure(go.Heatmap(z=diff, x=list(classnames), y=list(classnames), colorscale="RdBu_r", zmin=-limit,
+                               zmax=limit, texttemplate="%{z}" if diff.size <= 400 else None,
+                               colorbar=dict(title=dict(text="Δ images", side="right"))))
+    fig.update_layout(title="Confusion matrix change (ablated − unablated)", xaxis_title="predicted",
+                      yaxis=dict(title="true", autorange="reversed"), height=460, **LAYOUT)
+    return fig

@@ -1,0 +1,70 @@
+"""AppTest of every page on the tiny cache: loads without exception, key widgets change what they should."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["views/1_heads_map.py", "views/2_head_explorer.py", "views/3_probe.py", "views/4_ablation_lab.py"]
+
+
+@pytest.fixture()
+def app(tiny_cache_dir, monkeypatch):
+    monkeypatch.setenv("RESIDUAL_CACHE", str(tiny_cache_dir.parent))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params.update({"model": "tiny-random", "dataset": "mnist-offline", "split": "test", "n": "300"})
+    return at.run()
+
+
+def _no_errors(at: AppTest) -> None:
+    assert not at.exception, at.exception
+    assert not [e.value for e in at.error], [e.value for e in at.error]
+
+
+def test_every_page_loads(app):
+    _no_errors(app)
+    assert app.title[0].value == "Heads map"
+    for page in PAGES:
+        app.switch_page(page).run()
+        _no_errors(app)
+
+
+def test_heads_map_metric_goes_to_the_url(app):
+    app.selectbox(key="metric").set_value("evr1").run()
+    _no_errors(app)
+    assert app.query_params["metric"] == ["evr1"] or app.query_params["metric"] == "evr1"
+
+
+def test_head_explorer_follows_the_selected_head_and_pc(app):
+    app.switch_page("views/2_head_explorer.py").run()
+    app.selectbox(key="layer").set_value(1).run()
+    app.selectbox(key="pc").set_value(2).run()
+    _no_errors(app)
+    assert any("L1H0 PC3" in s.value for s in app.subheader)
+
+
+def test_ablation_lab_changes_the_accuracy(app, tiny_cache):
+    app.switch_page("views/4_ablation_lab.py").run()
+    before = app.metric[0].value
+    assert before == f"{tiny_cache.baseline_accuracy():.2%}"
+    heads = [(l, h) for l in range(tiny_cache.n_layers) for h in range(tiny_cache.n_heads)]
+    app.multiselect(key="lab_heads").set_value(heads).run()
+    _no_errors(app)
+    assert app.metric[0].value != before or app.metric[2].value != "0"
+    assert "mask" in app.query_params
+
+
+def test_probe_with_an_upload_and_with_a_broken_one(app):
+    app.switch_page("views/3_probe.py").run()
+    _no_errors(app)
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)).save(buffer, "PNG")
+    app.file_uploader(key="uploads").set_value([("noise.png", buffer.getvalue(), "image/png"),
+                                                ("broken.png", b"\x89PNG not really", "image/png")]).run()
+    assert not app.exception
+    assert any("broken.png" in e.value for e in app.error)
+    assert any("Top-5" in str(c.proto.spec) for c in app.get("plotly_chart")) or len(app.get("plotly_chart")) >= 3

@@ -1,0 +1,44 @@
+"""Heads map: one metric over every (layer, head), plus the emb and MLP units; click a cell to open it."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import figures
+from dashboard.state import active_cache
+from residual_core.cache import HEAD_METRICS, head_metrics, other_metrics
+
+st.title("Heads map")
+cache = active_cache()
+if cache is None:
+    st.info("Pick a model and dataset in the sidebar; the cache is built once.")
+    st.stop()
+ss = st.session_state
+st.caption(f"{cache.manifest['spec']['model']} on {cache.manifest['spec']['dataset']} "
+           f"({cache.n_images} images, zero-shot accuracy {cache.baseline_accuracy():.1%}, "
+           f"decomposition rel. error {cache.manifest['max_rel_err']:.1e})")
+metrics = head_metrics(cache)
+st.selectbox("Metric", list(HEAD_METRICS), key="metric", format_func=lambda m: HEAD_METRICS[m])
+values = metrics[ss.metric]
+unit = {"evr1": "share", "participation_ratio": "PCs", "k90": "PCs", "contribution_norm": "norm",
+        "cosine_to_output": "cosine", "accuracy_alone": "accuracy", "delta_acc_mean_ablated": "Δ accuracy"}[ss.metric]
+fig = figures.heads_heatmap(values, HEAD_METRICS[ss.metric], unit, selected=(ss.layer, ss.head))
+event = st.plotly_chart(fig, key="heads_map", on_select="rerun", selection_mode="points",
+                        config=figures.PNG_CONFIG)
+points = event.selection.points if event and event.selection else []
+if points:
+    ss.layer = int(str(points[0]["y"]).lstrip("L"))
+    ss.head = int(str(points[0]["x"]).lstrip("H"))
+    ss.pc = 0
+    st.switch_page("views/2_head_explorer.py")
+if ss.metric in ("contribution_norm", "cosine_to_output"):
+    labels = ["emb"] + [f"L{l}MLP" for l in range(cache.n_layers)]
+    st.plotly_chart(figures.units_strip(other_metrics(cache)[ss.metric], labels, "emb and MLP units", unit),
+                    config=figures.PNG_CONFIG)
+table = pd.DataFrame({name: v.ravel() for name, v in metrics.items()})
+table.insert(0, "head", [f"L{l}H{h}" for l in range(cache.n_layers) for h in range(cache.n_heads)])
+cols = st.columns([1, 1, 3])
+if cols[0].button("Open the selected head", help="or click a cell of the map"):
+    st.switch_page("views/2_head_explorer.py")
+cols[1].download_button("Table (CSV)", table.to_csv(index=False), "heads.csv", "text/csv")
+with st.expander("All metrics as a table"):
+    st.dataframe(table, hide_index=True)

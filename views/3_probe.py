@@ -1,0 +1,86 @@
+"""Probe: decompose your own image (or one from the dataset) and see which heads and PCs drive it."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import figures
+from dashboard.state import active_cache, get_model
+from residual_core.ablation import AblationMask
+from residual_core.datasets import DatasetUnavailableError, load_dataset
+from residual_core.images import ImageInputError, open_image_bytes
+from residual_core.models import ModelLoadError
+from residual_core.probe import counterfactual_probs, probe_images
+
+st.title("Probe")
+cache = active_cache()
+if cache is None:
+    st.info("Pick a model and dataset in the sidebar; the cache is built once.")
+    st.stop()
+ss = st.session_state
+spec = cache.manifest["spec"]
+uploads = st.file_uploader("Upload images (PNG, JPEG, WebP, GIF, BMP, TIFF)", accept_multiple_files=True,
+                           type=["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"], key="uploads")
+images, names = [], []
+for upload in uploads or []:
+    try:
+        loaded = open_image_bytes(upload.getvalue(), upload.name)
+    except ImageInputError as err:
+        st.error(str(err))
+        continue
+    for note in loaded.notes:
+        st.caption(f"{upload.name}: {note}")
+    images.append(loaded.image)
+    names.append(upload.name)
+if not images:
+    row = st.number_input(f"…or pick image number (0–{cache.n_images - 1}) of the cached dataset", 0,
+                          cache.n_images - 1, 0, key="probe_row")
+    try:
+        source = load_dataset(spec["dataset"], spec["split"])
+        images, names = [source.image(int(cache.positions[row]))], [cache.image_ids[row]]
+    except (DatasetUnavailableError, ValueError) as err:
+        st.warning(f"The dataset's images cannot be opened here ({err}); showing the cached thumbnail only.")
+        st.image(cache.thumbs[row])
+        st.stop()
+try:
+    model = get_model(spec["model"], spec["random_weights"], spec["seed"])
+    with st.spinner("decomposing …"):
+        result = probe_images(model, cache, images)
+except (ModelLoadError, ValueError) as err:
+    st.error(f"Could not probe: {err}")
+    st.stop()
+choice = st.selectbox("Image", range(len(images)), format_func=lambda i: names[i]) if len(images) > 1 else 0
+top = result.top_classes(choice)
+predicted = top[0][0]
+left, right = st.columns([1, 2])
+left.image(images[choice], caption=names[choice], width="stretch")
+right.plotly_chart(figures.bars([cache.classnames[c] for c, _ in top], [p for _, p in top], "Top-5 prediction",
+                                "probability"), config=figures.PNG_CONFIG)
+attribution = result.head_logit_attribution(choice, predicted, cache)
+st.plotly_chart(figures.heads_heatmap(attribution, f"Each head's direct push toward '{cache.classnames[predicted]}'",
+                                      "logit units"), config=figures.PNG_CONFIG)
+pct = result.percentiles[choice].reshape(cache.n_layers, cache.n_heads, -1)
+c1, c2 = st.columns(2)
+c1.plotly_chart(figures.heads_heatmap(pct[:, :, 0], "PC1 coefficient as a dataset percentile", "percentile"),
+                config=figures.PNG_CONFIG)
+unit = cache.head_index(ss.layer, ss.head)
+c2.plotly_chart(figures.bars([f"PC{k + 1}" for k in range(min(12, cache.n_pcs))],
+                             list(result.percentiles[choice, unit, :12]),
+                             f"L{ss.layer}H{ss.head}: percentile of each PC coefficient", "percentile"),
+                config=figures.PNG_CONFIG)
+push = pd.DataFrame(result.pc_push(choice, predicted, cache), columns=["layer", "head", "pc", "logit push"])
+push["pc"] += 1
+st.subheader(f"PCs that push most toward '{cache.classnames[predicted]}'")
+st.dataframe(push, hide_index=True)
+st.download_button("PCs (CSV)", push.to_csv(index=False), "probe_pcs.csv", "text/csv")
+st.subheader("Counterfactual: switch components off")
+heads = [(l, h) for l in range(cache.n_layers) for h in range(cache.n_heads)]
+off_heads = st.multiselect("Heads off", heads, format_func=lambda lh: f"L{lh[0]}H{lh[1]}", key="probe_heads")
+off_pcs = st.multiselect("PCs off", [(int(r.layer), int(r.head), int(r.pc) - 1) for r in push.itertuples()],
+                         format_func=lambda p: f"L{p[0]}H{p[1]} PC{p[2] + 1}", key="probe_pcs")
+mode = st.radio("Replace by", ["mean", "zero"], horizontal=True, key="probe_mode")
+mask = AblationMask(heads=frozenset(off_heads), pcs=frozenset(off_pcs), mode=mode)
+probs = counterfactual_probs(result, cache, mask)[choice]
+order = np.argsort(-probs)[:5]
+st.plotly_chart(figures.bars([cache.classnames[c] for c in order], list(probs[order]),
+                             "Top-5 with those components off", "probability"), config=figures.PNG_CONFIG)

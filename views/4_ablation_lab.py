@@ -1,0 +1,129 @@
+"""Ablation lab: switch heads and PCs off (or rescale them) and watch dataset accuracy, live."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import figures
+from dashboard.state import active_cache, view_state, write_url
+from residual_core.ablation import AblationMask, LogitState
+
+st.title("Ablation lab")
+cache = active_cache()
+if cache is None:
+    st.info("Pick a model and dataset in the sidebar; the cache is built once.")
+    st.stop()
+ss = st.session_state
+HEADS = [(l, h) for l in range(cache.n_layers) for h in range(cache.n_heads)]
+N_PILLS = min(cache.n_pcs, 24)
+
+
+def head_name(lh: tuple[int, int]) -> str:
+    return f"L{lh[0]}H{lh[1]}"
+
+
+if ss.get("_lab_cache") != str(cache.path):  # a new cache: fresh running logits for this session
+    ss._lab_cache = str(cache.path)
+    ss._logit_state = LogitState(cache, AblationMask(mode=ss.mask.mode))
+if "lab_heads" not in ss:  # first visit, or back from another page: the widgets follow the mask (and URL)
+    ss.lab_heads = sorted(h for h in ss.mask.heads if h in HEADS)
+if "lab_mode" not in ss:
+    ss.lab_mode = ss.mask.mode
+
+
+def apply_preset() -> None:
+    preset, k = ss.lab_preset, ss.lab_k
+    score = cache.head_alone_acc
+    if preset == "keep only the top-k heads by accuracy alone":
+        keep = {HEADS[i] for i in np.argsort(-score, kind="stable")[:k]}
+    elif preset == "keep only the late layers":
+        keep = {lh for lh in HEADS if lh[0] >= cache.n_layers // 2}
+    elif preset == "keep only the selected head":
+        keep = {(ss.layer, ss.head)}
+    else:
+        keep = set(HEADS)
+    ss.lab_heads = sorted(set(HEADS) - keep)
+    ss.mask = replace(ss.mask, pcs=frozenset(), scales=())
+
+
+with st.expander("Presets", expanded=ss.mask.is_empty):
+    p1, p2, p3 = st.columns([3, 1, 1])
+    p1.selectbox("Preset", ["keep only the top-k heads by accuracy alone", "keep only the late layers",
+                            "keep only the selected head", "clear all ablations"], key="lab_preset")
+    p2.number_input("k", 1, len(HEADS), min(5, len(HEADS)), key="lab_k")
+    p3.button("Apply", on_click=apply_preset, type="primary")
+
+
+@st.fragment
+def lab() -> None:
+    controls, results = st.columns([2, 3])
+    with controls:
+        st.radio("Ablate by replacing with", ["mean", "zero"], key="lab_mode", horizontal=True,
+                 help="mean: the unit's average over the dataset; zero: nothing")
+        st.multiselect("Heads off", HEADS, key="lab_heads", format_func=head_name)
+        c1, c2 = st.columns(2)
+        c1.selectbox("Layer", range(cache.n_layers), key="layer", format_func=lambda l: f"L{l}")
+        c2.selectbox("Head", range(cache.n_heads), key="head", format_func=lambda h: f"H{h}")
+        here = (ss.layer, ss.head)
+        current = sorted(p[2] for p in ss.mask.pcs if p[:2] == here and p[2] < N_PILLS)
+        chosen = st.pills(f"PCs of {head_name(here)} switched off", list(range(N_PILLS)), selection_mode="multi",
+                          default=current, format_func=lambda k: f"PC{k + 1}", key=f"lab_pcs_{here[0]}_{here[1]}")
+        pc_for_scale = st.selectbox("Rescale a PC by λ", range(cache.n_pcs), key="pc",
+                                    format_func=lambda k: f"{head_name(here)} PC{k + 1}")
+        scale = st.slider("λ", -2.0, 4.0, float(ss.mask.scale_of(*here, pc_for_scale)), 0.1,
+                          key=f"lab_scale_{here[0]}_{here[1]}_{pc_for_scale}")
+    others = {p for p in ss.mask.pcs if p[:2] != here}
+    mask = AblationMask(heads=frozenset(ss.lab_heads), pcs=frozenset(others | {(*here, k) for k in chosen or []}),
+                        scales=ss.mask.scales, mode=ss.lab_mode).with_scale(*here, pc_for_scale, scale)
+    ss.mask = mask
+    state: LogitState = ss._logit_state
+    state.set_mask(mask)
+    result = state.result()
+    with results:
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Accuracy", f"{result.accuracy:.2%}", f"{result.delta:+.2%}")
+        m2.metric("Unablated", f"{result.baseline_accuracy:.2%}")
+        flipped = np.flatnonzero(result.predictions != cache.base_logits.argmax(1))
+        m3.metric("Predictions changed", f"{len(flipped)}", f"of {cache.n_images}", delta_color="off")
+        baseline = np.bincount(cache.labels, weights=cache.base_logits.argmax(1) == cache.labels,
+                               minlength=len(cache.classnames)) / np.maximum(np.bincount(cache.labels,
+                                                                                         minlength=len(cache.classnames)), 1)
+        st.plotly_chart(figures.per_class_bars(cache.classnames, baseline, result.per_class_accuracy),
+                        config=figures.PNG_CONFIG)
+        state_json = json.dumps(view_state() | {"accuracy": result.accuracy}, indent=1)
+        d1, d2 = st.columns(2)
+        d1.download_button("View state (JSON)", state_json, "residual_view.json", "application/json")
+        per_class = pd.DataFrame({"class": cache.classnames, "unablated": baseline, "ablated": result.per_class_accuracy})
+        d2.download_button("Per-class accuracy (CSV)", per_class.to_csv(index=False), "per_class.csv", "text/csv")
+    flip_gallery(flipped, result.predictions)
+    if len(cache.classnames) <= 60:
+        c = len(cache.classnames)
+        before = np.zeros((c, c), int)
+        after = np.zeros((c, c), int)
+        np.add.at(before, (cache.labels, cache.base_logits.argmax(1)), 1)
+        np.add.at(after, (cache.labels, result.predictions), 1)
+        st.plotly_chart(figures.confusion_diff(after - before, cache.classnames), config=figures.PNG_CONFIG)
+    write_url()
+
+
+def flip_gallery(flipped: np.ndarray, predictions: np.ndarray) -> None:
+    st.subheader("Flip gallery")
+    if len(flipped) == 0:
+        st.caption("No prediction changed.")
+        return
+    old = cache.base_logits.argmax(1)[flipped]
+    new = predictions[flipped]
+    pairs = pd.Series(list(zip(old, new))).value_counts().head(6)
+    for (a, b), count in pairs.items():
+        rows = flipped[(old == a) & (new == b)][:10]
+        fixed = " (now correct)" if b == cache.labels[rows[0]] else ""
+        st.markdown(f"**{cache.classnames[a]} → {cache.classnames[b]}**: {count} images{fixed}")
+        cols = st.columns(10)
+        for col, row in zip(cols, rows):
+            col.image(cache.thumbs[row], caption=f"true: {cache.classnames[cache.labels[row]]}")
+
+
+lab()
