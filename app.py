@@ -7,14 +7,14 @@ import streamlit as st
 from dashboard.sidebar import sidebar
 from dashboard.state import init_state, write_url
 
-st.set_page_config(page_title="ResiDual explorer", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="ResiDual explorer", page_icon=":material/biotech:", layout="wide")
 init_state()
 sidebar()
 PAGES = [
-    st.Page("views/1_heads_map.py", title="Heads map", icon="🗺️", url_path="heads_map", default=True),
-    st.Page("views/2_head_explorer.py", title="Head explorer", icon="🔍", url_path="head_explorer"),
-    st.Page("views/3_probe.py", title="Probe", icon="🖼️", url_path="probe"),
-    st.Page("views/4_ablation_lab.py", title="Ablation lab", icon="🧪", url_path="ablation_lab"),
+    st.Page("views/1_heads_map.py", title="Heads map", icon=":material/grid_on:", default=True),
+    st.Page("views/2_head_explorer.py", title="Head explorer", icon=":material/search:", url_path="head_explorer"),
+    st.Page("views/3_probe.py", title="Probe", icon=":material/image_search:", url_path="probe"),
+    st.Page("views/4_ablation_lab.py", title="Ablation lab", icon=":material/science:", url_path="ablation_lab"),
 ]
 page = st.navigation(PAGES)
 try:

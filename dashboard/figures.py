@@ -15,12 +15,18 @@ def heads_heatmap(values: np.ndarray, title: str, unit: str, selected: tuple[int
     fig = go.Figure(go.Heatmap(
         z=values, x=[f"H{h}" for h in range(n_heads)], y=[f"L{l}" for l in range(n_layers)], text=text,
         texttemplate="%{text}" if values.size <= 400 else None, colorscale="Viridis",
-        colorbar=dict(title=dict(text=unit, side="right")),
-        hovertemplate="layer %{y}, head %{x}<br>" + unit + " = %{z:.4f}<extra>click to open</extra>"))
+        colorbar=dict(title=dict(text=unit, side="right")), hoverinfo="skip"))
+    # Heatmap cells do not emit Streamlit selection events; invisible markers on the cell centres do.
+    xs, ys = np.meshgrid([f"H{h}" for h in range(n_heads)], [f"L{l}" for l in range(n_layers)])
+    fig.add_scatter(x=xs.ravel(), y=ys.ravel(), mode="markers", showlegend=False, customdata=values.ravel(),
+                    hovertemplate="layer %{y}, head %{x}<br>" + unit + " = %{customdata:.4f}<extra>click to open</extra>",
+                    marker=dict(symbol="square", size=max(8, 400 // max(n_heads, n_layers)), opacity=0.01,
+                                color="white"))
     if selected is not None:
         fig.add_shape(type="rect", x0=selected[1] - 0.5, x1=selected[1] + 0.5, y0=selected[0] - 0.5,
                       y1=selected[0] + 0.5, line=dict(color="red", width=3))
-    fig.update_layout(title=title, yaxis=dict(autorange="reversed", title="layer"), xaxis=dict(title="head"),
+    fig.update_layout(title=title, yaxis=dict(range=[n_layers - 0.5, -0.5], title="layer"),
+                      xaxis=dict(title="head", range=[-0.5, n_heads - 0.5]),
                       height=max(320, 48 * n_layers + 120), **LAYOUT)
     return fig
 
@@ -35,12 +41,12 @@ def units_strip(values: np.ndarray, labels: list[str], title: str, unit: str) ->
 def spectrum(eigenvalues: np.ndarray, title: str) -> go.Figure:
     share = eigenvalues / max(float(eigenvalues.sum()), 1e-30)
     cumulative = np.cumsum(share)
-    pcs = np.arange(len(share))
+    pcs = np.arange(1, len(share) + 1)  # PC1 is the first, as everywhere in the UI
     fig = go.Figure()
     fig.add_bar(x=pcs, y=share, name="explained variance", marker_color="#4c78a8")
     fig.add_scatter(x=pcs, y=cumulative, name="cumulative", mode="lines+markers", line=dict(color="#f58518"))
     for tau, dash in ((0.9, "dash"), (0.99, "dot")):
-        k = int(np.searchsorted(cumulative, tau, side="right")) + 1
+        k = int(np.searchsorted(cumulative, tau, side="right")) + 1  # strict > τ, as in SPEC
         fig.add_hline(y=tau, line_dash=dash, line_color="grey",
                       annotation_text=f"{tau:g}: k={min(k, len(share))}", annotation_position="bottom right")
     fig.update_layout(title=title, xaxis_title="principal component", yaxis_title="share of the head's variance",

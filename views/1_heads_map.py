@@ -22,7 +22,7 @@ values = metrics[ss.metric]
 unit = {"evr1": "share", "participation_ratio": "PCs", "k90": "PCs", "contribution_norm": "norm",
         "cosine_to_output": "cosine", "accuracy_alone": "accuracy", "delta_acc_mean_ablated": "Δ accuracy"}[ss.metric]
 fig = figures.heads_heatmap(values, HEAD_METRICS[ss.metric], unit, selected=(ss.layer, ss.head))
-event = st.plotly_chart(fig, key="heads_map", on_select="rerun", selection_mode="points",
+event = st.plotly_chart(fig, key="heads_map_chart", on_select="rerun", selection_mode="points",
                         config=figures.PNG_CONFIG)
 points = event.selection.points if event and event.selection else []
 if points:

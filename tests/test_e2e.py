@@ -1,0 +1,146 @@
+"""End-to-end: the real app in a real headless Chromium (Debian's chromium, driven by Playwright).
+
+Flows: open the app, open a head from the heads map, toggle a PC in the ablation lab and see the
+accuracy change (on a 10,000-image cache; the latency is printed and written to out/e2e_timings.json),
+upload an image in the probe. Skipped only where no chromium is installed and CI is not set.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and not os.environ.get("CI"):
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+N_IMAGES = 10_000
+
+
+@pytest.fixture(scope="module")
+def big_cache(tmp_path_factory) -> tuple[Path, str]:
+    """A real 10,000-image cache: tiny random model on a generated image folder (10 colour classes)."""
+    from residual_core.pipeline import PrecomputeSpec, precompute
+
+    root = tmp_path_factory.mktemp("e2e")
+    folder = root / "images"
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        (folder / f"class_{c}").mkdir(parents=True)
+        base = rng.integers(0, 255, 3)
+        for i in range(N_IMAGES // 10):
+            pixels = np.clip(base + rng.normal(0, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"class_{c}" / f"{i}.png")
+    dataset = f"folder:{folder}"
+    precompute(PrecomputeSpec(model="tiny-random", dataset=dataset, split="all", limit=N_IMAGES,
+                              cache_dir=str(root / "caches"), batch_size=256))
+    return root / "caches", dataset
+
+
+@pytest.fixture(scope="module")
+def server(big_cache):
+    caches, _ = big_cache
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, RESIDUAL_CACHE=str(caches))
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        yield context.new_page()
+        browser.close()
+
+
+def _query(dataset: str) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({"model": "tiny-random", "dataset": dataset, "split": "all", "n": N_IMAGES})
+
+
+def _wait_idle(page) -> None:
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+
+
+def test_open_a_head_from_the_heads_map(page, server, big_cache):
+    page.goto(f"{server}/?{_query(big_cache[1])}")
+    page.get_by_role("heading", name="Heads map").wait_for(timeout=120_000)
+    heatmap = page.locator(".js-plotly-plot .nsewdrag").first
+    heatmap.wait_for(timeout=60_000)
+    box = heatmap.bounding_box()
+    # the map has n_layers rows × n_heads columns: click the cell of the last layer, last head
+    page.mouse.move(box["x"] + box["width"] * 0.875, box["y"] + box["height"] * 0.75)
+    page.wait_for_timeout(300)  # plotly selects on a click that follows a hover
+    page.mouse.click(box["x"] + box["width"] * 0.875, box["y"] + box["height"] * 0.75)
+    page.get_by_role("heading", name="Head explorer").wait_for(timeout=60_000)
+    page.get_by_text("Nearest texts of L1H3").first.wait_for(timeout=60_000)
+    page.wait_for_function("() => location.search.includes('layer=1')", timeout=30_000)
+    assert "head_explorer" in page.url and "head=3" in page.url
+
+
+def test_toggle_a_pc_changes_the_accuracy_fast(page, server, big_cache):
+    page.goto(f"{server}/ablation_lab?{_query(big_cache[1])}&layer=1&head=2")
+    page.get_by_role("heading", name="Ablation lab").wait_for(timeout=120_000)
+    metric = page.locator('[data-testid="stMetricValue"]').first
+    metric.wait_for(timeout=60_000)
+    _wait_idle(page)
+    timings = []
+    for pc in ("PC1", "PC2", "PC1"):
+        before = metric.inner_text()
+        delta_before = page.locator('[data-testid="stMetricValue"]').nth(2).inner_text()
+        started = time.perf_counter()
+        page.get_by_role("button", name=pc, exact=True).click()
+        page.wait_for_function(
+            "([a, b]) => { const m = document.querySelectorAll('[data-testid=\"stMetricValue\"]');"
+            " return m[0].innerText !== a || m[2].innerText !== b; }", arg=[before, delta_before], timeout=10_000)
+        timings.append(time.perf_counter() - started)
+        _wait_idle(page)
+    print(f"\nPC toggle -> accuracy update in the browser, {N_IMAGES} images: "
+          f"{', '.join(f'{t * 1000:.0f} ms' for t in timings)}")
+    (ROOT / "out").mkdir(exist_ok=True)
+    (ROOT / "out" / "e2e_timings.json").write_text(json.dumps({"n_images": N_IMAGES, "toggle_to_update_s": timings}))
+    assert "mask=" in page.url
+
+
+def test_upload_an_image_in_the_probe(page, server, big_cache, tmp_path):
+    image = tmp_path / "upload.png"
+    Image.fromarray((np.random.default_rng(1).random((64, 48, 3)) * 255).astype(np.uint8)).save(image)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    page.goto(f"{server}/probe?{_query(big_cache[1])}")
+    page.get_by_role("heading", name="Probe").wait_for(timeout=120_000)
+    page.locator('input[type="file"]').set_input_files([str(image), str(broken)])
+    page.get_by_text("broken.jpg is").first.wait_for(timeout=60_000)
+    page.get_by_text("Counterfactual").wait_for(timeout=60_000)
+    assert page.locator(".js-plotly-plot").count() >= 3
+    assert page.get_by_text("Traceback").count() == 0
