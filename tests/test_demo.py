@@ -1,0 +1,121 @@
+"""The attribute world is deterministic and its labels match its pictures; the shipped model loads."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from residual_core.demo.captions import CLASSNAMES, TEMPLATES, caption
+from residual_core.demo.world import CENTRES, FACTORS, RGB, SIZE, Scene, render, sample_scenes, world
+from residual_core.models import ASSETS, ModelLoadError, load_clip
+
+WEIGHTS = ASSETS / "demo" / "residual-demo.safetensors"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from residual_core.demo.world import _digits
+
+    return _digits("test")
+
+
+def test_world_is_deterministic():
+    a_scenes, a_images = world.__wrapped__("test", 12)
+    b_scenes, b_images = world.__wrapped__("test", 12)
+    assert a_scenes == b_scenes and np.array_equal(a_images, b_images)
+    c_scenes, _ = world.__wrapped__("val", 12)
+    assert a_scenes != c_scenes
+
+
+def test_factors_are_balanced_enough(digits):
+    scenes = sample_scenes(3000, 7, digits[1])
+    for name, values in FACTORS.items():
+        counts = np.bincount([s.factor(name) for s in scenes], minlength=len(values))
+        assert counts.min() > 0.6 * 3000 / len(values), name
+
+
+@pytest.mark.parametrize("colour", range(len(FACTORS["colour"])))
+def test_pixels_match_colour_and_position(colour, digits):
+    rng = np.random.default_rng(colour)
+    position = int(rng.integers(5))
+    scene = Scene(shape=1, colour=colour, size=1, position=position, texture=0, count=0, digit=3,
+                  digit_row=int(np.flatnonzero(digits[1] == 3)[0]))
+    image = render(scene, digits[0], seed=colour).astype(int)
+    assert image.shape == (SIZE, SIZE, 3)
+    target = np.array(RGB[FACTORS["colour"][colour]])
+    close = np.abs(image - target).max(-1) < 40  # the object's pixels, with colour jitter
+    ys, xs = np.nonzero(close)
+    assert len(ys) > 30
+    cx, cy = CENTRES[FACTORS["position"][position]]
+    assert abs(xs.mean() - cx) < 4 and abs(ys.mean() - cy) < 4
+
+
+def test_count_and_size_change_the_coloured_area(digits):
+    row = int(np.flatnonzero(digits[1] == 0)[0])
+    areas = {}
+    for count in range(3):
+        for size in range(2):
+            scene = Scene(0, 0, size, 4, 0, count, 0, row)
+            image = render(scene, digits[0], seed=1).astype(int)
+            areas[count, size] = int((np.abs(image - np.array(RGB["red"])).max(-1) < 40).sum())
+    assert areas[0, 0] < areas[1, 0] < areas[2, 0]
+    assert areas[0, 0] < areas[0, 1] and areas[2, 0] < areas[2, 1]
+
+
+def test_captions_name_the_scene_and_classnames_are_in_label_order():
+    scene = Scene(5, 2, 1, 0, 1, 2, 7, 0)
+    texts = [caption(scene, np.random.default_rng(i)) for i in range(200)]
+    joined = " ".join(texts)
+    for word in ("star", "blue", "large", "top left", "striped", "three", "7"):
+        assert word in joined
+    assert all(w not in joined for w in ("circle", "red ", "bottom right", "checkered"))
+    assert len(set(texts)) > 100  # varied templates, subsets and orders
+    for factor, values in FACTORS.items():
+        assert len(CLASSNAMES[factor]) == len(values)
+        assert all(t.count("{}") == 1 for t in TEMPLATES[factor])
+    assert CLASSNAMES["colour"][2].startswith("blue") and CLASSNAMES["digit"][7].endswith("7")
+
+
+needs_weights = pytest.mark.skipif(not WEIGHTS.is_file(), reason="demo weights not trained yet")
+
+
+@needs_weights
+def test_shipped_model_loads_checks_its_hash_and_is_exact():
+    loaded = load_clip("demo")
+    assert loaded.arch.n_layers >= 4 and loaded.arch.n_heads >= 8
+    from residual_core.decompose import decompose_images
+    from residual_core.demo.train import normalise
+
+    _, images = world.__wrapped__("test", 16)
+    decomp = decompose_images(loaded.model, normalise(images, "cpu"))
+    assert decomp.errors()[1] <= 1e-5
+    assert WEIGHTS.stat().st_size + (ASSETS / "model_configs" / "residual-demo.json").stat().st_size < 30e6
+
+
+@needs_weights
+def test_zero_shot_accuracy_stays_near_the_model_card(tmp_path):
+    import open_clip
+
+    from residual_core.demo.train import zero_shot_accuracy
+
+    card = json.loads((ASSETS / "demo" / "evaluation.json").read_text())["zero_shot_test_accuracy"]
+    loaded = load_clip("demo")
+    scenes, images = world.__wrapped__("test", 300)  # a fresh, smaller batch of the held-out world
+    accuracy = zero_shot_accuracy(loaded.model, open_clip.get_tokenizer("residual-demo"), images, scenes, "cpu")
+    for factor in ("colour", "shape"):
+        assert accuracy[factor] >= card[factor] - 0.08, (factor, accuracy[factor], card[factor])
+
+
+@needs_weights
+def test_corrupted_or_missing_weights_give_a_clear_error(tmp_path):
+    copy = tmp_path / "residual-demo.safetensors"
+    shutil.copy(WEIGHTS, copy)
+    shutil.copy(WEIGHTS.with_name(WEIGHTS.name + ".sha256"), tmp_path / (copy.name + ".sha256"))
+    with open(copy, "r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ModelLoadError, match="corrupted"):
+        load_clip(f"residual-demo:{copy}")
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_clip(f"residual-demo:{tmp_path / 'gone.safetensors'}")

@@ -1,0 +1,62 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from residual_core.images import MAX_SIDE, ImageInputError, open_image_bytes
+
+
+def _encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kw)
+    return buffer.getvalue()
+
+
+def test_empty_garbage_and_truncated_uploads_are_refused_clearly():
+    with pytest.raises(ImageInputError, match="empty"):
+        open_image_bytes(b"", "a.png")
+    with pytest.raises(ImageInputError, match="not an image"):
+        open_image_bytes(b"hello, I am text", "notes.txt")
+    good = _encode(Image.new("RGB", (64, 64), (10, 200, 30)), "JPEG")
+    with pytest.raises(ImageInputError, match="damaged or truncated"):
+        open_image_bytes(good[: len(good) // 2], "half.jpg")
+
+
+def test_decompression_bomb_is_refused():
+    bomb = _encode(Image.new("1", (9000, 9000)), "PNG")  # tiny file, 81 M pixels
+    with pytest.raises(ImageInputError, match="pixels|bomb"):
+        open_image_bytes(bomb, "bomb.png")
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "P", "LA", "RGBA", "L"])
+def test_colour_modes_become_rgb(mode):
+    image = Image.new("RGB", (20, 10), (200, 40, 40)).convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    loaded = open_image_bytes(_encode(image, fmt), f"x.{fmt.lower()}")
+    assert loaded.image.mode == "RGB" and loaded.image.size == (20, 10)
+
+
+def test_sixteen_bit_is_rescaled():
+    pixels = (np.linspace(0, 65535, 100).reshape(10, 10)).astype(np.uint16)
+    loaded = open_image_bytes(_encode(Image.fromarray(pixels), "PNG"), "deep.png")
+    values = np.asarray(loaded.image)[..., 0]
+    assert values.min() == 0 and values.max() == 255 and any("8 bits" in n for n in loaded.notes)
+
+
+def test_animation_takes_the_first_frame():
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    loaded = open_image_bytes(buffer.getvalue(), "anim.gif")
+    assert loaded.image.getpixel((8, 8))[0] > 200 and any("first frame" in n for n in loaded.notes)
+
+
+def test_exif_rotation_is_applied_and_large_images_downscaled():
+    image = Image.new("RGB", (40, 20), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise
+    loaded = open_image_bytes(_encode(image, "JPEG", exif=exif), "phone.jpg")
+    assert loaded.image.size == (20, 40)
+    big = open_image_bytes(_encode(Image.new("RGB", (3000, 1500)), "PNG"), "big.png")
+    assert max(big.image.size) == MAX_SIDE and any("downscaled" in n for n in big.notes)
