@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from dashboard.state import FALLBACK_MODEL, current_spec, find_cache, list_caches
+from dashboard.state import FALLBACK_MODEL, current_spec, default_model, find_cache, list_caches
 from residual_core.datasets import REGISTRY, SPLITS, DatasetUnavailableError
 from residual_core.demo.world import FACTORS
 from residual_core.models import SHORT_NAMES, ModelLoadError
-from residual_core.pipeline import precompute
+from residual_core.pipeline import DEFAULT_DATASET, precompute
 from residual_core.store import CacheError
 
 DATASETS = [f"demo-world/{f}" for f in FACTORS] + list(REGISTRY)
@@ -52,7 +52,8 @@ def sidebar() -> None:
             return
         ss.cache_path = None
         st.info("No cache for this choice yet: encoding runs the model once, then every view is arithmetic.")
-        auto = not ss.get("_auto_built")  # the first open builds the default view by itself
+        # The first open builds the default view by itself; anything else waits for a click.
+        auto = not ss.get("_auto_built") and (spec.model, spec.dataset) == (default_model(), DEFAULT_DATASET)
         if auto or st.button("Build the cache", type="primary"):
             ss._auto_built = True
             _build(spec)

@@ -148,3 +148,13 @@ def embedding_2d(path: str, unit: int, method: str):
 
     reducer = umap.UMAP(n_components=2, random_state=0, n_neighbors=15, min_dist=0.1)
     return reducer.fit_transform(scores.T), ("UMAP 1", "UMAP 2")
+
+
+def page_cache(title: str) -> Cache:
+    """Every page's prologue: its title, then the active cache (or a hint and a stop)."""
+    st.title(title)
+    cache = active_cache()
+    if cache is None:
+        st.info("Pick a model and dataset in the sidebar; the cache is built once.")
+        st.stop()
+    return cache

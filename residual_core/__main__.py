@@ -67,7 +67,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     rows = list_models()
     for row in rows:
-        flag = "offline" if row["offline"] else "needs network once"
+        flag = "offline" if row["offline"] else {"hub": "needs network once", "file": "file missing"}[row["source"]]
         print(f"{row['name']:<12} {row['spec']:<40} {flag:<19} {row['about']}")
     print("Any open_clip ARCH:TAG (open_clip.list_pretrained()) or ARCH:/path/to/checkpoint also works.")
     print(json.dumps(rows))

@@ -230,12 +230,13 @@ def list_models() -> list[dict[str, Any]]:
     rows = []
     for name, short in SHORT_NAMES.items():
         if short.pretrained is None:
-            offline = True
+            offline, source = True, "random"
         elif _is_tag(short.arch, short.pretrained):
-            offline = _hub_cached(short.arch, short.pretrained)
+            offline, source = _hub_cached(short.arch, short.pretrained), "hub"
         else:
-            offline = (ASSETS / short.pretrained).is_file()
-        rows.append({"name": name, "spec": f"{short.arch}:{short.pretrained}", "offline": offline, "about": short.about})
+            offline, source = (ASSETS / short.pretrained).is_file(), "file"
+        spec = f"{short.arch}:{short.pretrained}" if short.pretrained else f"{short.arch} (random weights)"
+        rows.append({"name": name, "spec": spec, "offline": offline, "source": source, "about": short.about})
     return rows
 
 

@@ -4,14 +4,10 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.state import active_cache
+from dashboard.state import page_cache
 from residual_core.cache import HEAD_METRICS, head_metrics, other_metrics
 
-st.title("Heads map")
-cache = active_cache()
-if cache is None:
-    st.info("Pick a model and dataset in the sidebar; the cache is built once.")
-    st.stop()
+cache = page_cache("Heads map")
 ss = st.session_state
 st.caption(f"{cache.manifest['spec']['model']} on {cache.manifest['spec']['dataset']} "
            f"({cache.n_images} images, zero-shot accuracy {cache.baseline_accuracy():.1%}, "

@@ -5,13 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.state import active_cache, embedding_2d
+from dashboard.state import embedding_2d, page_cache
 
-st.title("Head explorer")
-cache = active_cache()
-if cache is None:
-    st.info("Pick a model and dataset in the sidebar; the cache is built once.")
-    st.stop()
+cache = page_cache("Head explorer")
 ss = st.session_state
 c1, c2, c3 = st.columns(3)
 c1.selectbox("Layer", range(cache.n_layers), key="layer", format_func=lambda l: f"L{l}")

@@ -5,18 +5,14 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.state import active_cache, get_model
+from dashboard.state import get_model, page_cache
 from residual_core.ablation import AblationMask
 from residual_core.datasets import DatasetUnavailableError, load_dataset
 from residual_core.images import ImageInputError, open_image_bytes
 from residual_core.models import ModelLoadError
 from residual_core.probe import counterfactual_probs, probe_images
 
-st.title("Probe")
-cache = active_cache()
-if cache is None:
-    st.info("Pick a model and dataset in the sidebar; the cache is built once.")
-    st.stop()
+cache = page_cache("Probe")
 ss = st.session_state
 spec = cache.manifest["spec"]
 uploads = st.file_uploader("Upload images (PNG, JPEG, WebP, GIF, BMP, TIFF)", accept_multiple_files=True,

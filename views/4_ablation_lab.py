@@ -8,14 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.state import active_cache, view_state, write_url
+from dashboard.state import page_cache, view_state, write_url
 from residual_core.ablation import AblationMask, LogitState
 
-st.title("Ablation lab")
-cache = active_cache()
-if cache is None:
-    st.info("Pick a model and dataset in the sidebar; the cache is built once.")
-    st.stop()
+cache = page_cache("Ablation lab")
 ss = st.session_state
 HEADS = [(l, h) for l in range(cache.n_layers) for h in range(cache.n_heads)]
 N_PILLS = min(cache.n_pcs, 24)

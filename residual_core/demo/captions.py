@@ -60,15 +60,20 @@ def _clauses(scene: Scene, keep: set[str], rng: np.random.Generator) -> list[str
     return out
 
 
-def caption(scene: Scene, rng: np.random.Generator) -> str:
+def caption(scene: Scene, rng: np.random.Generator, emphasis: dict[str, float] | None = None) -> str:
+    """A random caption; ``emphasis`` raises the chance that a factor is mentioned (e.g. {"digit": 0.9})."""
     names = list(FACTORS)
+    emphasis = emphasis or {}
     if rng.random() < 0.5:
-        keep = {n for n in names if rng.random() < 0.6} or {names[int(rng.integers(len(names)))]}
+        keep = {n for n in names if rng.random() < max(0.6, emphasis.get(n, 0.0))}
+        keep = keep or {names[int(rng.integers(len(names)))]}
         parts = [_noun_phrase(scene, keep, rng), *_clauses(scene, keep, rng)]
         text = " ".join(parts) if rng.random() < 0.5 else ", ".join(parts)
     else:
         k = int(rng.integers(1, 5))
-        chosen = rng.choice(names, size=k, replace=False)
+        chosen = list(rng.choice(names, size=k, replace=False))
+        chosen += [n for n, p in emphasis.items() if n not in chosen and rng.random() < p]
+        rng.shuffle(chosen)
         phrases = [CLASSNAMES[n][scene.factor(n)] for n in chosen]
         text = (", " if rng.random() < 0.5 else " and ").join(phrases)
     return PREFIXES[int(rng.integers(len(PREFIXES)))] + text + "."

@@ -55,6 +55,11 @@ def train(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     _ensure_configs_registered()
     model = open_clip.create_model(ARCH, output_dict=True).to(device)
+    if args.init:  # a later stage continues from earlier weights (fp16 on disk, fp32 here)
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()})
+    emphasis = {k: float(v) for k, v in (item.split("=") for item in args.emphasis)}
     tokenizer = open_clip.get_tokenizer(ARCH)
     loss_fn = open_clip.ClipLoss()
     print(f"rendering {args.n_train} training scenes …", flush=True)
@@ -77,7 +82,7 @@ def train(args: argparse.Namespace) -> dict:
             order, cursor = rng.permutation(len(scenes)), 0
         idx = order[cursor:cursor + args.batch_size]
         cursor += args.batch_size
-        texts = tokenizer([caption(scenes[i], rng) for i in idx]).to(device)
+        texts = tokenizer([caption(scenes[i], rng, emphasis) for i in idx]).to(device)
         out = model(normalise(images[idx], device), texts)
         loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
         optim.zero_grad(set_to_none=True)
@@ -97,10 +102,14 @@ def train(args: argparse.Namespace) -> dict:
     state = {k: v.detach().to(torch.float16).cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights), metadata={"arch": ARCH, "seed": str(args.seed), "steps": str(args.steps)})
     (weights.parent / (weights.name + ".sha256")).write_text(f"{sha256_file(weights)}  {weights.name}\n")
-    report = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+    report = {"init": args.init, "emphasis": emphasis, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
               "n_train": args.n_train, "device": device, "threads": torch.get_num_threads(),
               "minutes": (time.time() - started) / 60, "history": history}
-    (weights.parent / "training_log.json").write_text(json.dumps(report, indent=1))
+    log_path = weights.parent / "training_log.json"
+    stages = json.loads(log_path.read_text()).get("stages", []) if args.init and log_path.is_file() else []
+    previous = [s for s in stages] if stages else ([json.loads(log_path.read_text())] if args.init and log_path.is_file() else [])
+    report["stages"] = previous + [{k: v for k, v in report.items() if k != "stages"}]
+    log_path.write_text(json.dumps(report, indent=1))
     return report
 
 
@@ -116,6 +125,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=300)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(WEIGHTS), help="where to write the safetensors weights")
+    parser.add_argument("--init", default=None, help="continue from these weights (a later training stage)")
+    parser.add_argument("--emphasis", nargs="*", default=[], metavar="FACTOR=P",
+                        help="mention FACTOR in captions with probability ≥ P, e.g. digit=0.9")
     report = train(parser.parse_args())
     print(json.dumps({k: v for k, v in report.items() if k != "history"} | {"final_val": report["history"][-1]["val"]}))
 
