@@ -73,12 +73,16 @@ def server(big_cache):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser(server):
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
-        context = browser.new_context(viewport={"width": 1280, "height": 720})
-        yield context.new_page()
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    return browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
 
 
 def _query(dataset: str) -> str:
@@ -108,7 +112,7 @@ def test_open_a_head_from_the_heads_map(page, server, big_cache):
     assert "head_explorer" in page.url and "head=3" in page.url
 
 
-def test_toggle_a_pc_changes_the_accuracy_fast(page, server, big_cache):
+def test_toggle_a_pc_changes_the_accuracy_fast(page, browser, server, big_cache):
     page.goto(f"{server}/ablation_lab?{_query(big_cache[1])}&layer=1&head=2")
     page.get_by_role("heading", name="Ablation lab").wait_for(timeout=120_000)
     metric = page.locator('[data-testid="stMetricValue"]').first
@@ -127,6 +131,18 @@ def test_toggle_a_pc_changes_the_accuracy_fast(page, server, big_cache):
         _wait_idle(page)
     print(f"\nPC toggle -> accuracy update in the browser, {N_IMAGES} images: "
           f"{', '.join(f'{t * 1000:.0f} ms' for t in timings)}")
+    # A second browser session starts from its own, empty mask; the first keeps its ablation.
+    other = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+    other.goto(f"{server}/ablation_lab?{_query(big_cache[1])}&layer=1&head=2")
+    other_metrics = other.locator('[data-testid="stMetricValue"]')
+    other_metrics.first.wait_for(timeout=60_000)
+    _wait_idle(other)
+    assert other_metrics.nth(0).inner_text() == other_metrics.nth(1).inner_text()  # accuracy == unablated
+    assert other_metrics.nth(2).inner_text() == "0"
+    page.reload()
+    page.locator('[data-testid="stMetricValue"]').first.wait_for(timeout=60_000)
+    _wait_idle(page)
+    assert page.locator('[data-testid="stMetricValue"]').nth(2).inner_text() != "0"  # still ablated (from the URL)
     (ROOT / "out").mkdir(exist_ok=True)
     (ROOT / "out" / "e2e_timings.json").write_text(json.dumps({"n_images": N_IMAGES, "toggle_to_update_s": timings}))
     assert "mask=" in page.url

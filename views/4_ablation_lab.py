@@ -114,12 +114,13 @@ def flip_gallery(flipped: np.ndarray, predictions: np.ndarray) -> None:
     new = predictions[flipped]
     pairs = pd.Series(list(zip(old, new))).value_counts().head(6)
     for (a, b), count in pairs.items():
-        rows = flipped[(old == a) & (new == b)][:10]
-        fixed = " (now correct)" if b == cache.labels[rows[0]] else ""
-        st.markdown(f"**{cache.classnames[a]} → {cache.classnames[b]}**: {count} images{fixed}")
-        cols = st.columns(10)
-        for col, row in zip(cols, rows):
-            col.image(cache.thumbs[row], caption=f"true: {cache.classnames[cache.labels[row]]}")
+        rows = flipped[(old == a) & (new == b)][:12]
+        fixed = (cache.labels[rows] == b).sum()
+        st.markdown(f"**{cache.classnames[a]} → {cache.classnames[b]}**: {count} images "
+                    f"({fixed} of those shown now correct)")
+        # One strip per group: a single image element keeps a toggle's rerun light.
+        st.image(np.concatenate(list(cache.thumbs[rows]), axis=1), width=min(96 * len(rows), 1100),
+                 caption="true: " + ", ".join(cache.classnames[cache.labels[r]] for r in rows))
 
 
 lab()
