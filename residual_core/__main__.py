@@ -51,6 +51,21 @@ def _cmd_precompute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_specialize(args: argparse.Namespace) -> int:
+    from residual_core.cache import load_cache
+    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.specialize import specialize
+
+    common = dict(model=args.model, dataset=args.dataset, limit=args.limit, seed=args.seed, device=args.device,
+                  cache_dir=args.cache_dir, random_weights=args.random_weights, batch_size=args.batch_size)
+    val = load_cache(precompute(PrecomputeSpec(split=args.val_split, **common)))
+    test = load_cache(precompute(PrecomputeSpec(split=args.test_split, **common)))
+    report = specialize(val, test, n_random=args.n_random)
+    print(json.dumps({"model": args.model, "dataset": args.dataset, "val": args.val_split,
+                      "test": args.test_split} | report))
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from residual_core.datasets import list_datasets
 
@@ -118,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--basis-from", default=None, help="cache folder whose PCA basis to reuse")
     p.add_argument("--keep-shards", action="store_true", help="keep raw shards after finishing")
     p.set_defaults(func=_cmd_precompute)
+
+    p = sub.add_parser("specialize", help="score heads on val (S, U|T, U, random), top-k accuracy on test")
+    model_args(p)
+    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--test-split", default="test")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--n-random", type=int, default=10, help="random-score seeds")
+    p.add_argument("--cache-dir", default=default_cache_dir())
+    p.set_defaults(func=_cmd_specialize)
 
     sub.add_parser("datasets", help="list registered datasets").set_defaults(func=_cmd_datasets)
     sub.add_parser("models", help="list registered model short names").set_defaults(func=_cmd_models)

@@ -36,3 +36,10 @@ def tiny_cache(tiny_cache_dir):
     from residual_core.cache import load_cache
 
     return load_cache(tiny_cache_dir)
+
+
+def pytest_configure(config):
+    # tests/synthetic.py is a helper module imported by several test files
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))

@@ -1,0 +1,56 @@
+"""Build in-memory caches from chosen head contributions: planted structure for analysis tests."""
+
+from pathlib import Path
+
+import numpy as np
+
+from residual_core.cache import Cache
+
+
+def make_cache(heads: np.ndarray, labels: np.ndarray, classifier: np.ndarray,
+               rest: np.ndarray | None = None) -> Cache:
+    """heads [n, L, H, E] (exact contributions), labels [n], classifier [E, C]; rest [n, E] = emb (+ MLPs)."""
+    n, n_layers, n_heads, d = heads.shape
+    flat = heads.reshape(n, n_layers * n_heads, d).astype(np.float64)
+    rest = np.zeros((n, d)) if rest is None else rest
+    n_pcs = min(n - 1, d)
+    means, comps, evals, scores = [], [], [], []
+    for u in range(flat.shape[1]):
+        mean = flat[:, u].mean(0)
+        _, sing, vt = np.linalg.svd(flat[:, u] - mean, full_matrices=False)
+        means.append(mean)
+        comps.append(vt[:n_pcs])
+        evals.append(sing[:n_pcs] ** 2 / (n - 1))
+        scores.append((flat[:, u] - mean) @ vt[:n_pcs].T)
+    means, comps = np.array(means, np.float32), np.array(comps, np.float32)
+    scores = np.array(scores, np.float32).transpose(0, 2, 1)  # [U, n_pcs, n]
+    output = (flat.sum(1) + rest).astype(np.float32)
+    classifier = classifier.astype(np.float32)
+    alone = np.array([((flat[:, u] @ classifier).argmax(1) == labels).mean() for u in range(flat.shape[1])])
+    n_units = 1 + n_layers + flat.shape[1]
+    return Cache(
+        path=Path("."), manifest={"arch": {"n_layers": n_layers, "n_heads": n_heads},
+                                  "classnames": [str(c) for c in range(classifier.shape[1])], "logit_scale": 100.0},
+        head_scores=scores, head_mean=means, head_components=comps, head_eigenvalues=np.array(evals, np.float32),
+        mlps=np.zeros((n, n_layers, d), np.float16), embed=rest.astype(np.float16), output=output, labels=labels,
+        positions=np.arange(n), thumbs=np.zeros((n, 1, 1, 3), np.uint8), classifier=classifier,
+        text_embeds=np.zeros((1, d), np.float32), texts=("",), image_ids=tuple(str(i) for i in range(n)),
+        pole_top=np.zeros((flat.shape[1], n_pcs, 1), np.int32), pole_bottom=np.zeros((flat.shape[1], n_pcs, 1), np.int32),
+        text_pos_idx=np.zeros((flat.shape[1], n_pcs, 1), np.int32), text_pos_score=np.zeros((flat.shape[1], n_pcs, 1)),
+        text_neg_idx=np.zeros((flat.shape[1], n_pcs, 1), np.int32), text_neg_score=np.zeros((flat.shape[1], n_pcs, 1)),
+        unit_norm=np.zeros(n_units), unit_cos=np.zeros(n_units), head_alone_acc=alone,
+        head_ablated_acc=np.zeros(flat.shape[1]), pc_logits=np.einsum("ukd,dc->ukc", comps, classifier),
+        mean_logits=means @ classifier, base_logits=output @ classifier,
+        score_mean=scores.mean(2), mean_proj=np.einsum("ud,ukd->uk", means, comps),
+    )
+
+
+def planted(n: int = 400, n_layers: int = 3, n_heads: int = 4, d: int = 16, n_classes: int = 4,
+            label_head: tuple[int, int] = (2, 1), seed: int = 0) -> tuple[Cache, tuple[int, int]]:
+    """Heads of noise, except ``label_head`` which adds 3·t_y (the label's class direction)."""
+    rng = np.random.default_rng(seed)
+    classifier = np.linalg.qr(rng.standard_normal((d, n_classes)))[0]
+    labels = np.arange(n) % n_classes
+    heads = rng.standard_normal((n, n_layers, n_heads, d)) * 0.5
+    heads[:, label_head[0], label_head[1]] += 3.0 * classifier[:, labels].T
+    return make_cache(heads, labels, classifier), label_head

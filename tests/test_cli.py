@@ -1,0 +1,38 @@
+import json
+
+from residual_core.__main__ import main
+
+
+def _last_json(capsys) -> dict | list:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_verify_prints_the_error_and_passes(capsys):
+    assert main(["verify", "--model", "tiny-random", "--n-images", "3"]) == 0
+    report = _last_json(capsys)
+    assert report["rel_err"] <= 1e-5 and report["max_abs_err"] >= 0
+    assert report["n_heads"] == 8 and report["n_units"] == 1 + 2 + 8
+
+
+def test_listings_are_json(capsys):
+    assert main(["datasets"]) == 0
+    assert any(row["name"] == "mnist-offline" for row in _last_json(capsys))
+    assert main(["models"]) == 0
+    assert any(row["name"] == "demo" for row in _last_json(capsys))
+
+
+def test_bad_input_exits_2_with_a_message(capsys):
+    assert main(["verify", "--model", "ViT-Nope:foo"]) == 2
+    assert "unknown architecture" in capsys.readouterr().err
+    assert main(["precompute", "--model", "tiny-random", "--dataset", "no-such-set"]) == 2
+    assert "python -m residual_core datasets" in capsys.readouterr().err
+
+
+def test_precompute_and_specialize(tmp_path, capsys):
+    args = ["--model", "tiny-random", "--dataset", "mnist-offline", "--limit", "80", "--cache-dir", str(tmp_path)]
+    assert main(["precompute", *args]) == 0
+    out = _last_json(capsys)
+    assert out["n_images"] == 80 and out["cache"].startswith(str(tmp_path))
+    assert main(["specialize", *args, "--n-random", "2"]) == 0
+    report = _last_json(capsys)
+    assert set(report["curves"]) == {"S", "U|T", "U", "random"} and report["k"][0] == 1
