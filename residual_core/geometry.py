@@ -1,0 +1,72 @@
+"""Spectral geometry of units (SPEC §5–§6): linear and TwoNN intrinsic dimension, spectral cosine."""
+
+import numpy as np
+import torch
+
+from residual_core.cache import Cache, as_f32
+from residual_core.pca import n_components_for, participation_ratio
+
+
+def two_nn_dimension(points: np.ndarray, fraction: float = 0.9) -> float:
+    """TwoNN intrinsic dimension of points [n, d] (Facco et al.; fit through the origin on 90 % of points)."""
+    x = torch.from_numpy(np.asarray(points, dtype=np.float64))
+    dist = torch.cdist(x, x)  # [n, n]
+    dist.fill_diagonal_(float("inf"))
+    nearest = dist.topk(2, dim=1, largest=False).values  # [n, 2]: r1, r2
+    r1, r2 = nearest[:, 0], nearest[:, 1]
+    keep = (r1 > 0) & (r2 > r1)
+    mu = torch.sort(r2[keep] / r1[keep]).values
+    n = len(mu)
+    if n < 3:
+        raise ValueError("TwoNN needs at least 3 points with distinct neighbour distances")
+    cdf = torch.arange(1, n + 1, dtype=torch.float64) / n
+    m = int(fraction * n)
+    xs, ys = torch.log(mu[:m]), -torch.log(1 - cdf[:m])
+    return float((xs * ys).sum() / (xs * xs).sum())
+
+
+def spectral_cosine(x: np.ndarray, wx: np.ndarray, y: np.ndarray, wy: np.ndarray) -> float:
+    """Weighted normalised spectral cosine of two bases (rows orthonormal), weights ∝ eigenvalues.
+
+    1 for identical bases, 0 for orthogonal subspaces; greedy matching of |cos| weighted by w_x,i·w_y,j.
+    """
+    k = min(len(x), len(y))
+    norm = np.linalg.norm(wx[:k] * wy[:k])
+    weights = np.outer(wx, wy) / max(norm, 1e-30)
+    scores = np.abs(x @ y.T) * weights  # [k_x, k_y]
+    picked = []
+    for _ in range(k):
+        i, j = np.unravel_index(np.argmax(scores), scores.shape)
+        picked.append(scores[i, j])
+        scores[i, :] = -np.inf
+        scores[:, j] = -np.inf
+    return float(np.linalg.norm(picked))
+
+
+def head_geometry(cache: Cache, n_sample: int = 2000, seed: int = 42) -> dict[str, np.ndarray]:
+    """Per head [n_layers, n_heads]: participation ratio, PCs to 90 % and 99 %, TwoNN dimension.
+
+    TwoNN uses the head's PCA coordinates (an isometry of its centred contributions) of at most
+    ``n_sample`` images drawn with ``seed``.
+    """
+    shape = (cache.n_layers, cache.n_heads)
+    evals = torch.from_numpy(np.asarray(cache.head_eigenvalues, dtype=np.float64))
+    rows = np.sort(np.random.default_rng(seed).permutation(cache.n_images)[:n_sample])
+    two_nn = [two_nn_dimension(as_f32(cache.head_scores[u])[:, rows].T) for u in range(shape[0] * shape[1])]
+    return {"participation_ratio": participation_ratio(evals).numpy().reshape(shape),
+            "k90": n_components_for(evals, 0.9).clamp_max(evals.shape[-1]).numpy().reshape(shape),
+            "k99": n_components_for(evals, 0.99).clamp_max(evals.shape[-1]).numpy().reshape(shape),
+            "two_nn": np.array(two_nn).reshape(shape)}
+
+
+def head_spectral_cosine(a: Cache, b: Cache, tau: float = 0.9) -> np.ndarray:
+    """Spectral cosine of each head's basis in two caches (same architecture), bases pruned to τ EVR."""
+    if (a.n_layers, a.n_heads) != (b.n_layers, b.n_heads):
+        raise ValueError("the two caches come from models of different shapes")
+    out = np.zeros(a.n_layers * a.n_heads)
+    for u in range(len(out)):
+        ea, eb = np.asarray(a.head_eigenvalues[u], np.float64), np.asarray(b.head_eigenvalues[u], np.float64)
+        ka = int(n_components_for(torch.from_numpy(ea), tau).clamp_max(len(ea)))
+        kb = int(n_components_for(torch.from_numpy(eb), tau).clamp_max(len(eb)))
+        out[u] = spectral_cosine(a.head_components[u][:ka], ea[:ka], b.head_components[u][:kb], eb[:kb])
+    return out.reshape(a.n_layers, a.n_heads)
