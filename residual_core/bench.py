@@ -5,6 +5,7 @@ toggle_ms_p50          one PC toggled + accuracy, on a synthetic 10,000-image Vi
 toggle_head_ms_p50     one whole head toggled + accuracy, same cache
 cache_bytes_per_image  per-image bytes of a real ViT-B-32 cache (fixed-size arrays reported apart)
 rel_err                max |Σ units − encode_image| / max |encode_image| on the traced batch
+align_fine_seconds     fine-variant λ training (early stopping, ≤ 30 epochs) on the same 10,000-image cache
 """
 
 import argparse
@@ -100,6 +101,15 @@ def toggle_timings(cache: Cache, repeats: int) -> dict[str, float]:
     return {"toggle_ms_p50": statistics.median(pc_ms), "toggle_head_ms_p50": statistics.median(head_ms)}
 
 
+def align_timing(cache: Cache) -> dict[str, float]:
+    """Fine-variant λ training on the synthetic cache (train = val = test: a timing, not an accuracy)."""
+    from residual_core.align import align
+
+    result = align(cache, cache, cache, "fine", epochs=30)
+    return {"align_fine_seconds": result.seconds, "align_fine_epochs": result.epochs,
+            "align_fine_params": result.n_params}
+
+
 def cache_size(arch: str, limit: int, folder: Path) -> dict[str, float]:
     from residual_core.pipeline import PrecomputeSpec, precompute
 
@@ -118,8 +128,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, float]:
     report: dict[str, float | str] = {"arch": args.arch, "device": "cpu", "torch_threads": torch.get_num_threads()}
     report |= trace_overhead(args.arch, args.trace_images)
     with tempfile.TemporaryDirectory() as tmp:
-        report |= toggle_timings(synthetic_cache(Path(tmp), args.n_images), args.repeats)
+        cache = synthetic_cache(Path(tmp), args.n_images)
+        report |= toggle_timings(cache, args.repeats)
         report["toggle_cache_images"] = args.n_images
+        report |= align_timing(cache)
     with tempfile.TemporaryDirectory() as tmp:
         report |= cache_size(args.arch, 128, Path(tmp))
     return report

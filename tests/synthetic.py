@@ -45,12 +45,25 @@ def make_cache(heads: np.ndarray, labels: np.ndarray, classifier: np.ndarray,
     )
 
 
+def subset(cache: Cache, rows: np.ndarray) -> Cache:
+    """The same cache (same basis) restricted to some images."""
+    from dataclasses import replace
+
+    scores = cache.head_scores[:, :, rows]
+    return replace(cache, head_scores=scores, output=cache.output[rows], labels=cache.labels[rows],
+                   embed=cache.embed[rows], mlps=cache.mlps[rows], base_logits=cache.base_logits[rows],
+                   positions=cache.positions[rows], score_mean=scores.mean(2))
+
+
 def planted(n: int = 400, n_layers: int = 3, n_heads: int = 4, d: int = 16, n_classes: int = 4,
-            label_head: tuple[int, int] = (2, 1), seed: int = 0) -> tuple[Cache, tuple[int, int]]:
+            label_head: tuple[int, int] = (2, 1), seed: int = 0, noise: float = 0.5,
+            label_noise: float | None = None) -> tuple[Cache, tuple[int, int]]:
     """Heads of noise, except ``label_head`` which adds 3·t_y (the label's class direction)."""
     rng = np.random.default_rng(seed)
     classifier = np.linalg.qr(rng.standard_normal((d, n_classes)))[0]
     labels = np.arange(n) % n_classes
-    heads = rng.standard_normal((n, n_layers, n_heads, d)) * 0.5
+    heads = rng.standard_normal((n, n_layers, n_heads, d)) * noise
+    if label_noise is not None:
+        heads[:, label_head[0], label_head[1]] *= label_noise / noise
     heads[:, label_head[0], label_head[1]] += 3.0 * classifier[:, labels].T
     return make_cache(heads, labels, classifier), label_head

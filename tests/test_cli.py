@@ -36,3 +36,14 @@ def test_precompute_and_specialize(tmp_path, capsys):
     assert main(["specialize", *args, "--n-random", "2"]) == 0
     report = _last_json(capsys)
     assert set(report["curves"]) == {"S", "U|T", "U", "random"} and report["k"][0] == 1
+
+
+def test_align_trains_on_cached_coefficients_and_saves_lambda(tmp_path, capsys):
+    args = ["--model", "tiny-random", "--dataset", "mnist-offline", "--limit", "80", "--cache-dir", str(tmp_path)]
+    assert main(["align", *args, "--method", "coarse", "--epochs", "2"]) == 0
+    report = _last_json(capsys)
+    assert report["method"] == "coarse" and report["n_params"] == 8
+    assert 0 <= report["test_acc"] <= 1 and report["seconds"] > 0
+    import numpy as np
+
+    assert np.load(report["lambdas"]).shape == (8,)
