@@ -15,6 +15,8 @@ PAGES = [
     st.Page("views/2_head_explorer.py", title="Head explorer", icon=":material/search:", url_path="head_explorer"),
     st.Page("views/3_probe.py", title="Probe", icon=":material/image_search:", url_path="probe"),
     st.Page("views/4_ablation_lab.py", title="Ablation lab", icon=":material/science:", url_path="ablation_lab"),
+    st.Page("views/5_specialisation.py", title="Specialisation", icon=":material/leaderboard:",
+            url_path="specialisation"),
 ]
 page = st.navigation(PAGES)
 try:

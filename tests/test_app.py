@@ -9,7 +9,8 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["views/1_heads_map.py", "views/2_head_explorer.py", "views/3_probe.py", "views/4_ablation_lab.py"]
+PAGES = ["views/1_heads_map.py", "views/2_head_explorer.py", "views/3_probe.py", "views/4_ablation_lab.py",
+         "views/5_specialisation.py"]
 
 
 @pytest.fixture()
@@ -68,3 +69,15 @@ def test_probe_with_an_upload_and_with_a_broken_one(app):
     assert not app.exception
     assert any("broken.png" in e.value for e in app.error)
     assert any("Top-5" in str(c.proto.spec) for c in app.get("plotly_chart")) or len(app.get("plotly_chart")) >= 3
+
+
+def test_specialisation_builds_its_caches_then_shows_curves(app):
+    app.switch_page("views/5_specialisation.py").run()
+    _no_errors(app)
+    if app.button:  # val/test caches not built yet in this cache folder: build them from the page
+        app.button[0].click().run()
+        app.run()
+    _no_errors(app)
+    assert len(app.get("plotly_chart")) >= 2
+    app.radio(key="spec_method").set_value("U|T").run()
+    _no_errors(app)

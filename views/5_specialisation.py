@@ -1,0 +1,61 @@
+"""Specialisation: which heads carry the task? Scores on val, top-k accuracy curves on test (SPEC §8)."""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import figures
+from dashboard.state import current_spec, find_cache, get_cache
+from residual_core.pipeline import precompute
+from residual_core.specialize import specialize
+
+st.title("Specialisation")
+ss = st.session_state
+st.caption("Heads are scored on the val split of the sidebar's dataset and evaluated on its test split.")
+base = current_spec()
+specs = {split: base.__class__(**{**base.__dict__, "split": split}) for split in ("val", "test")}
+paths = {split: find_cache(spec) for split, spec in specs.items()}
+missing = [split for split, path in paths.items() if path is None]
+if missing:
+    st.info(f"Needs the {' and '.join(missing)} cache(s) of this model and dataset.")
+    if st.button("Build them", type="primary"):
+        bar = st.progress(0.0)
+        for split in missing:
+            precompute(specs[split], progress=lambda stage, done, total, s=split: bar.progress(
+                min(done / max(total, 1), 1.0), text=f"{s} · {stage}: {done}/{total}"))
+        find_cache.clear()
+        st.rerun()
+    st.stop()
+
+
+@st.cache_data(show_spinner="scoring heads …", max_entries=16)
+def report_for(val_path: str, test_path: str) -> dict:
+    return specialize(get_cache(val_path), get_cache(test_path))
+
+
+report = report_for(paths["val"], paths["test"])
+val = get_cache(paths["val"])
+shape = (val.n_layers, val.n_heads)
+method = st.radio("Score", ["S", "U|T", "U"], horizontal=True, key="spec_method",
+                  help="S: accuracy of the head alone; U|T: correlation with the heads' output in the class "
+                       "subspace; U: the same in the whole joint space")
+st.plotly_chart(figures.heads_heatmap(np.array(report["scores"][method]).reshape(shape), f"{method} score per head",
+                                      method), config=figures.PNG_CONFIG)
+mode = st.radio("Other heads", ["zero", "mean"], horizontal=True, key="spec_mode")
+fig = go.Figure()
+ks = report["k"]
+rand = report["curves"]["random"][mode]
+mean, std = np.array(rand["mean"]), np.array(rand["std"])
+fig.add_scatter(x=ks + ks[::-1], y=list(mean + std) + list((mean - std)[::-1]), fill="toself", mode="lines", line=dict(width=0),
+                fillcolor="rgba(150,150,150,0.3)", name="random ± std")
+fig.add_scatter(x=ks, y=mean, mode="lines", line=dict(color="grey", dash="dash"), name="random (mean of 10)")
+for name in ("S", "U|T", "U"):
+    fig.add_scatter(x=ks, y=report["curves"][name][mode], mode="lines+markers", name=name)
+for label, value in (("all heads (H)", report["baselines"][f"H_{mode}"]), ("full model (B)", report["baselines"]["B"])):
+    fig.add_hline(y=value, line_dash="dot", annotation_text=f"{label}: {value:.1%}")
+fig.update_layout(title="Test accuracy of the top-k heads", xaxis_title="k (heads kept)", yaxis_title="accuracy",
+                  xaxis_type="log", height=420, **figures.LAYOUT)
+st.plotly_chart(fig, config=figures.PNG_CONFIG)
+table = pd.DataFrame({"k": ks} | {m: report["curves"][m][mode] for m in ("S", "U|T", "U")} | {"random": mean})
+st.download_button("Curves (CSV)", table.to_csv(index=False), "specialisation.csv", "text/csv")
