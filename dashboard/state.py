@@ -158,3 +158,12 @@ def page_cache(title: str) -> Cache:
         st.info("Pick a model and dataset in the sidebar; the cache is built once.")
         st.stop()
     return cache
+
+
+@st.cache_resource(show_spinner="decomposing …", max_entries=16)
+def probe_cached(cache_path: str, model: str, random_weights: bool, seed: int, digests: tuple[str, ...],
+                 _images: list):
+    """Probe once per set of images: widget changes on the probe page reuse the result (no model call)."""
+    from residual_core.probe import probe_images
+
+    return probe_images(get_model(model, random_weights, seed), get_cache(cache_path), _images)

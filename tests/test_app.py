@@ -81,3 +81,20 @@ def test_specialisation_builds_its_caches_then_shows_curves(app):
     assert len(app.get("plotly_chart")) >= 2
     app.radio(key="spec_method").set_value("U|T").run()
     _no_errors(app)
+
+
+def test_a_widget_change_on_the_probe_page_does_not_run_the_model(app, monkeypatch):
+    import residual_core.probe as probe_module
+    from dashboard.state import probe_cached
+
+    calls = []
+    real = probe_module.probe_images
+    monkeypatch.setattr(probe_module, "probe_images", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    probe_cached.clear()
+    app.switch_page("views/3_probe.py").run()
+    _no_errors(app)
+    assert len(calls) == 1
+    app.radio(key="probe_mode").set_value("zero").run()
+    app.multiselect(key="probe_heads").set_value([(0, 0)]).run()
+    _no_errors(app)
+    assert len(calls) == 1  # counterfactuals are arithmetic on the cached decomposition

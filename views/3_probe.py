@@ -1,16 +1,18 @@
 """Probe: decompose your own image (or one from the dataset) and see which heads and PCs drive it."""
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.state import get_model, page_cache
+from dashboard.state import page_cache, probe_cached
 from residual_core.ablation import AblationMask
 from residual_core.datasets import DatasetUnavailableError, load_dataset
 from residual_core.images import ImageInputError, open_image_bytes
 from residual_core.models import ModelLoadError
-from residual_core.probe import counterfactual_probs, probe_images
+from residual_core.probe import counterfactual_probs
 
 cache = page_cache("Probe")
 ss = st.session_state
@@ -39,9 +41,8 @@ if not images:
         st.image(cache.thumbs[row])
         st.stop()
 try:
-    model = get_model(spec["model"], spec["random_weights"], spec["seed"])
-    with st.spinner("decomposing …"):
-        result = probe_images(model, cache, images)
+    digests = tuple(hashlib.sha256(im.tobytes()).hexdigest() + f"{im.size}" for im in images)
+    result = probe_cached(str(cache.path), spec["model"], spec["random_weights"], spec["seed"], digests, images)
 except (ModelLoadError, ValueError) as err:
     st.error(f"Could not probe: {err}")
     st.stop()
