@@ -116,10 +116,11 @@ def _apply(cache: Cache, mask: AblationMask, out: _Readout) -> np.ndarray:
     n_heads = cache.n_heads
     for layer, head in mask.heads:
         u = layer * n_heads + head
-        coef = pc_coefficients(cache, u, "mean")  # [n_pcs, n]
-        if mask.mode == "zero":
-            coef = _t(as_f32(cache.head_scores[u]))
+        if mask.mode == "zero":  # the whole contribution: mean + every coefficient
+            coef = _t(as_f32(cache.head_scores[u]))  # [n_pcs, n]
             result -= _t(out.mean[u])
+        else:
+            coef = pc_coefficients(cache, u, "mean")
         result -= coef.T @ _t(out.pc[u])
     per_head: dict[int, dict[int, float]] = {}
     for layer, head, pc in mask.pcs:

@@ -82,7 +82,7 @@ def parse_model_spec(text: str, random_weights: bool = False, seed: int = 0) -> 
         arch, pretrained = text.split(":", 1)
     else:
         arch, pretrained = text, None
-        random_weights = True if not random_weights else random_weights
+        random_weights = True  # a bare architecture name has no weights to load
     if random_weights:
         pretrained = None
     _ensure_configs_registered()

@@ -106,8 +106,10 @@ def train(args: argparse.Namespace) -> dict:
               "n_train": args.n_train, "device": device, "threads": torch.get_num_threads(),
               "minutes": (time.time() - started) / 60, "history": history}
     log_path = weights.parent / "training_log.json"
-    stages = json.loads(log_path.read_text()).get("stages", []) if args.init and log_path.is_file() else []
-    previous = [s for s in stages] if stages else ([json.loads(log_path.read_text())] if args.init and log_path.is_file() else [])
+    previous = []  # a later stage appends itself to the earlier stages' log
+    if args.init and log_path.is_file():
+        earlier = json.loads(log_path.read_text())
+        previous = earlier.get("stages", [earlier])
     report["stages"] = previous + [{k: v for k, v in report.items() if k != "stages"}]
     log_path.write_text(json.dumps(report, indent=1))
     return report
