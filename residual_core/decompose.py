@@ -13,6 +13,7 @@ recomputed from the attention input because open_clip 3.3's nn.MultiheadAttentio
 another K/V projection.
 """
 
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -20,6 +21,11 @@ import open_clip
 import torch
 from open_clip.transformer import LayerScale, ResidualAttentionBlock, VisionTransformer
 from torch import Tensor, nn
+
+
+# Hooks live on the (shared) model: two threads tracing the same model at once would record each other's
+# activations (a Streamlit server runs sessions in threads). One trace at a time per process.
+_TRACE_LOCK = threading.Lock()
 
 
 class UnsupportedModelError(ValueError):
@@ -251,7 +257,7 @@ def decompose_images(model: nn.Module, images: Tensor, maps: HeadMaps | None = N
     if visual.training:
         raise ValueError("model is in training mode; call model.eval() (patch dropout must be off)")
     maps = maps if maps is not None else HeadMaps.from_model(model)
-    with _Capture(visual) as cap:
+    with _TRACE_LOCK, _Capture(visual) as cap:
         output = visual(images)
         if isinstance(output, tuple):
             output = output[0]

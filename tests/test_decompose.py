@@ -113,3 +113,13 @@ def test_hooks_are_removed(tiny, tiny_images):
     decompose_images(tiny.model, tiny_images)
     modules = list(tiny.model.visual.modules())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in modules)
+
+
+def test_concurrent_traces_of_one_model_stay_exact(tiny):
+    # A Streamlit server decomposes in several threads with one shared model.
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n)) for n in (3, 5, 7, 4, 6, 2)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda x: decompose_images(tiny.model, x, check=False), batches * 3))
+    assert all(r.errors()[1] < 1e-5 for r in results)

@@ -156,7 +156,13 @@ def test_upload_an_image_in_the_probe(page, server, big_cache, tmp_path):
     page.goto(f"{server}/probe?{_query(big_cache[1])}")
     page.get_by_role("heading", name="Probe").wait_for(timeout=120_000)
     page.locator('input[type="file"]').set_input_files([str(image), str(broken)])
-    page.get_by_text("broken.jpg is").first.wait_for(timeout=60_000)
-    page.get_by_text("Counterfactual").wait_for(timeout=60_000)
+    try:
+        page.get_by_text("broken.jpg is").first.wait_for(timeout=60_000)
+        page.get_by_text("Counterfactual").wait_for(timeout=60_000)
+    except sync_api.TimeoutError:
+        (ROOT / "out").mkdir(exist_ok=True)
+        page.screenshot(path=str(ROOT / "out" / "probe_failure.png"), full_page=True)  # for the person debugging
+        raise
+    page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)  # plots draw after the text appears
     assert page.locator(".js-plotly-plot").count() >= 3
     assert page.get_by_text("Traceback").count() == 0
