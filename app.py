@@ -17,6 +17,8 @@ PAGES = [
     st.Page("views/4_ablation_lab.py", title="Ablation lab", icon=":material/science:", url_path="ablation_lab"),
     st.Page("views/5_specialisation.py", title="Specialisation", icon=":material/leaderboard:",
             url_path="specialisation"),
+    st.Page("views/6_alignment.py", title="Alignment", icon=":material/tune:", url_path="alignment"),
+    st.Page("views/7_compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
 ]
 page = st.navigation(PAGES)
 try:

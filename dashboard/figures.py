@@ -108,3 +108,41 @@ def confusion_diff(diff: np.ndarray, classnames: tuple[str, ...]) -> go.Figure:
     fig.update_layout(title="Confusion matrix change (ablated − unablated)", xaxis_title="predicted",
                       yaxis=dict(title="true", autorange="reversed"), height=460, **LAYOUT)
     return fig
+
+
+def lambda_spectrum(lam: np.ndarray, eigenvalues: np.ndarray, title: str) -> go.Figure:
+    """λ per PC (gaps where pruned) over the head's explained-variance bars."""
+    share = eigenvalues / max(float(eigenvalues.sum()), 1e-30)
+    pcs = np.arange(1, len(lam) + 1)
+    fig = go.Figure()
+    fig.add_bar(x=pcs, y=share, name="explained variance", marker_color="#c6d4e8", yaxis="y2")
+    fig.add_scatter(x=pcs, y=np.where(np.isnan(lam), None, lam), mode="lines+markers", name="λ",
+                    line=dict(color="#e45756"), connectgaps=False)
+    fig.add_hline(y=1.0, line_dash="dot", line_color="grey", annotation_text="λ = 1 (unchanged)")
+    fig.update_layout(title=title, xaxis_title="principal component", yaxis=dict(title="λ"),
+                      yaxis2=dict(title="share of variance", overlaying="y", side="right", showgrid=False,
+                                  rangemode="tozero"),
+                      height=380, legend=dict(orientation="h", y=1.12), **LAYOUT)
+    return fig
+
+
+def compare_heatmap(values: np.ndarray, rows: list[str], heads: list[str], title: str) -> go.Figure:
+    """values [n_caches, n_heads] in [0, 1]; click a cell to pick that head and cache."""
+    fig = go.Figure(go.Heatmap(z=values, x=heads, y=rows, zmin=0, zmax=1, colorscale="Viridis",
+                               colorbar=dict(title=dict(text="spectral cosine", side="right")), hoverinfo="skip"))
+    xs, ys = np.meshgrid(heads, rows)
+    fig.add_scatter(x=xs.ravel(), y=ys.ravel(), mode="markers", showlegend=False, customdata=values.ravel(),
+                    hovertemplate="%{x} · %{y}<br>cosine %{customdata:.3f}<extra>click for matched PCs</extra>",
+                    marker=dict(symbol="square", size=max(6, 900 // max(len(heads), 1)), opacity=0.01,
+                                color="white"))
+    fig.update_layout(title=title, xaxis=dict(title="head", tickangle=-90), yaxis=dict(autorange="reversed"),
+                      height=max(260, 40 * len(rows) + 180), **LAYOUT)
+    return fig
+
+
+def jaccard_heatmap(values: np.ndarray, names: list[str]) -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=values, x=names, y=names, zmin=0, zmax=1, colorscale="Blues",
+                               texttemplate="%{z:.2f}", colorbar=dict(title=dict(text="Jaccard", side="right"))))
+    fig.update_layout(title="Jaccard overlap of the top heads", yaxis=dict(autorange="reversed"),
+                      height=max(320, 40 * len(names) + 200), **LAYOUT)
+    return fig

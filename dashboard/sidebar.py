@@ -1,5 +1,7 @@
 """The sidebar shared by all pages: what to look at, and building its cache when there is none."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from dashboard.state import FALLBACK_MODEL, current_spec, default_model, find_cache, list_caches
@@ -7,7 +9,7 @@ from residual_core.datasets import REGISTRY, SPLITS, DatasetUnavailableError
 from residual_core.demo.world import FACTORS
 from residual_core.models import SHORT_NAMES, ModelLoadError
 from residual_core.pipeline import DEFAULT_DATASET, precompute
-from residual_core.store import CacheError
+from residual_core.store import CacheError, read_manifest
 
 DATASETS = [f"demo-world/{f}" for f in FACTORS] + list(REGISTRY)
 
@@ -38,6 +40,13 @@ def sidebar() -> None:
         if ss.model == FALLBACK_MODEL:
             st.warning("Random-weight model: the decomposition is exact but heads mean nothing. "
                        "Train the demo model (README) or pick a pretrained one.")
+        if ss.get("basis_from") and not _basis_matches(ss.basis_from, ss.model, ss.dataset):
+            ss.basis_from = None  # another model or dataset: its own basis again
+        if ss.get("basis_from"):
+            st.caption(f"PCs in the basis of `{ss.basis_from.rsplit('/', 1)[-1]}` (applied from Alignment)")
+            if st.button("Use this split's own PCA basis"):
+                ss.basis_from = None
+                st.rerun()
         spec = current_spec()
         try:
             path = find_cache(spec)
@@ -57,6 +66,14 @@ def sidebar() -> None:
         if auto or st.button("Build the cache", type="primary"):
             ss._auto_built = True
             _build(spec)
+
+
+def _basis_matches(folder: str, model: str, dataset: str) -> bool:
+    try:
+        spec = read_manifest(Path(folder))["spec"]
+    except (CacheError, KeyError, OSError):
+        return False
+    return (spec["model"], spec["dataset"]) == (model, dataset)
 
 
 def _build(spec) -> None:

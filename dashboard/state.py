@@ -14,7 +14,7 @@ from residual_core.pipeline import DEFAULT_DATASET, DEFAULT_MODEL, PrecomputeSpe
 from residual_core.store import MANIFEST, CacheError
 
 DEFAULT_LIMIT = 2000
-SHARED_KEYS = ("model", "dataset", "split", "limit", "layer", "head", "pc", "metric")
+SHARED_KEYS = ("model", "dataset", "split", "limit", "layer", "head", "pc", "metric", "basis_from")
 FALLBACK_MODEL = "tiny-random"  # when the demo weights are missing: clearly labelled random weights
 
 
@@ -54,6 +54,7 @@ def init_state() -> None:
     ss.head = int(qp.get("head", 0))
     ss.pc = int(qp.get("pc", 0))
     ss.metric = qp.get("metric", "accuracy_alone")
+    ss.basis_from = qp.get("basis") or None  # PCA basis of another cache (the Alignment page's train split)
     try:
         ss.mask = decode_mask(qp["mask"]) if "mask" in qp else AblationMask()
     except (ValueError, KeyError, zlib.error, json.JSONDecodeError):
@@ -70,6 +71,8 @@ def write_url() -> None:
               "layer": str(ss.layer), "head": str(ss.head), "pc": str(ss.pc), "metric": ss.metric}
     if not ss.mask.is_empty:
         params["mask"] = encode_mask(ss.mask)
+    if ss.get("basis_from"):
+        params["basis"] = ss.basis_from
     if dict(st.query_params) != params:
         st.query_params.from_dict(params)
 
@@ -84,7 +87,7 @@ def view_state() -> dict:
 def current_spec() -> PrecomputeSpec:
     ss = st.session_state
     return PrecomputeSpec(model=ss.model, dataset=ss.dataset, split=ss.split, limit=ss.limit or None,
-                          cache_dir=default_cache_dir())
+                          cache_dir=default_cache_dir(), basis_from=ss.get("basis_from") or None)
 
 
 @st.cache_data(show_spinner="checking the cache …", max_entries=64)
@@ -112,6 +115,7 @@ def list_caches(cache_dir: str | None = None) -> list[dict]:
             spec = data["spec"]
             rows.append({"path": str(manifest.parent), "model": spec["model"], "dataset": spec["dataset"],
                          "split": spec["split"], "n_images": data["n_images"],
+                         "shape": (data["arch"]["n_layers"], data["arch"]["n_heads"]),
                          "accuracy": round(data["zeroshot_accuracy"], 4)})
         except (OSError, KeyError, json.JSONDecodeError):
             continue

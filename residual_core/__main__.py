@@ -67,25 +67,18 @@ def _cmd_specialize(args: argparse.Namespace) -> int:
 
 
 def _cmd_align(args: argparse.Namespace) -> int:
-    from residual_core import store
-    from residual_core.align import align
-    from residual_core.cache import load_cache
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.align import align, result_tag, save_result, split_caches
 
-    common = dict(model=args.model, dataset=args.dataset, limit=args.limit, seed=args.seed, device=args.device,
-                  cache_dir=args.cache_dir, random_weights=args.random_weights, batch_size=args.batch_size)
-    train_dir = precompute(PrecomputeSpec(split="train", **common))
-    # val and test are expressed in the train cache's basis, so one λ per PC means the same thing everywhere
-    val = load_cache(precompute(PrecomputeSpec(split="val", basis_from=str(train_dir), **common)))
-    test = load_cache(precompute(PrecomputeSpec(split="test", basis_from=str(train_dir), **common)))
-    result = align(load_cache(train_dir), val, test, args.method, epochs=args.epochs, seed=args.align_seed,
+    train_dir, train, val, test = split_caches(
+        model=args.model, dataset=args.dataset, limit=args.limit, seed=args.seed, device=args.device,
+        cache_dir=args.cache_dir, random_weights=args.random_weights, batch_size=args.batch_size)
+    result = align(train, val, test, args.method, epochs=args.epochs, seed=args.align_seed,
                    reference_compat=args.reference_compat, identity_start=args.identity_start)
-    tag = f"align_{args.method}{'_compat' if args.reference_compat else ''}{'_identity' if args.identity_start else ''}"
-    store.atomic_save_npy(train_dir / f"{tag}.npy", result.lambdas)
-    report = {"method": result.method, "n_params": result.n_params, "val_acc": result.val_acc,
-              "test_acc": result.test_acc, "zeroshot_test_acc": result.zeroshot_test_acc,
-              "seconds": result.seconds, "epochs": result.epochs, "lambdas": str(train_dir / f"{tag}.npy")}
-    store.atomic_write_text(train_dir / f"{tag}.json", json.dumps(report))
+    settings = {"model": args.model, "dataset": args.dataset, "limit": args.limit, "epochs": args.epochs,
+                "seed": args.align_seed, "reference_compat": args.reference_compat,
+                "identity_start": args.identity_start}
+    tag = result_tag(args.method, args.reference_compat, args.identity_start)
+    report = {k: v for k, v in save_result(train_dir, result, tag, settings).items() if k != "history"}
     print(json.dumps(report))
     return 0
 

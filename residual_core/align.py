@@ -12,16 +12,26 @@ where Φ is meant (spectral becomes (f − μ) ⊙ λ; in full, MLPs get (c − 
 square, land in the first k canonical coordinates). ``identity_start`` sets λ = 1 and adds the unit means
 and the dropped units back, so training starts from the model (not in the paper; it starts at λ ~ N(1, 1)).
 Heads use the train cache's basis; val/test caches must be built with ``--basis-from`` the train cache.
-Optimiser: torch AdamW (the paper uses schedule-free AdamW; lr 0.8 for λ, 1e-3 for the adapters).
+Optimiser: schedule-free AdamW (package ``schedulefree``, library defaults) with the paper's lr, 0.8 for λ
+and 1e-3 for the adapters; validation, test and checkpoints use its averaged (``.eval()``) weights.
+
+Speed: every head term is one product (Y ⊙ λ) B with Y = [n, K] coefficients and B = [K, E] stacked bases
+(K = Σ kept PCs: fine drops the pruned ones before multiplying). Accuracy needs only the arg-max of the
+logits, which normalisation does not change, so validation multiplies by B·W ([K, n_classes]) instead.
 """
 
+import json
 import time
+from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import schedulefree
 from torch import Tensor, nn
 
+from residual_core import store
 from residual_core.cache import Cache, as_f32
 from residual_core.pca import n_components_for
 
@@ -36,20 +46,23 @@ class AlignResult:
     test_acc: float
     zeroshot_test_acc: float
     seconds: float
-    epochs: int
+    epochs: int  # epochs run (early stopping included)
+    best_epoch: int  # the epoch whose weights were kept (0 = the initial λ)
     lambdas: np.ndarray  # learned parameters, flattened
+    head_lambda: np.ndarray | None  # [n_units, n_pcs] λ per head PC (see head_lambdas); None for adapters
+    history: tuple  # per epoch: {"epoch", "loss", "val_acc"}
 
 
-def _split_tensors(cache: Cache) -> dict[str, Tensor]:
-    n_units = cache.n_layers * cache.n_heads
-    return {"scores": torch.from_numpy(as_f32(np.asarray(cache.head_scores)).transpose(2, 0, 1).copy()),  # [n,U,k]
-            "output": torch.from_numpy(cache.output), "embed": torch.from_numpy(as_f32(cache.embed)),
-            "mlps": torch.from_numpy(as_f32(cache.mlps)), "labels": torch.from_numpy(cache.labels),
-            "n_units": torch.tensor(n_units)}
+def _split_tensors(cache: Cache, columns: Tensor) -> dict[str, Tensor]:
+    """A split's cached arrays as tensors; head coefficients flattened to [n, K] and cut to ``columns``."""
+    scores = as_f32(np.asarray(cache.head_scores))  # [U, k, n]
+    flat = torch.from_numpy(scores.reshape(-1, scores.shape[-1]))[columns].T.contiguous()  # [n, K]
+    return {"scores": flat, "output": torch.from_numpy(cache.output), "embed": torch.from_numpy(as_f32(cache.embed)),
+            "mlps": torch.from_numpy(as_f32(cache.mlps)), "labels": torch.from_numpy(cache.labels)}
 
 
 class Adapter(nn.Module):
-    """One of the METHODS as a module on a split's cached tensors (rows selected by ``index``)."""
+    """One of the METHODS as a module on a split's cached tensors (see ``_split_tensors``)."""
 
     def __init__(self, method: str, train: Cache, compat: bool, identity: bool, seed: int):
         super().__init__()
@@ -57,17 +70,21 @@ class Adapter(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         init = (lambda *shape: torch.ones(*shape)) if identity else (lambda *shape: 1 + torch.randn(*shape, generator=gen))
         self.comps = torch.from_numpy(train.head_components)  # [U, k, E]
+        n_units, k, d = self.comps.shape
         self.head_mean = torch.from_numpy(train.head_mean)  # [U, E]
         evals = torch.from_numpy(np.asarray(train.head_eigenvalues, dtype=np.float64))
-        k90 = n_components_for(evals, 0.9).clamp_max(evals.shape[-1])
-        self.keep = (torch.arange(evals.shape[-1])[None] < k90[:, None]).float()  # [U, k] fine pruning
-        if method == "full" or (method == "fine" and identity):  # full prunes nothing (SPEC §9)
-            self.keep = torch.ones_like(self.keep)
-        d = train.output.shape[1]
+        k90 = n_components_for(evals, 0.9).clamp_max(k)
+        keep = torch.arange(k)[None] < k90[:, None]  # [U, k] fine pruning
+        if method != "fine" or identity:  # full prunes nothing (SPEC §9); identity start must reproduce f(x)
+            keep = torch.ones_like(keep)
+        self.keep = keep.float()
+        self.columns = keep.flatten().nonzero().squeeze(1)  # [K] kept (unit, PC) pairs, unit-major
+        self.unit_of = self.columns // k  # [K]
+        self.basis = self.comps.reshape(n_units * k, d)[self.columns]  # [K, E] stacked bases
         if method == "coarse":
-            self.lam = nn.Parameter(init(len(self.comps)))
+            self.lam = nn.Parameter(init(n_units))
         elif method in ("fine", "full"):
-            self.lam = nn.Parameter(init(*self.keep.shape))
+            self.lam = nn.Parameter(init(n_units, k))
         if method == "full":
             mlps = torch.from_numpy(as_f32(train.mlps)).double()  # [n, L, E]
             self.mlp_mean = mlps.mean(0).float()  # [L, E]
@@ -85,43 +102,53 @@ class Adapter(nn.Module):
             self.out_basis = torch.linalg.svd(out - out.mean(0), full_matrices=False)[2].float()  # [E, E]
             self.lam = nn.Parameter(init(d))
 
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+    @property
+    def n_params(self) -> int:
+        if self.method == "fine":  # pruned PCs have no effect: count only the live λ
+            return int(self.columns.numel())
+        return int(sum(p.numel() for p in self.parameters()))
+
+    def _mlp_term(self, batch: dict[str, Tensor]) -> Tensor:
+        centred = batch["mlps"] - self.mlp_mean  # [n, L, E]
+        coords = torch.einsum("nle,lje->nlj", centred, self.mlp_basis) * self.mlp_lam  # [n, L, E]
+        basis = self.mlp_basis.transpose(1, 2) if self.compat else self.mlp_basis  # Φᵀ where Φ is meant
+        return torch.einsum("nlj,lje->ne", coords, basis) + (self.mlp_mean.sum(0) if self.identity else 0)
+
+    def forward(self, batch: dict[str, Tensor], project: Tensor | None = None) -> Tensor:
+        """z [n, E]; with ``project`` = W [E, C], z·W [n, C] without forming z for the head terms."""
+        out = (lambda z: z) if project is None else (lambda z: z @ project)
         m = self.method
         if m == "zeroshot":
-            return batch["output"]
+            return out(batch["output"])
         if m == "linear":
-            return self.linear(batch["output"])
+            return out(self.linear(batch["output"]))
         if m == "spectral":
             centred = batch["output"] - self.out_mean
             if self.compat:  # the reference's square basis cancels: element-wise scaling
                 z = centred * self.lam
             else:
                 z = ((centred @ self.out_basis.T) * self.lam) @ self.out_basis
-            return z + (self.out_mean if self.identity else 0)
-        scores = batch["scores"]  # [n, U, k]
-        if m == "coarse":
-            heads = self.head_mean + torch.einsum("nuk,uke->nue", scores, self.comps)  # [n, U, E]
-            z = torch.einsum("nue,u->ne", heads, self.lam)
-            return z + (batch["output"] - heads.sum(1) if self.identity else 0)
-        weights = scores * self.lam * self.keep  # [n, U, k]
+            return out(z + (self.out_mean if self.identity else 0))
+        y = batch["scores"]  # [n, K]
+        if m == "coarse":  # Σ_u λ_u (μ_u + y_u Φ_u), plus, from identity, what the heads leave out of f(x)
+            coef = self.lam[self.unit_of] - (1.0 if self.identity else 0.0)  # [K]
+            rest = self.lam @ self.head_mean + ((batch["output"] - self.head_mean.sum(0)) if self.identity else 0)
+        else:
+            coef = self.lam.flatten()[self.columns]  # [K]
+            rest = self.head_mean.sum(0) if self.identity else torch.zeros(self.basis.shape[1])
+            if m == "fine" and self.identity:  # the dropped emb and MLPs come back unchanged
+                rest = rest + batch["embed"] + batch["mlps"].sum(1)
+            if m == "full":
+                rest = rest + self._mlp_term(batch) + batch["embed"]
+        weights = y * coef  # [n, K]
         if m == "full" and self.compat:  # padded square basis: head outputs stay in the first k coordinates
-            k = weights.shape[-1]
-            z = torch.zeros(len(scores), self.comps.shape[-1])
-            z[:, :k] = torch.einsum("nuj,ujk->nk", weights, self.comps[:, :, :k].transpose(1, 2))
-        else:  # Σ_u (y_u ⊙ λ_u) Φ_u as one [n, U·k] × [U·k, E] product (faster than the batched einsum)
-            z = weights.reshape(len(weights), -1) @ self.comps.reshape(-1, self.comps.shape[-1])
-        if self.identity:
-            z = z + self.head_mean.sum(0)
-        if m == "full":
-            centred = batch["mlps"] - self.mlp_mean  # [n, L, E]
-            coords = torch.einsum("nle,lje->nlj", centred, self.mlp_basis) * self.mlp_lam  # [n, L, E]
-            basis = self.mlp_basis.transpose(1, 2) if self.compat else self.mlp_basis  # Φᵀ where Φ is meant
-            z = z + torch.einsum("nlj,lje->ne", coords, basis) + batch["embed"]
-            if self.identity:
-                z = z + self.mlp_mean.sum(0)
-        elif self.identity:  # fine: the dropped emb and MLPs come back unchanged
-            z = z + batch["embed"] + batch["mlps"].sum(1)
-        return z
+            k = self.comps.shape[1]
+            heads = torch.zeros(len(y), self.comps.shape[-1])
+            heads[:, :k] = torch.einsum("nuj,ujk->nk", weights.reshape(len(y), -1, k),  # [n, U, k]
+                                        self.comps[:, :, :k].transpose(1, 2))
+            return out(heads + rest)
+        basis = self.basis if project is None else self.basis @ project  # [K, E] or [K, C]
+        return weights @ basis + out(rest)
 
 
 def _logits(z: Tensor, weights: Tensor, scale: float, compat: bool) -> Tensor:
@@ -130,17 +157,29 @@ def _logits(z: Tensor, weights: Tensor, scale: float, compat: bool) -> Tensor:
     return scale * nn.functional.normalize(z, dim=-1) @ weights
 
 
-def _accuracy(model: Adapter, data: dict[str, Tensor], weights: Tensor, scale: float, compat: bool) -> float:
+def _accuracy(model: Adapter, data: dict[str, Tensor], weights: Tensor) -> float:
+    # arg-max of scale · normalize(z) · W equals that of z · W: no need to form z [n, E]
     with torch.no_grad():
-        batch = {k: v for k, v in data.items() if k != "n_units"}
-        pred = _logits(model(batch), weights, scale, compat).argmax(1)
+        pred = model(data, project=weights).argmax(1)
     return float((pred == data["labels"]).float().mean())
+
+
+def head_lambdas(model: Adapter) -> np.ndarray | None:
+    """λ per (head, PC) [U, k]: coarse λ repeated over a head's PCs, NaN where fine pruned; None otherwise."""
+    if model.method not in ("coarse", "fine", "full"):
+        return None
+    lam = model.lam.detach()
+    grid = lam[:, None].expand(model.keep.shape) if model.method == "coarse" else lam
+    return torch.where(model.keep.bool(), grid, torch.nan).numpy().astype(np.float32)
 
 
 def align(train: Cache, val: Cache, test: Cache, method: str, epochs: int = 30, patience: int = 5,
           batch_size: int = 64, lr: float | None = None, seed: int = 42, reference_compat: bool = False,
-          identity_start: bool = False) -> AlignResult:
-    """Train ``method`` on train, early-stop on val accuracy, report test accuracy of the best epoch."""
+          identity_start: bool = False, progress: Callable[[int, int, float], None] | None = None) -> AlignResult:
+    """Train ``method`` on train, early-stop on val accuracy, report test accuracy of the best epoch.
+
+    ``progress(epoch, max_epochs, val_acc)`` is called after every epoch (a UI's progress bar).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     for other in (val, test):
@@ -151,29 +190,35 @@ def align(train: Cache, val: Cache, test: Cache, method: str, epochs: int = 30, 
     torch.manual_seed(seed)
     weights = torch.from_numpy(train.classifier)
     scale = float(train.manifest["logit_scale"])
-    data = {name: _split_tensors(c) for name, c in (("train", train), ("val", val), ("test", test))}
     model = Adapter(method, train, reference_compat, identity_start, seed)
+    data = {name: _split_tensors(c, model.columns) for name, c in (("train", train), ("val", val), ("test", test))}
     params = [p for p in model.parameters() if p.requires_grad]
-    zeroshot = Adapter("zeroshot", train, reference_compat, identity_start, seed)
-    zs_test = _accuracy(zeroshot, data["test"], weights, scale, reference_compat)
-    best = (_accuracy(model, data["val"], weights, scale, reference_compat), 0,
-            [p.detach().clone() for p in params])
+    zs_test = _accuracy(Adapter("zeroshot", train, reference_compat, identity_start, seed), data["test"], weights)
+    best = (_accuracy(model, data["val"], weights), 0, [p.detach().clone() for p in params])
+    history = [{"epoch": 0, "val_acc": best[0]}]
     epochs_run = 0
     if params:
         lr = lr if lr is not None else (1e-3 if method in ("linear", "spectral") else 0.8)
-        optim = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        optim = schedulefree.AdamWScheduleFree(params, lr=lr)
         gen = torch.Generator().manual_seed(seed)
         n = len(data["train"]["labels"])
         for epoch in range(1, epochs + 1):
             epochs_run = epoch
+            optim.train()
+            losses = []
             for rows in torch.randperm(n, generator=gen).split(batch_size):
-                batch = {k: v[rows] for k, v in data["train"].items() if k != "n_units"}
+                batch = {k: v[rows] for k, v in data["train"].items()}
                 loss = nn.functional.cross_entropy(_logits(model(batch), weights, scale, reference_compat),
                                                    batch["labels"])
                 optim.zero_grad()
                 loss.backward()
                 optim.step()
-            val_acc = _accuracy(model, data["val"], weights, scale, reference_compat)
+                losses.append(loss.item())
+            optim.eval()  # schedule-free: evaluate and checkpoint the averaged weights
+            val_acc = _accuracy(model, data["val"], weights)
+            history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_acc": val_acc})
+            if progress:
+                progress(epoch, epochs, val_acc)
             if val_acc > best[0]:
                 best = (val_acc, epoch, [p.detach().clone() for p in params])
             elif epoch - best[1] >= patience:
@@ -181,9 +226,67 @@ def align(train: Cache, val: Cache, test: Cache, method: str, epochs: int = 30, 
         with torch.no_grad():
             for p, saved in zip(params, best[2]):
                 p.copy_(saved)
-    test_acc = _accuracy(model, data["test"], weights, scale, reference_compat)
-    n_params = int(sum(p.numel() for p in params))
-    if method == "fine":  # pruned PCs have no effect: count only the live λ
-        n_params = int(model.keep.sum())
-    flat = torch.cat([p.detach().flatten() for p in params]).numpy() if params else np.zeros(0)
-    return AlignResult(method, n_params, best[0], test_acc, zs_test, time.perf_counter() - started, epochs_run, flat)
+    test_acc = _accuracy(model, data["test"], weights)
+    flat = torch.cat([p.detach().flatten() for p in params]).numpy() if params else np.zeros(0, np.float32)
+    return AlignResult(method, model.n_params, best[0], test_acc, zs_test, time.perf_counter() - started,
+                       epochs_run, best[1], flat, head_lambdas(model), tuple(history))
+
+
+def result_tag(method: str, reference_compat: bool = False, identity_start: bool = False) -> str:
+    return f"align_{method}{'_compat' if reference_compat else ''}{'_identity' if identity_start else ''}"
+
+
+def save_result(train_dir: Path, result: AlignResult, tag: str, settings: dict) -> dict:
+    """Write λ (``<tag>.npy``, ``<tag>_heads.npy``) and the report (``<tag>.json``, last) beside the train cache."""
+    store.atomic_save_npy(train_dir / f"{tag}.npy", result.lambdas)
+    if result.head_lambda is not None:
+        store.atomic_save_npy(train_dir / f"{tag}_heads.npy", result.head_lambda)
+    report = {"method": result.method, "n_params": result.n_params, "val_acc": result.val_acc,
+              "test_acc": result.test_acc, "zeroshot_test_acc": result.zeroshot_test_acc,
+              "seconds": result.seconds, "epochs": result.epochs, "best_epoch": result.best_epoch,
+              "lambdas": str(train_dir / f"{tag}.npy"), "tag": tag, "settings": settings,
+              "cache_key": store.read_manifest(train_dir)["key"], "history": list(result.history)}
+    store.atomic_write_text(train_dir / f"{tag}.json", json.dumps(report))
+    return report
+
+
+def saved_results(train_dir: Path) -> list[dict]:
+    """Reports of the methods trained on this cache (current cache key only), zero-shot first."""
+    key = store.read_manifest(train_dir)["key"]
+    out = []
+    for path in sorted(Path(train_dir).glob("align_*.json")):
+        report = json.loads(path.read_text())
+        if report.get("cache_key") == key:
+            out.append(report)
+    return sorted(out, key=lambda r: (METHODS.index(r["method"]), r["tag"]))
+
+
+def saved_head_lambdas(train_dir: Path, tag: str) -> np.ndarray | None:
+    path = Path(train_dir) / f"{tag}_heads.npy"
+    return np.load(path) if path.is_file() else None
+
+
+def lambda_scales(head_lambda: np.ndarray, n_heads: int, decimals: int = 3) -> tuple:
+    """Learned λ as the ablation lab's per-PC scales ((layer, head, pc, λ), …); pruned PCs are switched off."""
+    rows = []
+    for u, pc in np.ndindex(*head_lambda.shape):
+        value = head_lambda[u, pc]
+        value = 0.0 if np.isnan(value) else round(float(value), decimals)
+        if value != 1.0:
+            rows.append((int(u) // n_heads, int(u) % n_heads, int(pc), value))
+    return tuple(sorted(rows))
+
+
+def split_caches(**common) -> tuple[Path, Cache, Cache, Cache]:
+    """Train, val and test caches of one model and dataset; val/test in the train cache's PCA basis.
+
+    ``common`` are PrecomputeSpec fields shared by the splits (model, dataset, limit, cache_dir, …).
+    """
+    from residual_core.cache import load_cache
+    from residual_core.pipeline import PrecomputeSpec, precompute
+
+    train_dir = precompute(PrecomputeSpec(split="train", **common))
+    # val and test are expressed in the train cache's basis, so one λ per PC means the same thing everywhere
+    val = load_cache(precompute(PrecomputeSpec(split="val", basis_from=str(train_dir), **common)))
+    test = load_cache(precompute(PrecomputeSpec(split="test", basis_from=str(train_dir), **common)))
+    return train_dir, load_cache(train_dir), val, test

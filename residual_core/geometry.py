@@ -25,22 +25,28 @@ def two_nn_dimension(points: np.ndarray, fraction: float = 0.9) -> float:
     return float((xs * ys).sum() / (xs * xs).sum())
 
 
-def spectral_cosine(x: np.ndarray, wx: np.ndarray, y: np.ndarray, wy: np.ndarray) -> float:
-    """Weighted normalised spectral cosine of two bases (rows orthonormal), weights ∝ eigenvalues.
+def match_pcs(x: np.ndarray, wx: np.ndarray, y: np.ndarray, wy: np.ndarray) -> list[tuple[int, int, float, float]]:
+    """Greedy matching of two bases' PCs (rows orthonormal) by |cos| weighted by w_x,i·w_y,j (weights ∝ eigenvalues).
 
-    1 for identical bases, 0 for orthogonal subspaces; greedy matching of |cos| weighted by w_x,i·w_y,j.
+    Returns (i, j, cos, weighted score) per matched pair, best first; min(k_x, k_y) pairs. The cosine keeps
+    its sign (a PC's sign is arbitrary: negative means the + pole of one is the − pole of the other).
     """
     k = min(len(x), len(y))
     norm = np.linalg.norm(wx[:k] * wy[:k])
-    weights = np.outer(wx, wy) / max(norm, 1e-30)
-    scores = np.abs(x @ y.T) * weights  # [k_x, k_y]
-    picked = []
+    cos = x @ y.T  # [k_x, k_y]
+    scores = np.abs(cos) * np.outer(wx, wy) / max(norm, 1e-30)
+    pairs = []
     for _ in range(k):
         i, j = np.unravel_index(np.argmax(scores), scores.shape)
-        picked.append(scores[i, j])
+        pairs.append((int(i), int(j), float(cos[i, j]), float(scores[i, j])))
         scores[i, :] = -np.inf
         scores[:, j] = -np.inf
-    return float(np.linalg.norm(picked))
+    return pairs
+
+
+def spectral_cosine(x: np.ndarray, wx: np.ndarray, y: np.ndarray, wy: np.ndarray) -> float:
+    """Weighted normalised spectral cosine of two bases: 1 for identical bases, 0 for orthogonal subspaces."""
+    return float(np.linalg.norm([score for *_, score in match_pcs(x, wx, y, wy)]))
 
 
 def head_geometry(cache: Cache, n_sample: int = 2000, seed: int = 42) -> dict[str, np.ndarray]:
@@ -59,14 +65,20 @@ def head_geometry(cache: Cache, n_sample: int = 2000, seed: int = 42) -> dict[st
             "two_nn": np.array(two_nn).reshape(shape)}
 
 
+def _pruned(cache: Cache, unit: int, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    evals = np.asarray(cache.head_eigenvalues[unit], np.float64)
+    k = int(n_components_for(torch.from_numpy(evals), tau).clamp_max(len(evals)))
+    return cache.head_components[unit][:k], evals[:k]
+
+
 def head_spectral_cosine(a: Cache, b: Cache, tau: float = 0.9) -> np.ndarray:
     """Spectral cosine of each head's basis in two caches (same architecture), bases pruned to τ EVR."""
     if (a.n_layers, a.n_heads) != (b.n_layers, b.n_heads):
         raise ValueError("the two caches come from models of different shapes")
-    out = np.zeros(a.n_layers * a.n_heads)
-    for u in range(len(out)):
-        ea, eb = np.asarray(a.head_eigenvalues[u], np.float64), np.asarray(b.head_eigenvalues[u], np.float64)
-        ka = int(n_components_for(torch.from_numpy(ea), tau).clamp_max(len(ea)))
-        kb = int(n_components_for(torch.from_numpy(eb), tau).clamp_max(len(eb)))
-        out[u] = spectral_cosine(a.head_components[u][:ka], ea[:ka], b.head_components[u][:kb], eb[:kb])
-    return out.reshape(a.n_layers, a.n_heads)
+    out = [spectral_cosine(*_pruned(a, u, tau), *_pruned(b, u, tau)) for u in range(a.n_layers * a.n_heads)]
+    return np.array(out).reshape(a.n_layers, a.n_heads)
+
+
+def head_matched_pcs(a: Cache, b: Cache, unit: int, tau: float = 0.9) -> list[tuple[int, int, float, float]]:
+    """One head's PCs in cache a matched to its PCs in cache b (see match_pcs), bases pruned to τ EVR."""
+    return match_pcs(*_pruned(a, unit, tau), *_pruned(b, unit, tau))

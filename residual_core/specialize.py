@@ -103,3 +103,27 @@ def specialize(val: Cache, test: Cache, n_random: int = 10) -> dict:
     report["baselines"] = {"H_zero": topk_accuracy(test, everything, "zero"),
                            "H_mean": evaluate(test, others).accuracy, "B": test.baseline_accuracy()}
     return report
+
+
+
+def top_k(n_heads: int, fraction: float = 0.05) -> int:
+    """Size of a top-``fraction`` head set: at least 2, so that overlaps are not all-or-nothing."""
+    return max(2, int(fraction * n_heads))
+
+
+def top_heads(cache: Cache, k: int, method: str = "S") -> list[int]:
+    """The k best heads by ``method`` (flat, layer-major indices; ties broken by head order)."""
+    return [int(u) for u in np.argsort(-head_scores(cache, method), kind="stable")[:k]]
+
+
+def jaccard(a, b) -> float:
+    a, b = set(a), set(b)
+    return len(a & b) / max(len(a | b), 1)
+
+
+def jaccard_matrix(caches: list[Cache], fraction: float = 0.05, method: str = "S") -> tuple[np.ndarray, list]:
+    """Jaccard overlap [n, n] of the caches' top-``fraction`` head sets (SPEC §8), and those sets."""
+    if len({(c.n_layers, c.n_heads) for c in caches}) > 1:
+        raise ValueError("Jaccard across datasets needs caches of one architecture")
+    sets = [top_heads(c, top_k(c.n_layers * c.n_heads, fraction), method) for c in caches]
+    return np.array([[jaccard(a, b) for b in sets] for a in sets]), sets

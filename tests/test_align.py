@@ -57,3 +57,44 @@ def test_val_and_test_must_share_the_train_basis():
     other, _ = planted(seed=9)
     with pytest.raises(ValueError, match="basis-from"):
         align(train, other, other, "fine")
+
+
+@pytest.mark.parametrize("method", ["zeroshot", "coarse", "fine", "full", "linear", "spectral"])
+@pytest.mark.parametrize("identity", [False, True])
+def test_projected_forward_equals_logits_of_the_embedding(method, identity):
+    # validation multiplies by B·W instead of forming z; that must give the same class scores
+    train, _, _ = _splits(noise=1.0)
+    model = Adapter(method, train, compat=False, identity=identity, seed=3)
+    from residual_core.align import _split_tensors
+
+    batch = _split_tensors(train, model.columns)
+    w = torch.from_numpy(train.classifier)
+    with torch.no_grad():
+        assert torch.allclose(model(batch, project=w), model(batch) @ w, atol=1e-4, rtol=1e-4)
+
+
+def test_fine_multiplies_only_the_kept_pcs_and_matches_the_masked_sum():
+    train, _, _ = _splits(noise=1.0)
+    model = Adapter("fine", train, compat=False, identity=False, seed=0)
+    keep = model.keep.bool()
+    assert model.n_params == int(keep.sum()) == len(model.columns) < keep.numel()
+    scores = torch.from_numpy(np.asarray(train.head_scores, dtype=np.float32)).permute(2, 0, 1)  # [n, U, k]
+    comps = torch.from_numpy(train.head_components)  # [U, k, E]
+    dense = torch.einsum("nuk,uke->ne", scores * model.lam.detach() * keep, comps)  # the formula, all PCs
+    from residual_core.align import _split_tensors
+
+    with torch.no_grad():
+        assert torch.allclose(model(_split_tensors(train, model.columns)), dense, atol=1e-4)
+
+
+def test_progress_history_and_head_lambdas_are_reported():
+    train, val, test = _splits(noise=1.0, seed=2)
+    seen = []
+    result = align(train, val, test, "fine", epochs=3, patience=10, progress=lambda e, n, acc: seen.append((e, n)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    lam = result.head_lambda
+    assert lam.shape == (train.n_layers * train.n_heads, train.n_pcs)
+    assert np.isnan(lam).sum() == lam.size - result.n_params  # pruned PCs are marked, not trained
+    coarse = align(train, val, test, "coarse", epochs=1).head_lambda
+    assert np.allclose(coarse, coarse[:, :1])  # one λ per head, shown on every PC

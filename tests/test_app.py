@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["views/1_heads_map.py", "views/2_head_explorer.py", "views/3_probe.py", "views/4_ablation_lab.py",
-         "views/5_specialisation.py"]
+         "views/5_specialisation.py", "views/6_alignment.py", "views/7_compare.py"]
 
 
 @pytest.fixture()
@@ -98,3 +98,62 @@ def test_a_widget_change_on_the_probe_page_does_not_run_the_model(app, monkeypat
     app.multiselect(key="probe_heads").set_value([(0, 0)]).run()
     _no_errors(app)
     assert len(calls) == 1  # counterfactuals are arithmetic on the cached decomposition
+
+
+def _click(at: AppTest, label: str) -> AppTest:
+    [button] = [b for b in at.button if b.label.startswith(label)]
+    return button.click().run()
+
+
+def test_alignment_trains_lists_results_and_applies_lambda_to_the_lab(app):
+    app.switch_page("views/6_alignment.py").run()
+    _no_errors(app)
+    if any(b.label == "Build them" for b in app.button):
+        _click(app, "Build them")
+        app.run()
+    _no_errors(app)
+    [method] = [s for s in app.selectbox if s.label == "Method"]
+    method.set_value("coarse")
+    [epochs] = [n for n in app.number_input if n.label == "Max epochs"]
+    epochs.set_value(2)
+    _click(app, "Train")
+    _no_errors(app)
+    table = app.dataframe[0].value
+    assert "coarse" in list(table["method"]) and table["parameters"].iloc[0] > 0
+    assert any("Learned λ" in s.value for s in app.subheader)
+    _click(app, "Apply to the ablation lab")
+    _no_errors(app)
+    assert app.title[0].value == "Ablation lab"
+    mask = app.session_state["mask"]
+    assert mask.scales and app.session_state["basis_from"]
+    assert "basis" in app.query_params
+    assert app.metric[0].value != ""  # the lab evaluated the λ-rescaled model
+
+
+def test_compare_shows_spectral_cosines_and_matched_pcs(app, tiny_cache_dir):
+    from residual_core.pipeline import PrecomputeSpec, precompute
+
+    precompute(PrecomputeSpec(model="tiny-random", dataset="demo-world/colour", split="val", limit=200,
+                              cache_dir=str(tiny_cache_dir.parent), batch_size=64))
+    app.switch_page("views/7_compare.py").run()
+    _no_errors(app)
+    assert app.title[0].value == "Compare"
+    assert len(app.get("plotly_chart")) == 1
+    pcs = app.dataframe[0].value
+    assert list(pcs.columns)[:3] == ["PC here", "nearest texts here", "cos"] and len(pcs) >= 1
+    assert ((pcs["cos"].abs() <= 1.0001)).all()
+    app.selectbox(key="head").set_value(1).run()
+    _no_errors(app)
+
+
+def test_specialisation_shows_jaccard_across_datasets(app):
+    app.switch_page("views/5_specialisation.py").run()
+    if any(b.label == "Build them" for b in app.button):
+        _click(app, "Build them")
+        app.run()
+    app.multiselect(key="spec_datasets").set_value(["mnist-offline", "demo-world/shape"]).run()
+    if any(b.label.startswith("Build the missing") for b in app.button):
+        _click(app, "Build the missing")
+        app.run()
+    _no_errors(app)
+    assert any("Jaccard" in str(c.proto.spec) for c in app.get("plotly_chart"))

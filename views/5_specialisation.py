@@ -1,5 +1,7 @@
 """Specialisation: which heads carry the task? Scores on val, top-k accuracy curves on test (SPEC §8)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -8,13 +10,14 @@ import streamlit as st
 from dashboard import figures
 from dashboard.state import current_spec, find_cache, get_cache
 from residual_core.pipeline import precompute
-from residual_core.specialize import specialize
+from dashboard.sidebar import DATASETS
+from residual_core.specialize import jaccard_matrix, specialize, top_k
 
 st.title("Specialisation")
 ss = st.session_state
 st.caption("Heads are scored on the val split of the sidebar's dataset and evaluated on its test split.")
-base = current_spec()
-specs = {split: base.__class__(**{**base.__dict__, "split": split}) for split in ("val", "test")}
+base = replace(current_spec(), basis_from=None)
+specs = {split: replace(base, split=split) for split in ("val", "test")}
 paths = {split: find_cache(spec) for split, spec in specs.items()}
 missing = [split for split, path in paths.items() if path is None]
 if missing:
@@ -59,3 +62,28 @@ fig.update_layout(title="Test accuracy of the top-k heads", xaxis_title="k (head
 st.plotly_chart(fig, config=figures.PNG_CONFIG)
 table = pd.DataFrame({"k": ks} | {m: report["curves"][m][mode] for m in ("S", "U|T", "U")} | {"random": mean})
 st.download_button("Curves (CSV)", table.to_csv(index=False), "specialisation.csv", "text/csv")
+
+st.subheader("Overlap of the selected heads across datasets")
+n_total = shape[0] * shape[1]
+st.caption(f"Top {top_k(n_total)} heads (5 %, at least 2) by S on each dataset's val split; Jaccard = shared / all.")
+same_family = [d for d in DATASETS if d.split("/")[0] == ss.dataset.split("/")[0]]
+datasets = st.multiselect("Datasets", sorted(set(DATASETS) | {ss.dataset}), key="spec_datasets",
+                          default=same_family if len(same_family) > 1 else [ss.dataset])
+val_specs = {d: replace(base, dataset=d, split="val") for d in datasets}
+val_paths = {d: find_cache(spec) for d, spec in val_specs.items()}
+absent = [d for d, path in val_paths.items() if path is None]
+if absent:
+    st.info(f"{len(absent)} val cache(s) missing: {', '.join(absent)}.")
+    if st.button("Build the missing val caches"):
+        bar = st.progress(0.0)
+        for i, d in enumerate(absent):
+            precompute(val_specs[d], progress=lambda stage, done, total, d=d, i=i: bar.progress(
+                min((i + done / max(total, 1)) / len(absent), 1.0), text=f"{d} · {stage}: {done}/{total}"))
+        find_cache.clear()
+        st.rerun()
+present = [d for d in datasets if val_paths[d]]
+if len(present) >= 2:
+    overlap, sets = jaccard_matrix([get_cache(val_paths[d]) for d in present])
+    st.plotly_chart(figures.jaccard_heatmap(overlap, present), config=figures.PNG_CONFIG)
+    st.dataframe(pd.DataFrame({"dataset": present, "top heads by S": [
+        ", ".join(f"L{u // shape[1]}H{u % shape[1]}" for u in heads) for heads in sets]}), hide_index=True)

@@ -19,6 +19,7 @@ from residual_core.cache import Cache, load_cache
 from residual_core.demo.world import FACTORS
 from residual_core.models import ASSETS
 from residual_core.pipeline import PrecomputeSpec, precompute
+from residual_core.specialize import jaccard, top_heads, top_k
 
 OUT = ASSETS / "demo" / "evaluation.json"
 
@@ -33,11 +34,6 @@ def margins(cache: Cache, embeddings: np.ndarray) -> np.ndarray:
     return correct - logits.max(1)
 
 
-def top_heads(cache: Cache, k: int) -> list[tuple[int, int]]:
-    order = np.argsort(-np.asarray(cache.head_alone_acc), kind="stable")[:k]
-    return [(int(u) // cache.n_heads, int(u) % cache.n_heads) for u in order]
-
-
 def shrink(cache: Cache, heads: list[tuple[int, int]]) -> dict[str, float]:
     mask = AblationMask(heads=frozenset(heads), mode="mean")
     before = margins(cache, cache.output).mean()
@@ -46,11 +42,6 @@ def shrink(cache: Cache, heads: list[tuple[int, int]]) -> dict[str, float]:
     return {"margin_before": float(before), "margin_after": float(after),
             "relative_shrink": float(1 - after / before), "accuracy_before": result.baseline_accuracy,
             "accuracy_after": result.accuracy}
-
-
-def jaccard(a, b) -> float:
-    a, b = set(a), set(b)
-    return len(a & b) / max(len(a | b), 1)
 
 
 def run(model: str, cache_dir: str | None, factors: tuple[str, str], limit: int | None, draws: int = 10) -> dict:
@@ -63,8 +54,9 @@ def run(model: str, cache_dir: str | None, factors: tuple[str, str], limit: int 
                     "zero_shot_test_accuracy": {f: c.baseline_accuracy() for f, c in test.items()},
                     "decomposition_rel_err": max(c.manifest["max_rel_err"] for c in test.values())}
     n_total = test[factors[0]].n_layers * test[factors[0]].n_heads
-    k = max(2, int(0.05 * n_total))  # 5 % of the heads, at least 2 (SPEC §8)
-    chosen = {f: top_heads(val[f], k) for f in factors}
+    k = top_k(n_total)  # 5 % of the heads, at least 2
+    n_heads = test[factors[0]].n_heads
+    chosen = {f: [(u // n_heads, u % n_heads) for u in top_heads(val[f], k)] for f in factors}
     report["k"] = k
     report["top_heads"] = {f: [f"L{l}H{h}" for l, h in v] for f, v in chosen.items()}
     report["jaccard"] = jaccard(chosen[factors[0]], chosen[factors[1]])

@@ -1,0 +1,117 @@
+"""Alignment: train ResiDual λ (or a baseline) on cached coefficients, compare methods, inspect λ (SPEC §9–§12)."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import figures
+from dashboard.state import current_spec, find_cache, get_cache
+from residual_core.ablation import AblationMask
+from residual_core.align import (METHODS, align, lambda_scales, result_tag, save_result, saved_head_lambdas,
+                                 saved_results)
+from residual_core.pipeline import precompute
+
+st.title("Alignment")
+ss = st.session_state
+st.caption("ResiDual learns one λ per head principal component with cross-entropy on the zero-shot classifier; "
+           "trained on the train split, stopped early on val, reported on test. Runs on cached coefficients: "
+           "seconds, not hours.")
+base = replace(current_spec(), basis_from=None)
+train_spec = replace(base, split="train")
+train_path = find_cache(train_spec)
+others = {s: replace(base, split=s, basis_from=train_path) for s in ("val", "test")} if train_path else {}
+paths = {"train": train_path} | {s: find_cache(spec) for s, spec in others.items()}
+missing = [s for s in ("train", "val", "test") if not paths.get(s)]
+if missing:
+    st.info(f"Needs the {', '.join(missing)} cache(s) of this model and dataset (val and test in the train "
+            "split's PCA basis, so that one λ means the same PC everywhere).")
+    if st.button("Build them", type="primary"):
+        bar = st.progress(0.0)
+        for split in ("train", "val", "test"):
+            spec = train_spec if split == "train" else replace(base, split=split, basis_from=str(precompute(train_spec)))
+            precompute(spec, progress=lambda stage, done, total, s=split: bar.progress(
+                min(done / max(total, 1), 1.0), text=f"{s} · {stage}: {done}/{total}"))
+        find_cache.clear()
+        st.rerun()
+    st.stop()
+
+train, val, test = (get_cache(paths[s]) for s in ("train", "val", "test"))
+train_dir = Path(paths["train"])
+st.caption(f"train {train.n_images} · val {val.n_images} · test {test.n_images} images · "
+           f"{train.n_layers}×{train.n_heads} heads, {train.n_pcs} PCs each")
+
+with st.form("train_form"):
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+    method = c1.selectbox("Method", METHODS, index=METHODS.index("fine"),
+                          help="coarse: one λ per head · fine: λ per PC up to 90 % variance (ResiDual*) · full: heads "
+                               "and MLPs · linear / spectral: adapters on the output · zeroshot: no training")
+    epochs = c2.number_input("Max epochs", 1, 30, 30)
+    identity = c3.checkbox("Identity start", help="λ = 1 with means, emb and MLPs added back: training starts from "
+                                                   "the model (the paper starts at λ ~ N(1, 1))")
+    compat = c4.checkbox("Reference compat", help="reproduce the reference code's square-basis behaviour")
+    go = st.form_submit_button("Train", type="primary")
+if go:
+    bar = st.progress(0.0, text="preparing …")
+    result = align(train, val, test, method, epochs=int(epochs), identity_start=identity, reference_compat=compat,
+                   progress=lambda e, n, acc: bar.progress(e / n, text=f"epoch {e}/{n} · val accuracy {acc:.2%}"))
+    tag = result_tag(method, compat, identity)
+    save_result(train_dir, result, tag, {"model": ss.model, "dataset": ss.dataset, "limit": ss.limit,
+                                         "epochs": int(epochs), "seed": 42, "reference_compat": compat,
+                                         "identity_start": identity})
+    bar.progress(1.0, text=f"{method}: test accuracy {result.test_acc:.2%} "
+                           f"(zero-shot {result.zeroshot_test_acc:.2%}) in {result.seconds:.1f} s")
+
+results = saved_results(train_dir)
+if not results:
+    st.info("No method trained on these caches yet: pick one above and press Train.")
+    st.stop()
+table = pd.DataFrame([{"method": r["tag"].removeprefix("align_"), "parameters": r["n_params"],
+                       "val accuracy": r["val_acc"], "test accuracy": r["test_acc"],
+                       "Δ vs zero-shot": r["test_acc"] - r["zeroshot_test_acc"], "best epoch": r["best_epoch"],
+                       "seconds": round(r["seconds"], 1)} for r in results])
+st.subheader("Results")
+st.dataframe(table.style.format({"val accuracy": "{:.2%}", "test accuracy": "{:.2%}", "Δ vs zero-shot": "{:+.2%}"}),
+             hide_index=True)
+st.download_button("Results (CSV)", table.to_csv(index=False), "alignment.csv", "text/csv")
+
+with_lambda = [r["tag"] for r in results if saved_head_lambdas(train_dir, r["tag"]) is not None]
+if not with_lambda:
+    st.stop()
+st.subheader("Learned λ")
+tag = st.selectbox("Trained method", with_lambda, format_func=lambda t: t.removeprefix("align_"))
+lam = saved_head_lambdas(train_dir, tag)  # [U, k], NaN where pruned
+shape = (train.n_layers, train.n_heads)
+spread = np.nanmean(np.abs(lam - 1), axis=1).reshape(shape)
+event = st.plotly_chart(figures.heads_heatmap(np.nan_to_num(spread), "mean |λ − 1| per head (click to pick)",
+                                              "|λ − 1|", selected=(ss.layer, ss.head)),
+                        key="align_heads", on_select="rerun", selection_mode="points", config=figures.PNG_CONFIG)
+points = event.selection.points if event and event.selection else []
+if points:
+    ss.layer = int(str(points[0]["y"]).lstrip("L"))
+    ss.head = int(str(points[0]["x"]).lstrip("H"))
+u = ss.layer * train.n_heads + ss.head
+st.plotly_chart(figures.lambda_spectrum(lam[u], np.asarray(train.head_eigenvalues[u]),
+                                        f"L{ss.layer}H{ss.head}: λ per principal component"),
+                config=figures.PNG_CONFIG)
+b1, b2 = st.columns(2)
+if b1.button(f"Open L{ss.layer}H{ss.head} in the head explorer"):
+    st.switch_page("views/2_head_explorer.py")
+
+
+def apply_to_lab(lam: np.ndarray) -> None:
+    # a callback: it runs before the sidebar's widgets, which may then show the new split
+    ss.basis_from, ss.split = str(train_dir), "test"
+    ss.mask = AblationMask(scales=lambda_scales(lam, train.n_heads), mode="mean")
+    for key in [k for k in ss if str(k).startswith("lab_")]:
+        del ss[key]
+    ss._goto_lab = True
+
+
+b2.button("Apply to the ablation lab", type="primary", on_click=apply_to_lab, args=(lam,),
+          help="the lab shows the test split in the train basis with every PC rescaled by its λ (pruned PCs "
+               "off); it keeps each head's mean, emb and MLPs, i.e. the identity-start model")
+if ss.pop("_goto_lab", False):
+    st.switch_page("views/4_ablation_lab.py")
