@@ -98,3 +98,27 @@ def test_progress_history_and_head_lambdas_are_reported():
     assert np.isnan(lam).sum() == lam.size - result.n_params  # pruned PCs are marked, not trained
     coarse = align(train, val, test, "coarse", epochs=1).head_lambda
     assert np.allclose(coarse, coarse[:, :1])  # one λ per head, shown on every PC
+
+
+def test_results_are_saved_beside_the_cache_and_lambda_maps_to_lab_scales(tmp_path):
+    from residual_core import store
+    from residual_core.align import lambda_scales, result_tag, save_result, saved_head_lambdas, saved_results
+
+    train, val, test = _splits(noise=1.0, seed=2)
+    store.atomic_write_text(tmp_path / store.MANIFEST, '{"key": "k1", "schema_version": %d, "files": {}}'
+                            % store.SCHEMA_VERSION)
+    for method in ("fine", "zeroshot"):
+        result = align(train, val, test, method, epochs=2)
+        save_result(tmp_path, result, result_tag(method), {"epochs": 2})
+    reports = saved_results(tmp_path)
+    assert [r["method"] for r in reports] == ["zeroshot", "fine"]  # METHODS order
+    lam = saved_head_lambdas(tmp_path, "align_fine")
+    assert lam.shape == (train.n_layers * train.n_heads, train.n_pcs)
+    scales = dict(((l, h, k), v) for l, h, k, v in lambda_scales(lam, train.n_heads))
+    u, k = np.argwhere(np.isnan(lam))[0]
+    assert scales[(u // train.n_heads, u % train.n_heads, k)] == 0.0  # pruned PCs are switched off
+    u, k = np.argwhere(~np.isnan(lam))[0]
+    assert scales.get((u // train.n_heads, u % train.n_heads, k), 1.0) == pytest.approx(lam[u, k], abs=1e-3)
+    store.atomic_write_text(tmp_path / store.MANIFEST, '{"key": "k2", "schema_version": %d, "files": {}}'
+                            % store.SCHEMA_VERSION)
+    assert saved_results(tmp_path) == []  # results of a rebuilt cache are not shown for the new one

@@ -35,3 +35,19 @@ def test_head_geometry_and_cosine_between_caches():
     assert np.allclose(head_spectral_cosine(a, b), 1.0, atol=1e-5)
     cos = head_spectral_cosine(a, c)
     assert ((cos > 0) & (cos < 1.0 + 1e-6)).all()
+
+
+def test_matched_pcs_keep_the_sign_and_pair_each_pc_once():
+    from residual_core.geometry import match_pcs
+
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((8, 8)))[0][:5]  # 5 orthonormal rows
+    w = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    flipped = basis * np.array([[1], [-1], [1], [1], [1]])  # PC2's sign flipped: the same subspace
+    pairs = match_pcs(basis, w, flipped, w)
+    assert sorted((i, j) for i, j, *_ in pairs) == [(i, i) for i in range(5)]
+    cos = {i: c for i, _, c, _ in pairs}
+    assert cos[1] == pytest.approx(-1.0) and cos[0] == pytest.approx(1.0)
+    assert spectral_cosine(basis, w, flipped, w) == pytest.approx(1.0)
+    swapped = basis[[1, 0, 2, 3, 4]]  # PC1 and PC2 change places: matched across the swap
+    assert sorted((i, j) for i, j, *_ in match_pcs(basis, w, swapped, w[[1, 0, 2, 3, 4]]))[:2] == [(0, 1), (1, 0)]

@@ -37,3 +37,19 @@ def test_mean_mode_adds_the_other_heads_means():
     assert topk_accuracy(cache, everything, "mean") == topk_accuracy(cache, everything, "zero")
     with pytest.raises(ValueError, match="mode"):
         topk_accuracy(cache, everything, "half")
+
+
+def test_jaccard_across_datasets_separates_heads_that_carry_different_labels():
+    from residual_core.specialize import jaccard_matrix, top_k
+
+    a, head_a = planted(n=240, label_head=(2, 1), seed=1)
+    b, head_b = planted(n=240, label_head=(0, 3), seed=2)
+    c, _ = planted(n=240, label_head=(2, 1), seed=3)
+    overlap, sets = jaccard_matrix([a, b, c], fraction=0.05)
+    k = top_k(a.n_layers * a.n_heads)
+    assert all(len(s) == k for s in sets)
+    assert sets[0][0] == head_a[0] * a.n_heads + head_a[1] and sets[1][0] == head_b[0] * b.n_heads + head_b[1]
+    assert np.allclose(np.diag(overlap), 1) and np.allclose(overlap, overlap.T)
+    assert overlap[0, 2] > overlap[0, 1]  # the same planted head is shared; a different one is not
+    with pytest.raises(ValueError, match="one architecture"):
+        jaccard_matrix([a, planted(n_heads=2)[0]])
