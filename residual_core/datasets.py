@@ -38,6 +38,7 @@ class ImageSource:
     labels: np.ndarray  # [n_images] int64
     ids: tuple[str, ...]  # stable image ids, e.g. "train/00017"
     _get: Callable[[int], Image.Image]
+    version: str = ""  # changes when the same name starts to mean other pictures (part of the cache key)
 
     def __len__(self) -> int:
         return len(self.labels)

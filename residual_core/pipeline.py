@@ -95,6 +95,7 @@ def prepare(spec: PrecomputeSpec) -> tuple[LoadedClip, ImageSource, np.ndarray, 
         "preprocess": repr(loaded.preprocess), "classnames": list(source.classnames),
         "templates": list(source.templates), "text_bank": bank_digest(texts), "basis_from": basis_key,
         "thumb_size": spec.thumb_size, "n_top": spec.n_top, "n_near": spec.n_near, "shard_size": SHARD_SIZE,
+        **({"data_version": source.version} if source.version else {}),
         "versions": {"residual_core": __version__, "open_clip": open_clip.__version__,
                      "torch": torch.__version__.split("+")[0]},
     }

@@ -1,7 +1,10 @@
 """Take the README's screenshots from the real app: ``python tools/screenshots.py`` (needs chromium).
 
 Starts `streamlit run app.py` on a free local port, opens each page at 1280×720 in headless Chromium
-on the default model and dataset, and writes docs/screenshots/*.png.
+on the default model and dataset, and writes docs/screenshots/*.png. The last three pages need caches
+that a click would build; build them first with
+``python -m residual_core specialize --dataset demo-world/shape --limit 2000`` and
+``python tools/results_table.py``.
 """
 
 import shutil
@@ -17,9 +20,12 @@ from playwright.sync_api import sync_playwright
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"
 VIEWS = [("heads_map", "/?metric=accuracy_alone", "Heads map"),
-         ("head_explorer", "/head_explorer?layer=3&head=1&pc=0", "Head explorer"),
+         ("head_explorer", "/head_explorer?layer=3&head=6&pc=0", "Head explorer"),
          ("probe", "/probe?probe_row=0", "Probe"),
-         ("ablation_lab", "/ablation_lab?layer=3&head=1", "Ablation lab")]
+         ("ablation_lab", "/ablation_lab?layer=3&head=6", "Ablation lab"),
+         ("specialisation", "/specialisation?dataset=demo-world/shape", "Specialisation"),
+         ("alignment", "/alignment?dataset=demo-world/shape&n=10000", "Alignment"),
+         ("compare", "/compare", "Compare")]
 
 
 def main() -> None:

@@ -60,8 +60,28 @@ def _clauses(scene: Scene, keep: set[str], rng: np.random.Generator) -> list[str
     return out
 
 
-def caption(scene: Scene, rng: np.random.Generator, emphasis: dict[str, float] | None = None) -> str:
-    """A random caption; ``emphasis`` raises the chance that a factor is mentioned (e.g. {"digit": 0.9})."""
+def solo_caption(scene: Scene, factor: str, rng: np.random.Generator) -> str:
+    """A caption naming one factor only, so that in a batch it can be matched by that factor alone."""
+    if factor == "digit":
+        d = scene.digit
+        text = [f"the digit {d}", f"a handwritten {d}", f"the number {DIGIT_WORDS[d]}"][int(rng.integers(3))]
+    else:
+        text = CLASSNAMES[factor][scene.factor(factor)]
+    return PREFIXES[int(rng.integers(len(PREFIXES)))] + text + "."
+
+
+def caption(scene: Scene, rng: np.random.Generator, emphasis: dict[str, float] | None = None,
+            solo: dict[str, float] | None = None) -> str:
+    """A random caption.
+
+    ``emphasis`` raises the chance that a factor is mentioned (e.g. {"digit": 0.9}); ``solo`` gives the
+    chance that the caption names that factor and nothing else (e.g. {"digit": 0.25}). A factor that
+    the other attributes already tell apart within a batch gets little contrastive signal; a caption
+    that names it alone can only be matched through it.
+    """
+    for factor, p in (solo or {}).items():
+        if rng.random() < p:
+            return solo_caption(scene, factor, rng)
     names = list(FACTORS)
     emphasis = emphasis or {}
     if rng.random() < 0.5:

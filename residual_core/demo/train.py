@@ -8,6 +8,7 @@ fp16 values are exactly representable, so exactness is unaffected) with a sha256
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -59,12 +60,13 @@ def train(args: argparse.Namespace) -> dict:
         from safetensors.torch import load_file
 
         model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()})
-    emphasis = {k: float(v) for k, v in (item.split("=") for item in args.emphasis)}
+    emphasis = _probabilities(args.emphasis)
+    solo = _probabilities(args.solo)
     tokenizer = open_clip.get_tokenizer(ARCH)
     loss_fn = open_clip.ClipLoss()
     print(f"rendering {args.n_train} training scenes …", flush=True)
-    scenes, images = world("train", args.n_train)
-    val_scenes, val_images = world("val", args.n_val)
+    scenes, images = world("train", args.n_train, workers=args.workers)
+    val_scenes, val_images = world("val", args.n_val, workers=args.workers)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
@@ -77,12 +79,14 @@ def train(args: argparse.Namespace) -> dict:
     order = rng.permutation(len(scenes))
     cursor = 0
     bar = tqdm(range(args.steps), desc="training demo CLIP", unit="step")
+    step_seconds = 0.0  # training steps only (no rendering, no evaluation)
     for step in bar:
+        tick = time.perf_counter()
         if cursor + args.batch_size > len(order):
             order, cursor = rng.permutation(len(scenes)), 0
         idx = order[cursor:cursor + args.batch_size]
         cursor += args.batch_size
-        texts = tokenizer([caption(scenes[i], rng, emphasis) for i in idx]).to(device)
+        texts = tokenizer([caption(scenes[i], rng, emphasis, solo) for i in idx]).to(device)
         out = model(normalise(images[idx], device), texts)
         loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
         optim.zero_grad(set_to_none=True)
@@ -91,6 +95,7 @@ def train(args: argparse.Namespace) -> dict:
         schedule.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
+        step_seconds += time.perf_counter() - tick
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             acc = zero_shot_accuracy(model, tokenizer, val_images, val_scenes, device)
@@ -102,9 +107,10 @@ def train(args: argparse.Namespace) -> dict:
     state = {k: v.detach().to(torch.float16).cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights), metadata={"arch": ARCH, "seed": str(args.seed), "steps": str(args.steps)})
     (weights.parent / (weights.name + ".sha256")).write_text(f"{sha256_file(weights)}  {weights.name}\n")
-    report = {"init": args.init, "emphasis": emphasis, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+    report = {"init": args.init, "emphasis": emphasis, "solo": solo, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
               "n_train": args.n_train, "device": device, "threads": torch.get_num_threads(),
-              "minutes": (time.time() - started) / 60, "history": history}
+              "minutes": (time.time() - started) / 60, "seconds_per_step": step_seconds / max(args.steps, 1),
+              "history": history}
     log_path = weights.parent / "training_log.json"
     previous = []  # a later stage appends itself to the earlier stages' log
     if args.init and log_path.is_file():
@@ -115,9 +121,19 @@ def train(args: argparse.Namespace) -> dict:
     return report
 
 
+def _probabilities(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        factor, _, p = item.partition("=")
+        if factor not in FACTORS or not p:
+            raise SystemExit(f"expected FACTOR=P with FACTOR one of {', '.join(FACTORS)}; got {item!r}")
+        out[factor] = float(p)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m residual_core.demo.train", description=__doc__)
-    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--steps", type=int, default=2400)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.1)
@@ -128,8 +144,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(WEIGHTS), help="where to write the safetensors weights")
     parser.add_argument("--init", default=None, help="continue from these weights (a later training stage)")
-    parser.add_argument("--emphasis", nargs="*", default=[], metavar="FACTOR=P",
+    # defaults: the shipped recipe (assets/demo/MODEL_CARD.md explains the search that led to it)
+    parser.add_argument("--emphasis", nargs="*", default=["shape=0.8", "position=0.8"], metavar="FACTOR=P",
                         help="mention FACTOR in captions with probability ≥ P, e.g. digit=0.9")
+    parser.add_argument("--solo", nargs="*", default=["digit=0.25"], metavar="FACTOR=P",
+                        help="with probability P a caption names FACTOR alone, e.g. digit=0.25")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes that render the training world")
     report = train(parser.parse_args())
     print(json.dumps({k: v for k, v in report.items() if k != "history"} | {"final_val": report["history"][-1]["val"]}))
 

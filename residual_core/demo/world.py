@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 SIZE = 48
+# Bumped whenever rendering changes, so caches of the old pictures are rebuilt, never reused.
+WORLD_VERSION = "2"  # 2: 22 px digits (1: 16 px)
 SCALE = 2  # supersampling factor
 
 FACTORS: dict[str, tuple[str, ...]] = {
@@ -32,7 +34,9 @@ PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "di
 # Group centres (in 48-px coordinates) and the opposite corner that holds the digit.
 CENTRES = {"top left": (15, 15), "top right": (33, 15), "bottom left": (15, 33), "bottom right": (33, 33),
            "centre": (24, 24)}
-DIGIT_CORNER = {"top left": (31, 31), "top right": (1, 31), "bottom left": (31, 1), "bottom right": (1, 1)}
+DIGIT_PX = 22  # side of the digit's square (16 px was never learnt: see the model card)
+# Which corner (as 0 = left/top, 1 = right/bottom) holds the digit: the one opposite the group.
+DIGIT_CORNER = {"top left": (1, 1), "top right": (0, 1), "bottom left": (1, 0), "bottom right": (0, 0)}
 RADIUS = {"small": 4.0, "large": 6.5}
 SPLIT_SEEDS = {"train": 1000, "val": 2000, "test": 3000}
 SPLIT_SIZES = {"train": 60_000, "val": 2_000, "test": 2_000}
@@ -115,11 +119,11 @@ def render(scene: Scene, digits: np.ndarray, seed: int) -> np.ndarray:
     canvas = _background(scene.value("texture"), rng)
     position = scene.value("position")
     corner = DIGIT_CORNER.get(position) or DIGIT_CORNER[list(DIGIT_CORNER)[int(rng.integers(4))]]
-    digit = np.asarray(Image.fromarray(digits[scene.digit_row]).resize((16 * SCALE, 16 * SCALE), Image.BILINEAR))
-    y0, x0 = corner[1] * SCALE, corner[0] * SCALE
+    side = DIGIT_PX * SCALE
+    digit = np.asarray(Image.fromarray(digits[scene.digit_row]).resize((side, side), Image.BILINEAR))
+    x0, y0 = ((1 + c * (SIZE - 2 - DIGIT_PX)) * SCALE for c in corner)
     alpha = digit[..., None] / 255.0
-    patch = canvas[y0:y0 + 16 * SCALE, x0:x0 + 16 * SCALE]
-    canvas[y0:y0 + 16 * SCALE, x0:x0 + 16 * SCALE] = patch * (1 - alpha) + 200 * alpha
+    canvas[y0:y0 + side, x0:x0 + side] = canvas[y0:y0 + side, x0:x0 + side] * (1 - alpha) + 200 * alpha
     image = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     colour = tuple(int(np.clip(c + rng.integers(-14, 15), 0, 255)) for c in RGB[scene.value("colour")])
@@ -144,16 +148,43 @@ def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     return pixels[part], labels[part]
 
 
-@functools.lru_cache(maxsize=4)
-def world(split: str, n: int | None = None) -> tuple[tuple[Scene, ...], np.ndarray]:
-    """Scenes and rendered images [n, 48, 48, 3] of a split (cached per process)."""
+def _render_range(split: str, scenes: list[Scene], start: int) -> np.ndarray:
+    """Images [len(scenes), 48, 48, 3] of scenes start, start+1, … of a split (each seeded by its index)."""
+    digits, _ = _digits(split)
+    return np.stack([render(s, digits, SPLIT_SEEDS[split] * 100_003 + start + i) for i, s in enumerate(scenes)])
+
+
+@functools.lru_cache(maxsize=8)
+def scenes_of(split: str, n: int | None = None) -> tuple[Scene, ...]:
+    """The scenes of a split (cheap: no rendering)."""
     if split not in SPLIT_SEEDS:
         raise ValueError(f"demo-world splits are {', '.join(SPLIT_SEEDS)}; got {split!r}")
     n = SPLIT_SIZES[split] if n is None else n
-    digits, digit_labels = _digits(split)
-    scenes = sample_scenes(n, SPLIT_SEEDS[split], digit_labels)
-    images = np.stack([render(s, digits, SPLIT_SEEDS[split] * 100_003 + i) for i, s in enumerate(scenes)])
-    return tuple(scenes), images
+    return tuple(sample_scenes(n, SPLIT_SEEDS[split], _digits(split)[1]))
+
+
+@functools.lru_cache(maxsize=4)
+def world(split: str, n: int | None = None, workers: int = 1) -> tuple[tuple[Scene, ...], np.ndarray]:
+    """Scenes and rendered images [n, 48, 48, 3] of a split (cached per process).
+
+    ``workers`` > 1 renders chunks in that many processes; every image is seeded by its own index, so
+    the result does not depend on ``workers``.
+    """
+    scenes = list(scenes_of(split, n))
+    chunk = 2_000
+    if workers <= 1 or len(scenes) <= chunk:
+        return tuple(scenes), _render_range(split, scenes, 0)
+    from concurrent.futures import ProcessPoolExecutor
+
+    starts = range(0, len(scenes), chunk)
+    with ProcessPoolExecutor(workers) as pool:
+        parts = pool.map(_render_range, [split] * len(starts), [scenes[s:s + chunk] for s in starts], starts)
+        return tuple(scenes), np.concatenate(list(parts))
+
+
+def render_one(split: str, index: int) -> np.ndarray:
+    """Image ``index`` of a split, rendered alone (identical to ``world(split)[1][index]``)."""
+    return _render_range(split, [scenes_of(split)[index]], index)[0]
 
 
 def labels_of(scenes: tuple[Scene, ...], factor: str) -> np.ndarray:
@@ -169,7 +200,8 @@ def load_world_dataset(name: str, split: str):
     if factor not in FACTORS:
         raise ValueError(f"unknown demo-world factor {factor!r}; choose one of {', '.join(FACTORS)}")
     split = "val" if split == "val" else ("train" if split == "train" else "test")
-    scenes, images = world(split)
+    scenes = scenes_of(split)
     ids = tuple(f"{split}/{i:05d}" for i in range(len(scenes)))
+    # rendered lazily, image by image: a --limit subset of the 60,000 train scenes renders only itself
     return ImageSource(name, split, CLASSNAMES[factor], TEMPLATES[factor], labels_of(scenes, factor), ids,
-                       lambda i: Image.fromarray(images[i]))
+                       lambda i: Image.fromarray(render_one(split, int(i))), version=WORLD_VERSION)
