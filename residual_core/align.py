@@ -22,6 +22,7 @@ logits, which normalisation does not change, so validation multiplies by B·W ([
 
 import json
 import time
+import warnings
 from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from residual_core.cache import Cache, as_f32
 from residual_core.pca import n_components_for
 
 METHODS = ("zeroshot", "coarse", "fine", "full", "linear", "spectral")
+# the cached arrays each method reads (a training batch gathers only these rows)
+NEEDS = {"zeroshot": ("output",), "linear": ("output",), "spectral": ("output",), "fine": ("scores",),
+         "coarse": ("scores", "output"), "full": ("scores", "embed", "mlps")}
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,28 @@ class AlignResult:
 
 def _split_tensors(cache: Cache, columns: Tensor) -> dict[str, Tensor]:
     """A split's cached arrays as tensors; head coefficients flattened to [n, K] and cut to ``columns``."""
-    scores = as_f32(np.asarray(cache.head_scores))  # [U, k, n]
-    flat = torch.from_numpy(scores.reshape(-1, scores.shape[-1]))[columns].T.contiguous()  # [n, K]
+    scores = np.asarray(cache.head_scores)  # [U, k, n] (fp16 on disk)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a read-only memmap: only read here
+        kept = torch.from_numpy(scores.reshape(-1, scores.shape[-1]))[columns]  # [K, n], still fp16
+    flat = torch.empty(kept.shape[1], kept.shape[0]).copy_(kept.T)  # [n, K] fp32 in one strided pass
     return {"scores": flat, "output": torch.from_numpy(cache.output), "embed": torch.from_numpy(as_f32(cache.embed)),
             "mlps": torch.from_numpy(as_f32(cache.mlps)), "labels": torch.from_numpy(cache.labels)}
+
+
+class _StackedBases(torch.autograd.Function):
+    """a [n, K] @ B [K, E] for a fixed B. Its backward computes (B @ gᵀ)ᵀ: on 2-core CPUs this layout
+    ran 1.8× faster than autograd's g @ Bᵀ (4.4 vs 7.9 ms at n = 64, K = 8,640, E = 512)."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, basis: Tensor) -> Tensor:
+        ctx.save_for_backward(basis)
+        return a @ basis
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (basis,) = ctx.saved_tensors
+        return (basis @ grad.T).T, None
 
 
 class Adapter(nn.Module):
@@ -140,6 +162,8 @@ class Adapter(nn.Module):
                 rest = rest + batch["embed"] + batch["mlps"].sum(1)
             if m == "full":
                 rest = rest + self._mlp_term(batch) + batch["embed"]
+        if project is not None and not (m == "full" and self.compat):  # y (λ-scaled B·W): no [n, K] product
+            return y @ (coef[:, None] * (self.basis @ project)) + out(rest)  # [n, C]
         weights = y * coef  # [n, K]
         if m == "full" and self.compat:  # padded square basis: head outputs stay in the first k coordinates
             k = self.comps.shape[1]
@@ -147,8 +171,7 @@ class Adapter(nn.Module):
             heads[:, :k] = torch.einsum("nuj,ujk->nk", weights.reshape(len(y), -1, k),  # [n, U, k]
                                         self.comps[:, :, :k].transpose(1, 2))
             return out(heads + rest)
-        basis = self.basis if project is None else self.basis @ project  # [K, E] or [K, C]
-        return weights @ basis + out(rest)
+        return _StackedBases.apply(weights, self.basis) + rest
 
 
 def _logits(z: Tensor, weights: Tensor, scale: float, compat: bool) -> Tensor:
@@ -202,12 +225,13 @@ def align(train: Cache, val: Cache, test: Cache, method: str, epochs: int = 30, 
         optim = schedulefree.AdamWScheduleFree(params, lr=lr)
         gen = torch.Generator().manual_seed(seed)
         n = len(data["train"]["labels"])
+        needed = NEEDS[method] + ("embed", "mlps") * (identity_start and method == "fine") + ("labels",)
         for epoch in range(1, epochs + 1):
             epochs_run = epoch
             optim.train()
             losses = []
             for rows in torch.randperm(n, generator=gen).split(batch_size):
-                batch = {k: v[rows] for k, v in data["train"].items()}
+                batch = {k: data["train"][k][rows] for k in needed}
                 loss = nn.functional.cross_entropy(_logits(model(batch), weights, scale, reference_compat),
                                                    batch["labels"])
                 optim.zero_grad()

@@ -5,7 +5,8 @@ toggle_ms_p50          one PC toggled + accuracy, on a synthetic 10,000-image Vi
 toggle_head_ms_p50     one whole head toggled + accuracy, same cache
 cache_bytes_per_image  per-image bytes of a real ViT-B-32 cache (fixed-size arrays reported apart)
 rel_err                max |Σ units − encode_image| / max |encode_image| on the traced batch
-align_fine_seconds     fine-variant λ training (early stopping, ≤ 30 epochs) on the same 10,000-image cache
+align_fine_seconds     fine-variant λ training (early stopping, ≤ 30 epochs) on 10,000 synthetic ViT-B-32-shaped
+                       train images whose labels are planted in 8 head PCs (val, test: 2,000 each)
 """
 
 import argparse
@@ -52,21 +53,36 @@ def trace_overhead(arch: str, n_images: int, repeats: int = 5) -> dict[str, floa
 
 
 def synthetic_cache(folder: Path, n_images: int, n_layers: int = 12, n_heads: int = 12, n_pcs: int = 66,
-                    d_embed: int = 512, n_classes: int = 10, seed: int = 0) -> Cache:
-    """A ViT-B-32-shaped cache of random numbers (shapes and dtypes as precompute writes them)."""
+                    d_embed: int = 512, n_classes: int = 10, seed: int = 0, scores_seed: int | None = None,
+                    n_planted: int = 0) -> Cache:
+    """A ViT-B-32-shaped cache of random numbers (shapes and dtypes as precompute writes them).
+
+    ``scores_seed`` draws the coefficients from their own generator (bases and classifier still from
+    ``seed``): train/val/test splits of one synthetic model. ``n_planted`` > 0 makes the labels those
+    that ``n_planted`` random head PCs alone would predict (plus noise), so λ training has something to
+    find; otherwise labels are random.
+    """
     rng = np.random.default_rng(seed)
+    score_rng = rng if scores_seed is None else np.random.default_rng(scores_seed)
     n_units = n_layers * n_heads
+    folder.mkdir(parents=True, exist_ok=True)
     scores, tmp = store.open_npy_writer(folder / "head_scores.npy", "float16", (n_units, n_pcs, n_images))
     for u in range(n_units):
-        scores[u] = rng.standard_normal((n_pcs, n_images), dtype=np.float32)
+        scores[u] = score_rng.standard_normal((n_pcs, n_images), dtype=np.float32)
     store.commit_npy(scores, tmp, folder / "head_scores.npy")
     comps = np.linalg.qr(rng.standard_normal((n_units, d_embed, n_pcs)))[0].transpose(0, 2, 1).astype(np.float32)
     mean = rng.standard_normal((n_units, d_embed)).astype(np.float32) * 0.1
     classifier = rng.standard_normal((d_embed, n_classes)).astype(np.float32)
     output = rng.standard_normal((n_images, d_embed)).astype(np.float32)
     labels = rng.integers(0, n_classes, n_images)
+    if n_planted:
+        pick = np.random.default_rng(seed + 1).choice(n_units * n_pcs, n_planted, replace=False)
+        planted_logits = np.einsum("ukd,dc->ukc", comps, classifier).reshape(-1, n_classes)[pick]  # [P, C]
+        coef = np.asarray(scores).reshape(-1, n_images)[pick].astype(np.float32)  # [P, n]
+        noisy = coef.T @ planted_logits + score_rng.standard_normal((n_images, n_classes)) * 0.5
+        labels = noisy.argmax(1)
     return Cache(
-        path=folder, manifest={"arch": {"n_layers": n_layers, "n_heads": n_heads}, "classnames": [str(i) for i in
+        path=folder, manifest={"arch": {"n_layers": n_layers, "n_heads": n_heads}, "logit_scale": 100.0, "classnames": [str(i) for i in
                                                                                                  range(n_classes)]},
         head_scores=store.load_npy(folder / "head_scores.npy"), head_mean=mean, head_components=comps,
         head_eigenvalues=np.ones((n_units, n_pcs), np.float32),
@@ -101,13 +117,17 @@ def toggle_timings(cache: Cache, repeats: int) -> dict[str, float]:
     return {"toggle_ms_p50": statistics.median(pc_ms), "toggle_head_ms_p50": statistics.median(head_ms)}
 
 
-def align_timing(cache: Cache) -> dict[str, float]:
-    """Fine-variant λ training on the synthetic cache (train = val = test: a timing, not an accuracy)."""
+def align_timing(folder: Path, n_train: int) -> dict[str, float]:
+    """Fine-variant λ training: ``n_train`` synthetic ViT-B-32-shaped train images with labels planted in
+    8 head PCs, val and test of 2,000 each from the same synthetic model."""
     from residual_core.align import align
 
-    result = align(cache, cache, cache, "fine", epochs=30)
+    train, val, test = (synthetic_cache(folder / split, n, scores_seed=s, n_planted=8)
+                        for split, n, s in (("train", n_train, 1), ("val", 2_000, 2), ("test", 2_000, 3)))
+    result = align(train, val, test, "fine", epochs=30)
     return {"align_fine_seconds": result.seconds, "align_fine_epochs": result.epochs,
-            "align_fine_params": result.n_params}
+            "align_fine_params": result.n_params, "align_fine_zeroshot_acc": result.zeroshot_test_acc,
+            "align_fine_test_acc": result.test_acc}
 
 
 def cache_size(arch: str, limit: int, folder: Path) -> dict[str, float]:
@@ -131,7 +151,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, float]:
         cache = synthetic_cache(Path(tmp), args.n_images)
         report |= toggle_timings(cache, args.repeats)
         report["toggle_cache_images"] = args.n_images
-        report |= align_timing(cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        report |= align_timing(Path(tmp), args.n_images)
     with tempfile.TemporaryDirectory() as tmp:
         report |= cache_size(args.arch, 128, Path(tmp))
     return report
