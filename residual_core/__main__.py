@@ -1,4 +1,4 @@
-"""Command line: ``python -m residual_core {verify,precompute,datasets,models,bench,textbank}``.
+"""Command line: ``python -m residual_core {verify,precompute,specialize,align,geometry,datasets,models,bench,textbank}``.
 
 Commands that measure something print one JSON object on their last line.
 """
@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+import numpy as np
 import torch
 
 
@@ -79,6 +80,23 @@ def _cmd_align(args: argparse.Namespace) -> int:
                 "identity_start": args.identity_start}
     tag = result_tag(args.method, args.reference_compat, args.identity_start)
     report = {k: v for k, v in save_result(train_dir, result, tag, settings).items() if k != "history"}
+    print(json.dumps(report))
+    return 0
+
+
+def _cmd_geometry(args: argparse.Namespace) -> int:
+    from residual_core.cache import load_cache
+    from residual_core.geometry import head_geometry, head_spectral_cosine
+    from residual_core.pipeline import PrecomputeSpec, precompute
+
+    common = dict(model=args.model, split=args.split, limit=args.limit, seed=args.seed, device=args.device,
+                  cache_dir=args.cache_dir, random_weights=args.random_weights, batch_size=args.batch_size)
+    cache = load_cache(precompute(PrecomputeSpec(dataset=args.dataset, **common)))
+    report = {"model": args.model, "dataset": args.dataset, "split": args.split, "n_images": cache.n_images,
+              "heads": {k: np.asarray(v).round(4).tolist() for k, v in head_geometry(cache).items()}}
+    for other in args.compare or []:
+        other_cache = load_cache(precompute(PrecomputeSpec(dataset=other, **common)))
+        report.setdefault("spectral_cosine", {})[other] = head_spectral_cosine(cache, other_cache).round(4).tolist()
     print(json.dumps(report))
     return 0
 
@@ -174,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cache-dir", default=default_cache_dir())
     p.set_defaults(func=_cmd_align)
+
+    p = sub.add_parser("geometry", help="per-head PR, PCs to 90/99 %, TwoNN; spectral cosine to other datasets")
+    model_args(p)
+    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--compare", nargs="*", metavar="DATASET", help="datasets whose head bases to compare with")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--cache-dir", default=default_cache_dir())
+    p.set_defaults(func=_cmd_geometry)
 
     sub.add_parser("datasets", help="list registered datasets").set_defaults(func=_cmd_datasets)
     sub.add_parser("models", help="list registered model short names").set_defaults(func=_cmd_models)

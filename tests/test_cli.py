@@ -47,3 +47,14 @@ def test_align_trains_on_cached_coefficients_and_saves_lambda(tmp_path, capsys):
     import numpy as np
 
     assert np.load(report["lambdas"]).shape == (8,)
+
+
+def test_geometry_reports_every_head_and_cosines_to_another_dataset(tmp_path, capsys):
+    args = ["--model", "tiny-random", "--dataset", "mnist-offline", "--limit", "80", "--cache-dir", str(tmp_path)]
+    assert main(["geometry", *args, "--compare", "mnist-offline", "demo-world/colour"]) == 0
+    report = _last_json(capsys)
+    assert set(report["heads"]) == {"participation_ratio", "k90", "k99", "two_nn"}
+    assert len(report["heads"]["k90"]) == 2 and len(report["heads"]["k90"][0]) == 4  # tiny: 2 layers × 4 heads
+    same = report["spectral_cosine"]["mnist-offline"]
+    assert all(abs(v - 1) < 1e-3 for row in same for v in row)  # a cache against itself
+    assert any(v < 0.999 for row in report["spectral_cosine"]["demo-world/colour"] for v in row)

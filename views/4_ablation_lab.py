@@ -53,6 +53,11 @@ with st.expander("Presets", expanded=ss.mask.is_empty):
     p3.button("Apply", on_click=apply_preset, type="primary")
 
 
+if ss.mask.scales:
+    st.caption(f"{len(ss.mask.scales)} PCs are rescaled by λ (learned λ applied from the Alignment page, or set "
+               "here); Presets → clear all ablations resets them.")
+
+
 @st.fragment
 def lab() -> None:
     controls, results = st.columns([2, 3])
@@ -69,7 +74,8 @@ def lab() -> None:
                           default=current, format_func=lambda k: f"PC{k + 1}", key=f"lab_pcs_{here[0]}_{here[1]}")
         pc_for_scale = st.selectbox("Rescale a PC by λ", range(cache.n_pcs), key="pc",
                                     format_func=lambda k: f"{head_name(here)} PC{k + 1}")
-        scale = st.slider("λ", -2.0, 4.0, float(ss.mask.scale_of(*here, pc_for_scale)), 0.1,
+        current_scale = float(ss.mask.scale_of(*here, pc_for_scale))  # learned λ can leave the default range
+        scale = st.slider("λ", min(-2.0, current_scale), max(4.0, current_scale), current_scale, 0.1,
                           key=f"lab_scale_{here[0]}_{here[1]}_{pc_for_scale}")
     others = {p for p in ss.mask.pcs if p[:2] != here}
     mask = AblationMask(heads=frozenset(ss.lab_heads), pcs=frozenset(others | {(*here, k) for k in chosen or []}),

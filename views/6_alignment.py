@@ -73,7 +73,8 @@ table = pd.DataFrame([{"method": r["tag"].removeprefix("align_"), "parameters": 
                        "Δ vs zero-shot": r["test_acc"] - r["zeroshot_test_acc"], "best epoch": r["best_epoch"],
                        "seconds": round(r["seconds"], 1)} for r in results])
 st.subheader("Results")
-st.dataframe(table.style.format({"val accuracy": "{:.2%}", "test accuracy": "{:.2%}", "Δ vs zero-shot": "{:+.2%}"}),
+st.dataframe(table.style.format({"val accuracy": "{:.2%}", "test accuracy": "{:.2%}", "Δ vs zero-shot": "{:+.2%}",
+                                 "seconds": "{:.1f}"}),
              hide_index=True)
 st.download_button("Results (CSV)", table.to_csv(index=False), "alignment.csv", "text/csv")
 
