@@ -166,3 +166,26 @@ def test_upload_an_image_in_the_probe(page, server, big_cache, tmp_path):
     page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)  # plots draw after the text appears
     assert page.locator(".js-plotly-plot").count() >= 3
     assert page.get_by_text("Traceback").count() == 0
+
+
+def test_train_lambda_and_apply_it_in_the_lab(page, server, big_cache):
+    from urllib.parse import urlencode
+
+    query = urlencode({"model": "tiny-random", "dataset": big_cache[1], "split": "all", "n": 1000})
+    page.goto(f"{server}/alignment?{query}")
+    page.get_by_role("heading", name="Alignment").wait_for(timeout=120_000)
+    build = page.get_by_role("button", name="Build them")
+    build.wait_for(timeout=60_000)
+    build.click()  # train, val and test caches, val/test in the train basis
+    page.get_by_role("button", name="Train").wait_for(timeout=300_000)
+    _wait_idle(page)
+    page.get_by_role("button", name="Train").click()
+    page.get_by_role("heading", name="Learned λ").wait_for(timeout=300_000)
+    assert page.get_by_text("Traceback").count() == 0
+    _wait_idle(page)
+    page.get_by_role("button", name="Apply to the ablation lab").click()
+    page.get_by_role("heading", name="Ablation lab").wait_for(timeout=120_000)
+    page.locator('[data-testid="stMetricValue"]').first.wait_for(timeout=60_000)
+    page.wait_for_function("() => location.search.includes('basis=')", timeout=30_000)
+    assert "split=test" in page.url and "mask=" in page.url
+    assert page.get_by_text("PCs are rescaled by λ").count() == 1

@@ -43,15 +43,22 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
+    print(markdown(rows))
+
+
+def markdown(rows: list[dict]) -> str:
+    """Test accuracy (%) per dataset and method; parameter counts in the header (in a cell where they differ)."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     params = {m: next(r["n_params"] for r in rows if r["method"] == m) for m in METHODS}
-    print("| dataset (train / test images) | " + " | ".join(f"{m} ({params[m]:,})" for m in METHODS) + " |")
-    print("|---|" + "---|" * len(METHODS))
-    for dataset in args.datasets:
+    lines = ["| dataset (train / test images) | " + " | ".join(f"{m} ({params[m]:,})" for m in METHODS) + " |",
+             "|---|" + "---|" * len(METHODS)]
+    for dataset in datasets:
         cells = {r["method"]: r for r in rows if r["dataset"] == dataset}
         first = cells[METHODS[0]]
-        print(f"| {dataset} ({first['n_train']:,} / {first['n_test']:,}) | "
-              + " | ".join(f"{100 * cells[m]['test_acc']:.1f}" for m in METHODS) + " |")
-
+        lines.append(f"| {dataset} ({first['n_train']:,} / {first['n_test']:,}) | " + " | ".join(
+            f"{100 * cells[m]['test_acc']:.1f}" + (f" ({cells[m]['n_params']:,})" if cells[m]["n_params"] != params[m]
+                                                   else "") for m in METHODS) + " |")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()
