@@ -116,6 +116,7 @@ def list_caches(cache_dir: str | None = None) -> list[dict]:
             rows.append({"path": str(manifest.parent), "model": spec["model"], "dataset": spec["dataset"],
                          "split": spec["split"], "n_images": data["n_images"],
                          "shape": (data["arch"]["n_layers"], data["arch"]["n_heads"]),
+                         "weights": str(data.get("inputs", {}).get("weights", ""))[:12],  # tells checkpoints apart
                          "accuracy": round(data["zeroshot_accuracy"], 4)})
         except (OSError, KeyError, json.JSONDecodeError):
             continue

@@ -11,14 +11,20 @@ from residual_core.geometry import head_matched_pcs, head_spectral_cosine
 cache = page_cache("Compare")
 ss = st.session_state
 st.caption("Weighted spectral cosine between a head's principal subspace here and in another cache: 1 when the "
-           "head spans the same directions with the same weights, 0 when the subspaces are orthogonal (SPEC §6).")
-
-
-def label(row: dict) -> str:
-    return f"{row['model']} · {row['dataset']} · {row['split']} · {row['n_images']}"
+           "head spans the same directions with the same weights, 0 when the subspaces are orthogonal (SPEC §6). "
+           "PCA never sees labels: datasets that share their images (the demo world's factors) share their bases.")
 
 
 shape = (cache.n_layers, cache.n_heads)
+weights = str(cache.manifest.get("inputs", {}).get("weights", ""))[:12]
+
+
+def label(row: dict) -> str:
+    # a cache built from another checkpoint under the same model name (e.g. an older demo model) says so
+    other = f" · weights {row['weights'][:8]}" if row["weights"] != weights else ""
+    return f"{row['model']} · {row['dataset']} · {row['split']} · {row['n_images']}{other}"
+
+
 candidates = [r for r in list_caches() if r["shape"] == shape and r["path"] != str(cache.path)]
 if not candidates:
     st.info("No other cache of a model with this shape yet. Build one from the sidebar (another dataset, "
@@ -26,8 +32,10 @@ if not candidates:
     st.stop()
 # default: one cache per other dataset of the same model, then anything else
 seen, default = set(), []
-for row in sorted(candidates, key=lambda r: (r["model"] != cache.manifest["spec"]["model"], r["dataset"])):
-    if row["dataset"] not in seen and row["dataset"] != cache.manifest["spec"]["dataset"]:
+family = cache.manifest["spec"]["dataset"].split("/")[0]
+for row in sorted(candidates, key=lambda r: (r["weights"] != weights, r["dataset"].split("/")[0] == family,
+                                            r["dataset"])):
+    if row["weights"] == weights and row["dataset"] not in seen and row["dataset"] != cache.manifest["spec"]["dataset"]:
         seen.add(row["dataset"])
         default.append(row["path"])
 by_path = {r["path"]: r for r in candidates}
