@@ -138,7 +138,7 @@ Checks:
 ## Findings and limits
 {findings}
 - The handwritten digit is the factor this recipe does not learn: zero-shot digit accuracy stays at chance.
-  The recipe search above (12 variants of 2,400 steps on a GPU lent for 15 minutes, plus two stages on the
+  The recipe search above (12 variants of 2,400 steps on a GPU lent for 15 minutes, plus three runs on the
   CPU) suggests why it is hard rather than merely slow. Our reading: contrastive training sits at a saddle
   for each factor:
   while neither tower encodes a factor, neither gets a gradient to start. Factors whose visual signal is
@@ -147,8 +147,9 @@ Checks:
   captions named nothing but the digit (B, D); 22 px digits with such captions did learn the digit
   (95 %: P4, Q3), but then position and/or shape stayed at chance; a digit-only first stage learnt the digit
   (96 %: P1, P3) and then colour, shape, size and count never recovered. Continuing a model that already
-  knows one side (Q2+cpu, P4+cpu) did not unlock the other in 300 more steps. The shipped model is Q2: every
-  factor but the digit, with the specialisation checks met.
+  knows one side (Q2+cpu, P4+cpu) did not unlock the other in 300 more steps, and P4's digit captions with
+  Q2's position emphasis (R, on the CPU) had the digit at 93 % but position still at chance after 1,200 of
+  2,400 steps. The shipped model is Q2: every factor but the digit, with the specialisation checks met.
 - What would likely work, and was not tried for lack of device time: a wider or deeper model, or many more
   steps (each variant here took about 3 minutes on the GPU, about 50 minutes on 2 cores), or per-factor
   caption schedules that keep every factor's share of the loss up.
