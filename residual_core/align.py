@@ -264,7 +264,7 @@ def save_result(train_dir: Path, result: AlignResult, tag: str, settings: dict) 
     """Write λ (``<tag>.npy``, ``<tag>_heads.npy``) and the report (``<tag>.json``, last) beside the train cache."""
     store.atomic_save_npy(train_dir / f"{tag}.npy", result.lambdas)
     if result.head_lambda is not None:
-        store.atomic_save_npy(train_dir / f"{tag}_heads.npy", result.head_lambda)
+        store.atomic_save_npy(head_lambda_path(train_dir, tag), result.head_lambda)
     report = {"method": result.method, "n_params": result.n_params, "val_acc": result.val_acc,
               "test_acc": result.test_acc, "zeroshot_test_acc": result.zeroshot_test_acc,
               "seconds": result.seconds, "epochs": result.epochs, "best_epoch": result.best_epoch,
@@ -285,8 +285,12 @@ def saved_results(train_dir: Path) -> list[dict]:
     return sorted(out, key=lambda r: (METHODS.index(r["method"]), r["tag"]))
 
 
+def head_lambda_path(train_dir: Path, tag: str) -> Path:
+    return Path(train_dir) / f"{tag}_heads.npy"
+
+
 def saved_head_lambdas(train_dir: Path, tag: str) -> np.ndarray | None:
-    path = Path(train_dir) / f"{tag}_heads.npy"
+    path = head_lambda_path(train_dir, tag)
     return np.load(path) if path.is_file() else None
 
 

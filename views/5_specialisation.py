@@ -8,9 +8,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import figures
+from dashboard.sidebar import DATASETS
 from dashboard.state import current_spec, find_cache, get_cache
 from residual_core.pipeline import precompute
-from dashboard.sidebar import DATASETS
 from residual_core.specialize import jaccard_matrix, specialize, top_k
 
 st.title("Specialisation")

@@ -10,8 +10,8 @@ import streamlit as st
 from dashboard import figures
 from dashboard.state import current_spec, find_cache, get_cache
 from residual_core.ablation import AblationMask
-from residual_core.align import (METHODS, align, lambda_scales, result_tag, save_result, saved_head_lambdas,
-                                 saved_results)
+from residual_core.align import (METHODS, align, head_lambda_path, lambda_scales, result_tag, save_result,
+                                 saved_head_lambdas, saved_results)
 from residual_core.pipeline import precompute
 
 st.title("Alignment")
@@ -78,7 +78,7 @@ st.dataframe(table.style.format({"val accuracy": "{:.2%}", "test accuracy": "{:.
              hide_index=True)
 st.download_button("Results (CSV)", table.to_csv(index=False), "alignment.csv", "text/csv")
 
-with_lambda = [r["tag"] for r in results if saved_head_lambdas(train_dir, r["tag"]) is not None]
+with_lambda = [r["tag"] for r in results if head_lambda_path(train_dir, r["tag"]).is_file()]  # no loads per rerun
 if not with_lambda:
     st.stop()
 st.subheader("Learned λ")
