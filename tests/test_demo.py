@@ -149,3 +149,35 @@ def test_corrupted_or_missing_weights_give_a_clear_error(tmp_path):
         load_clip(f"residual-demo:{copy}")
     with pytest.raises(ModelLoadError, match="not found"):
         load_clip(f"residual-demo:{tmp_path / 'gone.safetensors'}")
+
+
+def test_recipe_in_one_command_equals_its_stages_run_one_by_one(tmp_path, monkeypatch):
+    import argparse
+
+    import torch
+    from safetensors.torch import load_file
+
+    from residual_core.demo import train as train_module
+
+    first = train_module.Stage(2, 1e-3, solo=("digit=0.3",), emphasis=("shape=0.8",))
+    second = train_module.Stage(2, 5e-4, solo=("shape=0.5",), emphasis=("count=0.9",))
+    monkeypatch.setattr(train_module, "RECIPE", (first, second))
+    common = dict(batch_size=8, weight_decay=0.1, seed=0, n_train=32, n_val=16, eval_every=1000, device="cpu",
+                  workers=1)
+
+    def run(out, stage=None, init=None):
+        custom = {} if stage is None else {"steps": stage.steps, "lr": stage.lr, "solo": list(stage.solo),
+                                             "emphasis": list(stage.emphasis)}
+        blank = dict.fromkeys(("steps", "lr", "solo", "emphasis"))
+        args = argparse.Namespace(**common, **(blank | custom), init=init, out=str(out))
+        return train_module.train(args)
+
+    whole = run(tmp_path / "whole" / "w.safetensors")
+    assert [s["steps"] for s in whole["stages"]] == [2, 2] and whole["stages"][1]["solo"] == {"shape": 0.5}
+    run(tmp_path / "split" / "w.safetensors", first)
+    after_first = load_file(str(tmp_path / "split" / "w.safetensors"))
+    log = run(tmp_path / "split" / "w.safetensors", second, init=str(tmp_path / "split" / "w.safetensors"))
+    assert len(log["stages"]) == 2  # the second run appended itself to the first one's log
+    a, b = load_file(str(tmp_path / "whole" / "w.safetensors")), load_file(str(tmp_path / "split" / "w.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], after_first[k]) for k in a)  # the second stage did train

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,36 +50,51 @@ def zero_shot_accuracy(model, tokenizer, images: np.ndarray, scenes, device: str
     return out
 
 
-def train(args: argparse.Namespace) -> dict:
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: a fresh AdamW with warm-up then cosine over ``steps``."""
+
+    steps: int
+    lr: float
+    solo: tuple[str, ...] = ()  # FACTOR=P: a caption names only FACTOR with probability P
+    emphasis: tuple[str, ...] = ()  # FACTOR=P: mixed captions mention FACTOR with probability ≥ P
+
+
+# The shipped recipe; assets/demo/MODEL_CARD.md explains the search that led to it.
+RECIPE = (
+    Stage(2400, 1e-3, solo=("digit=0.3",), emphasis=("shape=0.8", "position=0.8", "size=0.8", "count=0.8")),
+    Stage(250, 5e-4, solo=("digit=0.2", "shape=0.15"),
+          emphasis=("shape=0.9", "position=0.8", "size=0.8", "count=0.8")),
+)
+
+
+def _round_to_fp16(model: torch.nn.Module) -> None:
+    """What saving (fp16) and reloading between stages does: a stage starts from exactly the shipped values."""
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+
+
+def _train_stage(model, stage: Stage, args, scenes, images, val_scenes, val_images, tokenizer, device) -> dict:
     started = time.time()
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    # every stage is seeded afresh, so a stage run with --init gives the same model as the stage run in line
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    _ensure_configs_registered()
-    model = open_clip.create_model(ARCH, output_dict=True).to(device)
-    if args.init:  # a later stage continues from earlier weights (fp16 on disk, fp32 here)
-        from safetensors.torch import load_file
-
-        model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()})
-    emphasis = _probabilities(args.emphasis)
-    solo = _probabilities(args.solo)
-    tokenizer = open_clip.get_tokenizer(ARCH)
+    emphasis, solo = _probabilities(stage.emphasis), _probabilities(stage.solo)
     loss_fn = open_clip.ClipLoss()
-    print(f"rendering {args.n_train} training scenes …", flush=True)
-    scenes, images = world("train", args.n_train, workers=args.workers)
-    val_scenes, val_images = world("val", args.n_val, workers=args.workers)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
-    warmup = max(1, args.steps // 20)
+                               {"params": no_decay, "weight_decay": 0.0}], lr=stage.lr, betas=(0.9, 0.98))
+    warmup = max(1, stage.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) /
-                                                                               max(1, args.steps - warmup))))
+                                                                               max(1, stage.steps - warmup))))
     history = []
     order = rng.permutation(len(scenes))
     cursor = 0
-    bar = tqdm(range(args.steps), desc="training demo CLIP", unit="step")
+    bar = tqdm(range(stage.steps), desc="training demo CLIP", unit="step")
     step_seconds = 0.0  # training steps only (no rendering, no evaluation)
     for step in bar:
         tick = time.perf_counter()
@@ -97,26 +113,61 @@ def train(args: argparse.Namespace) -> dict:
             model.logit_scale.clamp_(0, math.log(100))
         step_seconds += time.perf_counter() - tick
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+        if (step + 1) % args.eval_every == 0 or step + 1 == stage.steps:
             acc = zero_shot_accuracy(model, tokenizer, val_images, val_scenes, device)
             history.append({"step": step + 1, "loss": float(loss.item()), "val": acc,
                             "minutes": (time.time() - started) / 60})
             print(json.dumps(history[-1]), flush=True)
+    return {"emphasis": emphasis, "solo": solo, "steps": stage.steps, "batch_size": args.batch_size,
+            "lr": stage.lr, "seed": args.seed, "n_train": args.n_train, "device": device,
+            "threads": torch.get_num_threads(), "minutes": (time.time() - started) / 60,
+            "seconds_per_step": step_seconds / max(stage.steps, 1), "history": history}
+
+
+def stages_of(args: argparse.Namespace) -> tuple[Stage, ...]:
+    """The shipped RECIPE, or one stage when any of --steps/--lr/--solo/--emphasis is given."""
+    if all(getattr(args, k) is None for k in ("steps", "lr", "solo", "emphasis")):
+        return RECIPE
+    first = RECIPE[0]
+    return (Stage(args.steps if args.steps is not None else first.steps,
+                  args.lr if args.lr is not None else first.lr,
+                  tuple(args.solo) if args.solo is not None else first.solo,
+                  tuple(args.emphasis) if args.emphasis is not None else first.emphasis),)
+
+
+def train(args: argparse.Namespace) -> dict:
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    stages = stages_of(args)
+    torch.manual_seed(args.seed)
+    _ensure_configs_registered()
+    model = open_clip.create_model(ARCH, output_dict=True).to(device)
+    if args.init:  # a later stage continues from earlier weights (fp16 on disk, fp32 here)
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()})
+    tokenizer = open_clip.get_tokenizer(ARCH)
+    print(f"rendering {args.n_train} training scenes …", flush=True)
+    scenes, images = world("train", args.n_train, workers=args.workers)
+    val_scenes, val_images = world("val", args.n_val, workers=args.workers)
+    reports = []
+    for i, stage in enumerate(stages):
+        if i:
+            _round_to_fp16(model)
+        print(f"stage {i + 1} of {len(stages)}: {stage}", flush=True)
+        reports.append(_train_stage(model, stage, args, scenes, images, val_scenes, val_images, tokenizer, device)
+                       | {"init": args.init if i == 0 else f"stage {i}"})
     weights = Path(args.out)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(weights), metadata={"arch": ARCH, "seed": str(args.seed), "steps": str(args.steps)})
+    save_file(state, str(weights), metadata={"arch": ARCH, "seed": str(args.seed),
+                                             "steps": str(sum(st.steps for st in stages))})
     (weights.parent / (weights.name + ".sha256")).write_text(f"{sha256_file(weights)}  {weights.name}\n")
-    report = {"init": args.init, "emphasis": emphasis, "solo": solo, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-              "n_train": args.n_train, "device": device, "threads": torch.get_num_threads(),
-              "minutes": (time.time() - started) / 60, "seconds_per_step": step_seconds / max(args.steps, 1),
-              "history": history}
     log_path = weights.parent / "training_log.json"
-    previous = []  # a later stage appends itself to the earlier stages' log
+    previous = []  # a run with --init appends itself to the earlier stages' log
     if args.init and log_path.is_file():
         earlier = json.loads(log_path.read_text())
         previous = earlier.get("stages", [earlier])
-    report["stages"] = previous + [{k: v for k, v in report.items() if k != "stages"}]
+    report = {"stages": previous + reports}
     log_path.write_text(json.dumps(report, indent=1))
     return report
 
@@ -133,9 +184,9 @@ def _probabilities(items: list[str]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m residual_core.demo.train", description=__doc__)
-    parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument("--steps", type=int, default=None, help="one stage of this many steps (default: the recipe)")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=60_000)
@@ -144,15 +195,16 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(WEIGHTS), help="where to write the safetensors weights")
     parser.add_argument("--init", default=None, help="continue from these weights (a later training stage)")
-    # defaults: the shipped recipe (assets/demo/MODEL_CARD.md explains the search that led to it)
-    parser.add_argument("--emphasis", nargs="*", default=["shape=0.8", "position=0.8"], metavar="FACTOR=P",
+    # without --steps/--lr/--solo/--emphasis: the shipped RECIPE (its stages one after the other)
+    parser.add_argument("--emphasis", nargs="*", default=None, metavar="FACTOR=P",
                         help="mention FACTOR in captions with probability ≥ P, e.g. digit=0.9")
-    parser.add_argument("--solo", nargs="*", default=["digit=0.25"], metavar="FACTOR=P",
-                        help="with probability P a caption names FACTOR alone, e.g. digit=0.25")
+    parser.add_argument("--solo", nargs="*", default=None, metavar="FACTOR=P",
+                        help="with probability P a caption names FACTOR alone, e.g. digit=0.3")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes that render the training world")
     report = train(parser.parse_args())
-    print(json.dumps({k: v for k, v in report.items() if k != "history"} | {"final_val": report["history"][-1]["val"]}))
+    last = report["stages"][-1]
+    print(json.dumps({k: v for k, v in last.items() if k != "history"} | {"final_val": last["history"][-1]["val"]}))
 
 
 if __name__ == "__main__":
