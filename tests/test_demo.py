@@ -131,7 +131,7 @@ def test_zero_shot_accuracy_stays_near_the_model_card(tmp_path):
     loaded = load_clip("demo")
     scenes, images = world.__wrapped__("test", 300)  # a fresh, smaller batch of the held-out world
     accuracy = zero_shot_accuracy(loaded.model, open_clip.get_tokenizer("residual-demo"), images, scenes, "cpu")
-    learnt = [f for f, acc in card.items() if acc >= 0.85]  # the card reports the digit at chance
+    learnt = [f for f, acc in card.items() if acc >= 0.85]  # a factor the card reports unlearnt is not held to it
     assert {"colour", "shape"} <= set(learnt)
     for factor in learnt:
         assert accuracy[factor] >= card[factor] - 0.08, (factor, accuracy[factor], card[factor])
