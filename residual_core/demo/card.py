@@ -154,11 +154,10 @@ Checks:
   still had it at chance at step 600, and S ended with shape worse (83 % vs 92 %), so the shipped world
   keeps the opposite corner.
 - Shape is the slowest factor: a short second stage with 15 % shape-only captions at half the learning
-  rate lifted it from 92 % to 96 % on val (T → T+, the shipped model; S → S+: 83 % → 97 % in 800 steps),
-  but it lands just under the floor on the test world. A third stage of 150 steps at lr 2.5e-4 (T++) gave
-  95.6 % on val and 94.75 % on test (+0.1 point, within the ±0.5-point sampling error of 2,000 scenes),
-  so it was not kept. S+ reached 96.6 % on val but its 3,200 steps would need about 64 minutes on 2 cores,
-  over the 60-minute budget.
+  rate lifts it (S → S+: 83 % → 97 % on val in 800 steps). From T, 250 steps gave 95.7 % on val but
+  94.65 % on test (T+), and a third stage of 150 steps at lr 2.5e-4 on top only 94.75 % (T++); 500 steps
+  (the shipped T+500) gave 97.2 % on val and 96.2 % on test, in 2,900 steps in all. S+ needs 3,200 steps,
+  about 64 minutes on 2 cores, over the 60-minute budget.
 - The head-specialisation checks above hold with large margins: the colour heads and the shape heads are
   disjoint, and ablating either set hurts its own task several times more than the other task or random
   sets of the same size.

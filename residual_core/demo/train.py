@@ -63,7 +63,7 @@ class Stage:
 # The shipped recipe; assets/demo/MODEL_CARD.md explains the search that led to it.
 RECIPE = (
     Stage(2400, 1e-3, solo=("digit=0.3",), emphasis=("shape=0.8", "position=0.8", "size=0.8", "count=0.8")),
-    Stage(250, 5e-4, solo=("digit=0.2", "shape=0.15"),
+    Stage(500, 5e-4, solo=("digit=0.2", "shape=0.15"),
           emphasis=("shape=0.9", "position=0.8", "size=0.8", "count=0.8")),
 )
 
