@@ -5,6 +5,7 @@ Commands that measure something print one JSON object on their last line.
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -12,10 +13,11 @@ import torch
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from residual_core.decompose import decompose_images
+    from residual_core.decompose import check_supported, decompose_images
     from residual_core.models import load_clip, parse_model_spec
 
     loaded = load_clip(parse_model_spec(args.model, args.random_weights, args.seed), device=args.device)
+    check_supported(loaded.model)
     size = loaded.arch.image_size
     generator = torch.Generator().manual_seed(args.seed)
     if args.dataset:
@@ -227,8 +229,21 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ModelLoadError, DatasetUnavailableError, UnsupportedModelError, CacheError, ValueError,
             FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command again to resume from the finished shards", file=sys.stderr)
+        return 130
+    except Exception as err:  # the last resort: one line, never a traceback (RESIDUAL_DEBUG=1 shows it)
+        if os.environ.get("RESIDUAL_DEBUG"):
+            raise
+        print(f"error: unexpected {type(err).__name__}: {_one_line(err)} (rerun with RESIDUAL_DEBUG=1 for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:500]
 
 
 if __name__ == "__main__":

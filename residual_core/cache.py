@@ -100,11 +100,27 @@ class Cache:
         return float((self.base_logits.argmax(1) == self.labels).mean())
 
 
+def _string_list(path: Path) -> tuple[str, ...]:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise store.CacheError(f"cache file {path} is unreadable ({type(err).__name__})") from err
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise store.CacheError(f"cache file {path} is not a list of strings; delete the folder and precompute again")
+    return tuple(values)
+
+
 def load_cache(path: str | Path) -> Cache:
-    """Open a cache folder built by precompute; raises store.CacheError if it is stale or damaged."""
+    """Open a cache folder built by precompute; raises store.CacheError if it is stale or damaged.
+
+    Every file's size and digest is checked first (digests once per process per file identity).
+    """
     folder = Path(path)
     manifest = store.read_manifest(folder)
     arr = {name[:-4]: store.load_npy(folder / name) for name in manifest["files"] if name.endswith(".npy")}
+    missing = sorted(REQUIRED - set(arr))
+    if missing:
+        raise store.CacheError(f"cache {folder} lacks {', '.join(missing)}; it will be rebuilt by precompute")
     classifier = np.asarray(arr["classifier"], dtype=np.float32)
     comps = np.asarray(arr["head_components"], dtype=np.float32)
     n_heads_total = comps.shape[0] * comps.shape[1]
@@ -116,8 +132,7 @@ def load_cache(path: str | Path) -> Cache:
         head_eigenvalues=np.asarray(arr["head_eigenvalues"]).reshape(n_heads_total, -1),
         mlps=arr["mlps"], embed=arr["embed"], output=output, labels=np.asarray(arr["labels"]),
         positions=arr["positions"], thumbs=arr["thumbs"], classifier=classifier, text_embeds=arr["text_embeds"],
-        texts=tuple(json.loads((folder / "texts.json").read_text())),
-        image_ids=tuple(json.loads((folder / "image_ids.json").read_text())),
+        texts=_string_list(folder / "texts.json"), image_ids=_string_list(folder / "image_ids.json"),
         pole_top=arr["pole_top"], pole_bottom=arr["pole_bottom"], text_pos_idx=arr["text_pos_idx"],
         text_pos_score=arr["text_pos_score"], text_neg_idx=arr["text_neg_idx"], text_neg_score=arr["text_neg_score"],
         unit_norm=arr["unit_norm"], unit_cos=arr["unit_cos"], head_alone_acc=arr["head_alone_acc"],
@@ -128,6 +143,11 @@ def load_cache(path: str | Path) -> Cache:
         mean_proj=np.einsum("ud,ukd->uk", mean, comps),  # [n_heads_total, n_pcs]
     )
 
+
+REQUIRED = frozenset({
+    "head_scores", "head_mean", "head_components", "head_eigenvalues", "mlps", "embed", "output", "labels",
+    "positions", "thumbs", "classifier", "text_embeds", "pole_top", "pole_bottom", "text_pos_idx", "text_pos_score",
+    "text_neg_idx", "text_neg_score", "unit_norm", "unit_cos", "head_alone_acc", "head_ablated_acc", "head_score_mean"})
 
 HEAD_METRICS = {
     "evr1": "explained variance of PC1 (share of the head's variance)",

@@ -10,6 +10,8 @@ import functools
 import gzip
 import importlib.util
 import os
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,6 +29,10 @@ class DatasetUnavailableError(RuntimeError):
     """A dataset cannot be loaded here; the message says how to get it."""
 
 
+class ImageReadError(RuntimeError):
+    """One image of a dataset cannot be read or decoded; builds skip it and count it."""
+
+
 @dataclass(frozen=True)
 class ImageSource:
     """A deterministic, indexable list of (PIL image, label) pairs."""
@@ -39,12 +45,22 @@ class ImageSource:
     ids: tuple[str, ...]  # stable image ids, e.g. "train/00017"
     _get: Callable[[int], Image.Image]
     version: str = ""  # changes when the same name starts to mean other pictures (part of the cache key)
+    scan_skipped: tuple[dict, ...] = ()  # files a folder scan left out, with why ({"id", "reason"})
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def image(self, index: int) -> Image.Image:
-        return self._get(index).convert("RGB")
+        """The decoded RGB image; raises ImageReadError (naming the image) if it cannot be read."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = self._get(index)
+                image.load()
+                return image.convert("RGB")
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as err:  # UnidentifiedImageError is an OSError
+            raise ImageReadError(f"{self.ids[index]}: {type(err).__name__}: {str(err)[:120]}") from err
 
 
 def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int = SPLIT_SEED) -> list[np.ndarray]:
@@ -210,24 +226,74 @@ def _tv_labels(ds) -> np.ndarray:
     return np.asarray([ds[i][1] for i in range(len(ds))], dtype=np.int64)
 
 
-def _folder(path: Path, split: str, templates: tuple[str, ...], name: str) -> ImageSource:
-    from torchvision.datasets import ImageFolder
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+MAX_FOLDER_ENTRIES = 2_000_000  # a folder dataset larger than this is refused rather than walked for hours
 
+
+def _regular_inside(path: Path, root: Path) -> str | None:
+    """None if ``path`` is a regular file inside ``root`` (after resolving links), else why it is skipped."""
+    try:
+        target = path.resolve(strict=True)
+        if not target.is_relative_to(root):
+            return "a link that points outside the dataset folder"
+        if not stat.S_ISREG(target.stat().st_mode):
+            return "not a regular file"
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return "a broken or looping link"
+    return None
+
+
+def scan_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[str, int]], list[dict]]:
+    """Class folders (sorted), (path, label) samples and skipped entries of an image folder.
+
+    Never follows a directory link and never reads a file whose real path is outside ``root``; FIFOs,
+    devices and sockets are skipped, so a scan cannot hang or wander over the disk.
+    """
+    root = root.resolve()
+    entries = sorted((e for e in os.scandir(root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")),
+                     key=lambda e: e.name)
+    classes, samples, skipped, seen = [], [], [], 0
+    for entry in entries:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                seen += 1
+                if seen > MAX_FOLDER_ENTRIES:
+                    raise DatasetUnavailableError(f"{root} holds more than {MAX_FOLDER_ENTRIES:,} entries; point "
+                                                  "folder: at a dataset folder with one sub-folder per class")
+                if not name.lower().endswith(IMAGE_SUFFIXES):
+                    continue
+                path = Path(dirpath) / name
+                reason = _regular_inside(path, root)
+                if reason:
+                    skipped.append({"id": os.path.relpath(path, root), "reason": reason})
+                else:
+                    found.append(str(path))
+        if found:
+            samples += [(path, len(classes)) for path in found]
+            classes.append(entry.name)
+    if len(classes) < 2:
+        raise DatasetUnavailableError(f"{root} has {len(classes)} class folder(s) with images; zero-shot "
+                                      "classification needs at least two (one sub-folder of images per class)")
+    return tuple(classes), samples, skipped
+
+
+def _folder(path: Path, split: str, templates: tuple[str, ...], name: str) -> ImageSource:
     if not path.is_dir():
         raise DatasetUnavailableError(f"image folder not found: {path}. Pass folder:/path with one sub-folder per class")
-    if (path / "train").is_dir() and split in ("train", "val", "test") and (path / split).is_dir():
-        path = path / split
-        split_inside = "all"
+    inner = path / split
+    if split in ("train", "val", "test") and (path / "train").is_dir() and inner.is_dir() and not inner.is_symlink():
+        path, split_inside = inner, "all"
     else:
         split_inside = split
-    ds = ImageFolder(str(path))
-    if len(ds) == 0:
-        raise DatasetUnavailableError(f"no images under {path}")
-    labels = np.asarray(ds.targets, dtype=np.int64)
+    classes, samples, skipped = scan_folder(path)
+    labels = np.asarray([label for _, label in samples], dtype=np.int64)
     idx = _split_of(labels, split_inside, (0.6, 0.2, 0.2))
-    rel = [os.path.relpath(ds.samples[i][0], path) for i in idx]
-    return ImageSource(name, split, tuple(_clean(c) for c in ds.classes), templates, labels[idx], tuple(rel),
-                       lambda i: Image.open(ds.samples[idx[i]][0]))
+    root = path.resolve()
+    rel = tuple(os.path.relpath(samples[i][0], root) for i in idx)
+    return ImageSource(name, split, tuple(_clean(c) for c in classes), templates, labels[idx], rel,
+                       lambda i: Image.open(samples[idx[i]][0]), scan_skipped=tuple(skipped))
 
 
 def load_dataset(name: str, split: str = "test", root: str | Path | None = None) -> ImageSource:

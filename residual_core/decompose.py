@@ -74,6 +74,27 @@ class UnitTable:
         return layer * self.n_heads + head
 
 
+def check_config_supported(arch: str, config: dict | None) -> None:
+    """Refuse from open_clip's model config, before building: a tower the decomposition cannot represent.
+
+    The built model is checked again by ``check_supported``; this only saves building (and allocating)
+    a large model that would be refused anyway.
+    """
+    vision = (config or {}).get("vision_cfg") or {}
+    if vision.get("timm_model_name"):
+        raise UnsupportedModelError(f"{arch}: the image tower is the timm model {vision['timm_model_name']!r}, not "
+                                    "open_clip's VisionTransformer; only open_clip ViT towers can be decomposed")
+    if isinstance(vision.get("layers"), (list, tuple)):
+        raise UnsupportedModelError(f"{arch}: the image tower is a ResNet; only ViT towers have attention heads "
+                                    "to decompose (try ViT-B-32, ViT-B-16 or ViT-L-14)")
+    if vision.get("attentional_pool"):
+        raise UnsupportedModelError(f"{arch}: attentional pooling (CoCa-style) mixes all tokens after the last "
+                                    "block, so a CLS decomposition would not be exact; refused")
+    if vision.get("pool_type", "tok") != "tok":
+        raise UnsupportedModelError(f"{arch}: pool_type={vision['pool_type']!r} pools every token; only CLS-token "
+                                    "pooling ('tok') decomposes exactly into per-head CLS contributions")
+
+
 def check_supported(model: nn.Module) -> None:
     """Raise UnsupportedModelError naming the first feature the exact decomposition cannot represent."""
     visual = getattr(model, "visual", None)

@@ -154,6 +154,11 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
 def _offline_message(spec: ModelSpec, err: Exception) -> str:
     return (
         f"could not fetch pretrained weights {spec.pretrained!r} for {spec.arch!r} ({type(err).__name__}: "
@@ -187,6 +192,9 @@ def load_clip(spec: ModelSpec | str, device: str = "cpu") -> LoadedClip:
         weights_id = f"tag:{pretrained}"
         if _is_tag(spec.arch, pretrained) and not _hub_cached(spec.arch, pretrained):
             _require_hub(spec)
+    from residual_core.decompose import check_config_supported
+
+    check_config_supported(spec.arch, open_clip.get_model_config(spec.arch))
     torch.manual_seed(spec.random_seed)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
@@ -194,12 +202,22 @@ def load_clip(spec: ModelSpec | str, device: str = "cpu") -> LoadedClip:
         )
     except ModelLoadError:
         raise
-    except (OSError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError, ImportError, KeyError, TypeError, EOFError) as err:
+        # A local checkpoint is untrusted input: a wrong or damaged file can raise almost anything.
         if pretrained is not None and not spec.is_local_file:
             raise ModelLoadError(_offline_message(spec, err)) from err
-        raise ModelLoadError(f"could not load {spec.name}: {err}") from err
+        if spec.is_local_file:
+            raise ModelLoadError(f"checkpoint {pretrained} is not an open_clip {spec.arch} state dict "
+                                 f"({type(err).__name__}: {_first_line(err)}); pass the matching ARCH or "
+                                 "another file") from err
+        raise ModelLoadError(f"could not build {spec.name}: {type(err).__name__}: {_first_line(err)}") from err
     model.eval()
-    tokenizer = open_clip.get_tokenizer(spec.arch)
+    try:
+        tokenizer = open_clip.get_tokenizer(spec.arch)
+    except (OSError, RuntimeError, ValueError, ImportError) as err:
+        raise ModelLoadError(f"{spec.arch}: its tokenizer could not be loaded ({type(err).__name__}: "
+                             f"{_first_line(err)}); it comes from the Hugging Face hub: connect once so it is "
+                             "cached, or use another model") from err
     return LoadedClip(model, preprocess, tokenizer, spec, ArchInfo.from_model(model), weights_id)
 
 

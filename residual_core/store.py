@@ -1,26 +1,47 @@
 """Disk cache primitives: content keys, atomic writes, manifests verified on read.
 
 Nothing here pickles: arrays are ``.npy`` (opened memory-mapped) and metadata is JSON. Every file is
-written to a temporary name in the same folder and renamed into place, and the manifest is written
-last, so a reader never sees a half-written cache and an interrupted run leaves only complete shards.
+written to a unique temporary name in the same folder and renamed into place (the temporary file is
+removed if the write fails), and the manifest is written last, so a reader never sees a half-written
+cache and an interrupted run leaves only complete shards.
+
+Integrity: the manifest records each file's size and xxh3-128 digest. xxh3 is not a cryptographic
+hash; it guards against damage (bit rot, a partial copy, a stray write), not against someone who can
+also rewrite the manifest. It was chosen for speed: 0.074 s per GB here against 0.75 s for sha256.
+Sizes are checked on every read; digests once per process per file identity (device, inode, size,
+mtime, ctime: any write changes ctime), so a long-running server re-hashes a file only if it changed.
 """
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
+import xxhash
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MANIFEST = "manifest.json"
+DIGEST = "xxh3_128"
+_CHUNK = 1 << 22
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
 
 
 class CacheError(RuntimeError):
     """A cache on disk cannot be used: missing, from other inputs or versions, or corrupted."""
+
+
+class CacheWriteError(CacheError):
+    """A cache cannot be written: disk full, read-only or not permitted. The message names the folder."""
 
 
 def cache_key(inputs: dict[str, Any]) -> str:
@@ -29,28 +50,70 @@ def cache_key(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def file_digest(path: Path) -> str:
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_error(folder: Path, err: OSError) -> CacheWriteError:
+    """One line naming the folder, what went wrong and what to do."""
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.EROFS: "the file system is read-only", errno.EFBIG: "a file grew past the file-system limit"}
+    reason = what.get(err.errno, "writing is not permitted")
+    return CacheWriteError(f"cannot write the cache in {folder}: {reason} ({err.strerror}); free space there or "
+                           "point --cache-dir / RESIDUAL_CACHE at a writable folder with room, then run it again")
+
+
+@contextlib.contextmanager
+def writing(folder: Path) -> Iterator[None]:
+    """Turn disk-full / read-only / permission errors inside the block into a CacheWriteError."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in _WRITE_ERRNOS:
+            raise write_error(folder, err) from err
+        raise
+
+
+def _temp_in(path: Path, suffix: str) -> tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+
+
+def _write_atomically(path: Path, write) -> None:
+    fd, tmp = _temp_in(path, ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-    os.replace(tmp, path)
+    _write_atomically(path, lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False))
 
 
 def open_npy_writer(path: Path, dtype: str, shape: tuple[int, ...]) -> tuple[np.memmap, Path]:
-    """A memory-mapped .npy at a temporary name; call ``commit_npy`` when filled."""
-    tmp = path.with_name(f".{path.name}.partial")
-    return np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape), tmp
+    """A memory-mapped .npy at a unique temporary name; ``commit_npy`` renames it, ``discard`` removes it."""
+    fd, tmp = _temp_in(path, ".partial")
+    os.close(fd)
+    try:
+        return np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape), Path(tmp)
+    except BaseException:
+        discard(Path(tmp))
+        raise
 
 
 def commit_npy(array: np.memmap, tmp: Path, path: Path) -> None:
@@ -59,38 +122,104 @@ def commit_npy(array: np.memmap, tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
-    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise CacheError(f"cache file {path} cannot be read as an array ({err}); delete its folder and run "
+                         "precompute again") from err
 
 
-def describe_files(folder: Path, names: list[str]) -> dict[str, int]:
-    return {name: (folder / name).stat().st_size for name in names}
+def describe_files(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Size and digest of each file, as the manifest records them."""
+    return {name: {"size": (folder / name).stat().st_size, DIGEST: file_digest(folder / name)} for name in names}
+
+
+_VERIFIED: dict[tuple[str, str], tuple[int, ...]] = {}
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _identity(stat: os.stat_result) -> tuple[int, ...]:
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def verify_file(path: Path, size: int, digest: str) -> None:
+    """Raise CacheError unless ``path`` has this size and digest (hashed once per file identity)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        raise CacheError(f"cache file {path} is missing; it will be rebuilt by precompute") from None
+    if not path.is_file() or stat.st_size != size:
+        raise CacheError(f"cache file {path} is truncated or resized ({stat.st_size} bytes, manifest says {size}); "
+                         "it will be rebuilt by precompute")
+    memo = (str(path.resolve()), digest)
+    with _VERIFIED_LOCK:
+        if _VERIFIED.get(memo) == _identity(stat):
+            return
+    if file_digest(path) != digest:
+        raise CacheError(f"cache file {path} is damaged: its content does not match the {DIGEST} digest in the "
+                         "manifest; it will be rebuilt by precompute (or delete the folder)")
+    with _VERIFIED_LOCK:
+        _VERIFIED[memo] = _identity(stat)
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
-def read_manifest(folder: Path, key: str | None = None) -> dict[str, Any]:
-    """Read and verify a manifest: schema version, key and the size of every listed file."""
+def _checked_files(path: Path, files: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(files, dict) or not files:
+        raise CacheError(f"manifest {path} lists no files; it will be rebuilt by precompute")
+    for name, entry in files.items():
+        ok_entry = (isinstance(entry, dict) and type(entry.get("size")) is int and entry["size"] >= 0
+                    and isinstance(entry.get(DIGEST), str) and len(entry[DIGEST]) == 32)
+        if not (isinstance(name, str) and _SAFE_NAME.match(name) and ok_entry):
+            raise CacheError(f"manifest {path} has a malformed file entry {name!r}; it will be rebuilt by precompute")
+    return files
+
+
+def read_manifest(folder: Path, key: str | None = None, verify: bool = True) -> dict[str, Any]:
+    """Read and verify a manifest: JSON types, schema version, key, and each listed file's size and digest."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise CacheError(f"no finished cache at {folder} (no {MANIFEST}); run precompute to build it")
     try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CacheError(f"manifest {path} is corrupted ({err}); delete the folder and run precompute again") from err
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CacheError(f"manifest {path} is unreadable ({type(err).__name__}); it will be rebuilt by "
+                         "precompute") from err
+    if not isinstance(manifest, dict):
+        raise CacheError(f"manifest {path} is a JSON {type(manifest).__name__}, not an object; it will be rebuilt")
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise CacheError(f"cache {folder} has schema {manifest.get('schema_version')}, this version reads "
+        raise CacheError(f"cache {folder} has schema {manifest.get('schema_version')!r}, this version reads "
                          f"{SCHEMA_VERSION}; it will be rebuilt by precompute")
     if key is not None and manifest.get("key") != key:
-        raise CacheError(f"cache {folder} was built from other inputs (key {manifest.get('key')} != {key})")
-    for name, size in manifest.get("files", {}).items():
-        file = Path(folder) / name
-        if not file.is_file() or file.stat().st_size != size:
-            raise CacheError(f"cache file {file} is missing or truncated (expected {size} bytes); "
-                             "delete the folder and run precompute again")
+        raise CacheError(f"cache {folder} was built from other inputs (key {manifest.get('key')!r} != {key})")
+    files = _checked_files(path, manifest.get("files"))
+    for name in ("spec", "inputs", "arch"):
+        if not isinstance(manifest.get(name), dict):
+            raise CacheError(f"manifest {path} has no valid {name!r} section; it will be rebuilt by precompute")
+    if verify:
+        for name, entry in files.items():
+            verify_file(Path(folder) / name, entry["size"], entry[DIGEST])
     return manifest
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """One builder per cache folder at a time, across processes (released when the process dies)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def remove_tree(path: Path) -> None:

@@ -100,13 +100,23 @@ def test_progress_history_and_head_lambdas_are_reported():
     assert np.allclose(coarse, coarse[:, :1])  # one λ per head, shown on every PC
 
 
+def _fake_manifest(folder, key: str) -> None:
+    """A valid manifest of one small file: enough for the results to be keyed by it."""
+    import json
+
+    from residual_core import store
+
+    store.atomic_save_npy(folder / "labels.npy", np.arange(3))
+    store.write_manifest(folder, {"key": key, "schema_version": store.SCHEMA_VERSION, "spec": {}, "inputs": {},
+                                  "arch": {}, "files": store.describe_files(folder, ["labels.npy"])})
+
+
 def test_results_are_saved_beside_the_cache_and_lambda_maps_to_lab_scales(tmp_path):
     from residual_core import store
     from residual_core.align import lambda_scales, result_tag, save_result, saved_head_lambdas, saved_results
 
     train, val, test = _splits(noise=1.0, seed=2)
-    store.atomic_write_text(tmp_path / store.MANIFEST, '{"key": "k1", "schema_version": %d, "files": {}}'
-                            % store.SCHEMA_VERSION)
+    _fake_manifest(tmp_path, "k1")
     for method in ("fine", "zeroshot"):
         result = align(train, val, test, method, epochs=2)
         save_result(tmp_path, result, result_tag(method), {"epochs": 2})
@@ -119,6 +129,5 @@ def test_results_are_saved_beside_the_cache_and_lambda_maps_to_lab_scales(tmp_pa
     assert scales[(u // train.n_heads, u % train.n_heads, k)] == 0.0  # pruned PCs are switched off
     u, k = np.argwhere(~np.isnan(lam))[0]
     assert scales.get((u // train.n_heads, u % train.n_heads, k), 1.0) == pytest.approx(lam[u, k], abs=1e-3)
-    store.atomic_write_text(tmp_path / store.MANIFEST, '{"key": "k2", "schema_version": %d, "files": {}}'
-                            % store.SCHEMA_VERSION)
+    _fake_manifest(tmp_path, "k2")
     assert saved_results(tmp_path) == []  # results of a rebuilt cache are not shown for the new one

@@ -6,7 +6,7 @@ import pytest
 
 from residual_core import store
 from residual_core.cache import head_metrics, load_cache
-from residual_core.pipeline import PrecomputeSpec, cached_path, precompute, prepare
+from residual_core.pipeline import PrecomputeSpec, lookup, precompute, prepare
 
 
 def _spec(root, **kw):
@@ -43,13 +43,13 @@ def test_second_call_is_a_cache_hit(tiny_cache_dir):
     calls = []
     assert precompute(spec, progress=lambda *a: calls.append(a)) == tiny_cache_dir
     assert calls == []
-    assert cached_path(spec) == tiny_cache_dir
+    assert lookup(spec).ready and lookup(spec).folder == tiny_cache_dir
 
 
 @pytest.mark.parametrize("change", [{"limit": 100}, {"seed": 1}, {"split": "test"}, {"random_weights": True, "seed": 2},
                                     {"dataset": "folder:{tmp}"}])
 def test_key_changes_with_every_input(tmp_path, change):
-    base = prepare(_spec(tmp_path))[3]["key"]
+    base = prepare(_spec(tmp_path)).key
     if "dataset" in change:
         for cls in ("a", "b"):
             (tmp_path / "imgs" / cls).mkdir(parents=True)
@@ -57,13 +57,13 @@ def test_key_changes_with_every_input(tmp_path, change):
             for i in range(3):
                 Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(tmp_path / "imgs" / cls / f"{i}.png")
         change = {"dataset": f"folder:{tmp_path / 'imgs'}", "split": "all"}
-    assert prepare(_spec(tmp_path, **change))[3]["key"] != base
+    assert prepare(_spec(tmp_path, **change)).key != base
 
 
 def test_key_changes_with_text_bank(tmp_path):
     bank = tmp_path / "bank.txt"
     bank.write_text("a red thing\na blue thing\n")
-    assert prepare(_spec(tmp_path, text_bank=str(bank)))[3]["key"] != prepare(_spec(tmp_path))[3]["key"]
+    assert prepare(_spec(tmp_path, text_bank=str(bank))).key != prepare(_spec(tmp_path)).key
 
 
 def test_resume_after_interruption(tmp_path, monkeypatch):
@@ -83,7 +83,7 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
     monkeypatch.setattr(pc, "_write_shard", dying)
     with pytest.raises(KeyboardInterrupt):
         precompute(spec)
-    folder = prepare(spec)[4]
+    folder = prepare(spec).folder
     assert not (folder / "manifest.json").exists()  # nothing half-finished can be read
     with pytest.raises(store.CacheError):
         load_cache(folder)
@@ -120,12 +120,13 @@ def test_corrupted_foreign_and_old_caches_are_refused_and_rebuilt(tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest | {"schema_version": -1}))
     with pytest.raises(store.CacheError, match="schema"):
         load_cache(folder)
-    assert cached_path(spec) is None
+    found = lookup(spec)
+    assert not found.ready and "schema" in found.problem
     precompute(spec)
     assert store.read_manifest(folder, key)["schema_version"] == store.SCHEMA_VERSION
     # garbage manifest
     (folder / "manifest.json").write_text("{not json")
-    with pytest.raises(store.CacheError, match="corrupted"):
+    with pytest.raises(store.CacheError, match="unreadable"):
         load_cache(folder)
 
 

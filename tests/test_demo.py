@@ -100,9 +100,9 @@ def test_a_new_world_version_changes_the_cache_key(monkeypatch, tmp_path):
 
     spec = PrecomputeSpec(model="tiny-random", dataset="demo-world/colour", split="val", limit=50,
                           cache_dir=str(tmp_path))
-    before = prepare(spec)[3]["key"]
+    before = prepare(spec).key
     monkeypatch.setattr(world_module, "WORLD_VERSION", "test-only")
-    assert prepare(spec)[3]["key"] != before
+    assert prepare(spec).key != before
 
 
 needs_weights = pytest.mark.skipif(not WEIGHTS.is_file(), reason="demo weights not trained yet")
