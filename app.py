@@ -5,10 +5,11 @@ import logging
 import streamlit as st
 
 from dashboard.sidebar import sidebar
-from dashboard.state import init_state, write_url
+from dashboard.state import init_state, show_notices, write_url
 
 st.set_page_config(page_title="ResiDual explorer", page_icon=":material/biotech:", layout="wide")
 init_state()
+show_notices()
 sidebar()
 PAGES = [
     st.Page("views/1_heads_map.py", title="Heads map", icon=":material/grid_on:", default=True),

@@ -1,91 +1,125 @@
-"""The sidebar shared by all pages: what to look at, and building its cache when there is none."""
+"""The sidebar shared by all pages: what to look at (only what the server offers), and building its cache.
+
+Nothing here starts a build by itself: a build runs on a click of "Build the cache", in the sidebar or in
+the main area of a page that has no cache yet.
+"""
 
 from pathlib import Path
 
 import streamlit as st
 
-from dashboard.state import FALLBACK_MODEL, current_spec, default_model, find_cache, list_caches
-from residual_core.datasets import REGISTRY, SPLITS, DatasetUnavailableError
-from residual_core.demo.world import FACTORS
-from residual_core.models import SHORT_NAMES, ModelLoadError
-from residual_core.pipeline import DEFAULT_DATASET, precompute
+from dashboard.offer import FALLBACK_MODEL
+from dashboard.state import active_cache, current_spec, get_offer, lookup_cache, plain
+from residual_core.cache import Cache
+from residual_core.datasets import SPLITS, DatasetUnavailableError
+from residual_core.decompose import UnsupportedModelError
+from residual_core.models import ModelLoadError
+from residual_core.pipeline import precompute
 from residual_core.store import CacheError, read_manifest
 
-DATASETS = [f"demo-world/{f}" for f in FACTORS] + list(REGISTRY)
+USER_ERRORS = (ModelLoadError, DatasetUnavailableError, UnsupportedModelError, CacheError, ValueError, OSError)
 
 
 def _open_existing() -> None:
     row = st.session_state.get("_existing")
     if row:
         ss = st.session_state
-        ss.model, ss.dataset, ss.split, ss.limit = row["model"], row["dataset"], row["split"], row["n_images"]
+        ss.model, ss.dataset, ss.split, ss.limit = row.model, row.dataset, row.split, row.limit or row.n_images
+
+
+def _limit_label(n: int) -> str:
+    return f"{n:,} images"
 
 
 def sidebar() -> None:
     ss = st.session_state
+    offer = get_offer()
     with st.sidebar:
         st.header("Model and data")
-        caches = list_caches()
-        if caches:
-            st.selectbox("Open a cache already built", caches, index=None, key="_existing", on_change=_open_existing,
-                         format_func=lambda r: f"{r['model']} · {r['dataset']} · {r['split']} · {r['n_images']} img",
-                         placeholder=f"{len(caches)} built")
-        st.selectbox("Model", sorted(set(SHORT_NAMES) | {ss.model}), key="model", accept_new_options=True,
-                     help="A short name, or any open_clip ARCH:PRETRAINED tag, or ARCH:/path/to/checkpoint")
-        st.selectbox("Dataset", sorted(set(DATASETS) | {ss.dataset}), key="dataset", accept_new_options=True,
-                     help="A registered dataset, or folder:/path/with/one/subfolder/per/class")
+        if offer.built:
+            st.selectbox("Open a cache already built", offer.built, index=None, key="_existing",
+                         on_change=_open_existing, placeholder=f"{len(offer.built)} built",
+                         format_func=lambda r: f"{r.model} · {r.dataset} · {r.split} · {r.n_images} img")
+        for key, options in (("model", offer.models), ("dataset", offer.datasets)):
+            if ss[key] not in options:
+                ss[key] = options[0]
+        st.selectbox("Model", offer.models, key="model",
+                     help="Models this server offers (its operator adds more: see the README, hosting)")
+        st.selectbox("Dataset", offer.datasets, key="dataset", help="Datasets this server offers")
         st.selectbox("Split", SPLITS, key="split")
-        st.number_input("Images", min_value=10, max_value=200_000, step=500, key="limit",
-                        help="a deterministic, class-stratified subset of the split")
+        sizes = offer.sizes_for(ss.model, ss.dataset)
+        if ss.limit not in sizes:
+            ss.limit = min(sizes, key=lambda n: abs(n - ss.limit))
+        st.selectbox("Images", sizes, key="limit", format_func=_limit_label,
+                     help="a deterministic, class-stratified subset of the split")
         if ss.model == FALLBACK_MODEL:
             st.warning("Random-weight model: the decomposition is exact but heads mean nothing. "
                        "Train the demo model (README) or pick a pretrained one.")
         if ss.get("basis_from") and not _basis_matches(ss.basis_from, ss.model, ss.dataset):
             ss.basis_from = None  # another model or dataset: its own basis again
         if ss.get("basis_from"):
-            st.caption(f"PCs in the basis of `{ss.basis_from.rsplit('/', 1)[-1]}` (applied from Alignment)")
+            st.caption(plain(f"PCs in the basis of {ss.basis_from.rsplit('/', 1)[-1]} (applied from Alignment)"))
             if st.button("Use this split's own PCA basis"):
                 ss.basis_from = None
                 st.rerun()
         spec = current_spec()
         try:
-            path = find_cache(spec)
-        except (ModelLoadError, DatasetUnavailableError, CacheError, ValueError, FileNotFoundError) as err:
+            found = lookup_cache(spec)
+        except USER_ERRORS as err:
             ss.cache_path = None
-            st.error(str(err))
+            st.error(plain(err))
             return
-        if path:
-            ss.cache_path = path
-            ss.cache_key = path.rsplit("__", 1)[-1]
-            st.caption(f"cache `{ss.cache_key}` · {spec.limit or 'all'} images")
+        if found.ready:
+            ss.cache_path = str(found.folder)
+            ss.cache_key = ss.cache_path.rsplit("__", 1)[-1]
+            st.caption(f"cache {ss.cache_key} · {spec.limit or 'all'} images")
             return
         ss.cache_path = None
+        ss.cache_problem = found.problem
+        if found.problem:
+            st.warning(plain(f"The cache on disk was not usable and will be rebuilt: {found.problem}"))
         st.info("No cache for this choice yet: encoding runs the model once, then every view is arithmetic.")
-        # The first open builds the default view by itself; anything else waits for a click.
-        auto = not ss.get("_auto_built") and (spec.model, spec.dataset) == (default_model(), DEFAULT_DATASET)
-        if auto or st.button("Build the cache", type="primary"):
-            ss._auto_built = True
-            _build(spec)
+        if st.button("Build the cache", type="primary", key="build_sidebar"):
+            build(spec)
+
+
+def build_prompt() -> None:
+    """The main area of a page without a cache: what would be built, and the button that builds it."""
+    ss = st.session_state
+    st.info(plain(f"No cache yet for {ss.model} on {ss.dataset} ({ss.split} split, {ss.limit:,} images). Building it "
+                  "runs the model once over the images; afterwards every view is arithmetic on the cache."))
+    if st.button("Build the cache", type="primary", key="build_main"):
+        build(current_spec())
+
+
+def page_cache(title: str) -> Cache:
+    """Every page's prologue: its title, then the active cache (or what to build, and a stop)."""
+    st.title(title)
+    cache = active_cache()
+    if cache is None:
+        build_prompt()
+        st.stop()
+    return cache
 
 
 def _basis_matches(folder: str, model: str, dataset: str) -> bool:
     try:
-        spec = read_manifest(Path(folder))["spec"]
+        spec = read_manifest(Path(folder), verify=False)["spec"]
     except (CacheError, KeyError, OSError):
         return False
-    return (spec["model"], spec["dataset"]) == (model, dataset)
+    return (spec.get("model"), spec.get("dataset")) == (model, dataset)
 
 
-def _build(spec) -> None:
-    bar = st.progress(0.0, text="loading …")
+def build(spec) -> None:
+    bar = st.progress(0.0, text="loading the model and the images …")
 
     def report(stage: str, done: int, total: int) -> None:
         bar.progress(min(done / max(total, 1), 1.0), text=f"{stage}: {done}/{total} images")
 
     try:
         precompute(spec, progress=report)
-    except (ModelLoadError, DatasetUnavailableError, CacheError, ValueError) as err:
-        st.error(f"Could not build the cache: {err}")
+    except USER_ERRORS as err:
+        st.error(plain(f"Could not build the cache: {err}"))
         return
-    find_cache.clear()
+    lookup_cache.clear()
     st.rerun()

@@ -1,37 +1,30 @@
 """View state shared by all pages: session defaults, the URL query string, cached loaders."""
 
-import base64
-import json
-import zlib
-from pathlib import Path
+from dataclasses import replace
 
 import streamlit as st
 
-from residual_core.ablation import AblationMask
+from dashboard.offer import Offer, built_caches, encode_mask, offer_from_process, parse_view
 from residual_core.cache import Cache, load_cache
 from residual_core.models import LoadedClip, load_clip, parse_model_spec
-from residual_core.pipeline import DEFAULT_DATASET, DEFAULT_MODEL, PrecomputeSpec, cached_path, default_cache_dir
-from residual_core.store import MANIFEST, CacheError
+from residual_core.pipeline import CacheLookup, PrecomputeSpec, lookup
+from residual_core.store import CacheError, read_manifest
 
-DEFAULT_LIMIT = 2000
 SHARED_KEYS = ("model", "dataset", "split", "limit", "layer", "head", "pc", "metric", "basis_from")
-FALLBACK_MODEL = "tiny-random"  # when the demo weights are missing: clearly labelled random weights
 
 
-def default_model() -> str:
-    from residual_core.models import ASSETS, SHORT_NAMES
-
-    return DEFAULT_MODEL if (ASSETS / SHORT_NAMES[DEFAULT_MODEL].pretrained).is_file() else FALLBACK_MODEL
-
-
-def encode_mask(mask: AblationMask) -> str:
-    raw = json.dumps(mask.to_dict(), separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
+@st.cache_resource(show_spinner=False)
+def _process_offer() -> Offer:
+    return offer_from_process()
 
 
-def decode_mask(text: str) -> AblationMask:
-    padded = text + "=" * (-len(text) % 4)
-    return AblationMask.from_dict(json.loads(zlib.decompress(base64.urlsafe_b64decode(padded))))
+def get_offer() -> Offer:
+    """The server's offer; built caches are re-listed on every run (a manifest read each, no hashing)."""
+    offer = _process_offer()
+    built = built_caches(offer.cache_dir)
+    models = tuple(dict.fromkeys(offer.models + tuple(b.model for b in built)))
+    datasets = tuple(dict.fromkeys(offer.datasets + tuple(b.dataset for b in built)))
+    return replace(offer, models=models, datasets=datasets, built=built)
 
 
 def init_state() -> None:
@@ -45,24 +38,27 @@ def init_state() -> None:
             else:
                 ss[key] = ss[f"_keep_{key}"]
         return
-    qp = st.query_params
-    ss.model = qp.get("model", default_model())
-    ss.dataset = qp.get("dataset", DEFAULT_DATASET)
-    ss.split = qp.get("split", "test")
-    ss.limit = int(qp.get("n", DEFAULT_LIMIT))
-    ss.layer = int(qp.get("layer", 0))
-    ss.head = int(qp.get("head", 0))
-    ss.pc = int(qp.get("pc", 0))
-    ss.metric = qp.get("metric", "accuracy_alone")
-    ss.basis_from = qp.get("basis") or None  # PCA basis of another cache (the Alignment page's train split)
-    try:
-        ss.mask = decode_mask(qp["mask"]) if "mask" in qp else AblationMask()
-    except (ValueError, KeyError, zlib.error, json.JSONDecodeError):
-        ss.mask = AblationMask()
-        ss.url_warning = "the ablation mask in the link could not be read; starting from no ablation"
+    view, notices = parse_view(st.query_params.to_dict(), get_offer())
+    for name in ("model", "dataset", "split", "limit", "layer", "head", "pc", "metric", "mask", "basis_from"):
+        ss[name] = getattr(view, name)
+    ss.url_notices = notices
     for key in SHARED_KEYS:
         ss[f"_keep_{key}"] = ss[key]
     ss._initialised = True
+
+
+def show_notices() -> None:
+    """What the link asked for that was refused, as plain text."""
+    for notice in st.session_state.get("url_notices", ()):
+        st.warning(plain(notice))
+
+
+def plain(text: object) -> str:
+    """User-supplied text for st.error/warning/info: every markdown character escaped, so a link stays text."""
+    return "".join(f"\\{c}" if c in _MARKDOWN else c for c in str(text))
+
+
+_MARKDOWN = set("\\`*_{}[]()<>#+-.!|:~=$&\"'/@%^")
 
 
 def write_url() -> None:
@@ -87,13 +83,17 @@ def view_state() -> dict:
 def current_spec() -> PrecomputeSpec:
     ss = st.session_state
     return PrecomputeSpec(model=ss.model, dataset=ss.dataset, split=ss.split, limit=ss.limit or None,
-                          cache_dir=default_cache_dir(), basis_from=ss.get("basis_from") or None)
+                          cache_dir=get_offer().cache_dir, basis_from=ss.get("basis_from") or None)
 
 
 @st.cache_data(show_spinner="checking the cache …", max_entries=64)
+def lookup_cache(spec: PrecomputeSpec) -> CacheLookup:
+    return lookup(spec)
+
+
 def find_cache(spec: PrecomputeSpec) -> str | None:
-    found = cached_path(spec)
-    return str(found) if found else None
+    found = lookup_cache(spec)
+    return str(found.folder) if found.ready else None
 
 
 @st.cache_resource(show_spinner="opening the cache …", max_entries=8)
@@ -107,36 +107,28 @@ def get_model(model: str, random_weights: bool = False, seed: int = 0) -> Loaded
     return load_clip(parse_model_spec(model, random_weights, seed))
 
 
-def list_caches(cache_dir: str | None = None) -> list[dict]:
-    rows = []
-    for manifest in sorted(Path(cache_dir or default_cache_dir()).glob(f"*/{MANIFEST}")):
-        try:
-            data = json.loads(manifest.read_text())
-            spec = data["spec"]
-            rows.append({"path": str(manifest.parent), "model": spec["model"], "dataset": spec["dataset"],
-                         "split": spec["split"], "n_images": data["n_images"],
-                         "shape": (data["arch"]["n_layers"], data["arch"]["n_heads"]),
-                         "weights": str(data.get("inputs", {}).get("weights", ""))[:12],  # tells checkpoints apart
-                         "accuracy": round(data["zeroshot_accuracy"], 4)})
-        except (OSError, KeyError, json.JSONDecodeError):
-            continue
-    return rows
-
-
 def active_cache() -> Cache | None:
-    """The cache of the current spec, or None (the sidebar explains what to do)."""
+    """The cache of the current spec, re-verified on every run, or None (the sidebar explains what to do)."""
     path = st.session_state.get("cache_path")
     if not path:
         return None
     try:
+        read_manifest(path)  # sizes each run; digests again only for a file whose identity changed
         cache = get_cache(path)
     except CacheError as err:
-        st.error(f"The cache could not be opened: {err}")
+        get_cache.clear()
+        lookup_cache.clear()
+        st.error(plain(f"The cache could not be used: {err}"))
         return None
     ss = st.session_state
     ss.layer = min(ss.layer, cache.n_layers - 1)
     ss.head = min(ss.head, cache.n_heads - 1)
     ss.pc = min(ss.pc, cache.n_pcs - 1)
+    try:
+        ss.mask.check_fits(cache.n_layers, cache.n_heads, cache.n_pcs)
+    except ValueError as err:
+        st.warning(plain(f"{err}; starting from no ablation"))
+        ss.mask = type(ss.mask)()
     return cache
 
 
@@ -153,16 +145,6 @@ def embedding_2d(path: str, unit: int, method: str):
 
     reducer = umap.UMAP(n_components=2, random_state=0, n_neighbors=15, min_dist=0.1)
     return reducer.fit_transform(scores.T), ("UMAP 1", "UMAP 2")
-
-
-def page_cache(title: str) -> Cache:
-    """Every page's prologue: its title, then the active cache (or a hint and a stop)."""
-    st.title(title)
-    cache = active_cache()
-    if cache is None:
-        st.info("Pick a model and dataset in the sidebar; the cache is built once.")
-        st.stop()
-    return cache
 
 
 @st.cache_resource(show_spinner="decomposing …", max_entries=16)

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.state import page_cache
+from dashboard.sidebar import page_cache
 from residual_core.cache import HEAD_METRICS, head_metrics, other_metrics
 
 cache = page_cache("Heads map")

@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.state import embedding_2d, page_cache
+from dashboard.sidebar import page_cache
+from dashboard.state import embedding_2d
 
 cache = page_cache("Head explorer")
 ss = st.session_state

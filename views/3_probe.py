@@ -7,7 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.state import page_cache, probe_cached
+from dashboard.sidebar import page_cache
+from dashboard.state import probe_cached
 from residual_core.ablation import AblationMask
 from residual_core.datasets import DatasetUnavailableError, load_dataset
 from residual_core.images import ImageInputError, open_image_bytes

@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.state import page_cache, view_state, write_url
+from dashboard.sidebar import page_cache
+from dashboard.state import view_state, write_url
 from residual_core.ablation import AblationMask, LogitState
 
 cache = page_cache("Ablation lab")

@@ -8,8 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import figures
-from dashboard.sidebar import DATASETS
-from dashboard.state import current_spec, find_cache, get_cache
+from dashboard.state import current_spec, find_cache, get_cache, get_offer, lookup_cache
 from residual_core.pipeline import precompute
 from residual_core.specialize import jaccard_matrix, specialize, top_k
 
@@ -27,7 +26,7 @@ if missing:
         for split in missing:
             precompute(specs[split], progress=lambda stage, done, total, s=split: bar.progress(
                 min(done / max(total, 1), 1.0), text=f"{s} · {stage}: {done}/{total}"))
-        find_cache.clear()
+        lookup_cache.clear()
         st.rerun()
     st.stop()
 
@@ -66,8 +65,9 @@ st.download_button("Curves (CSV)", table.to_csv(index=False), "specialisation.cs
 st.subheader("Overlap of the selected heads across datasets")
 n_total = shape[0] * shape[1]
 st.caption(f"Top {top_k(n_total)} heads (5 %, at least 2) by S on each dataset's val split; Jaccard = shared / all.")
-same_family = [d for d in DATASETS if d.split("/")[0] == ss.dataset.split("/")[0]]
-datasets = st.multiselect("Datasets", sorted(set(DATASETS) | {ss.dataset}), key="spec_datasets",
+offered = get_offer().datasets
+same_family = [d for d in offered if d.split("/")[0] == ss.dataset.split("/")[0]]
+datasets = st.multiselect("Datasets", list(offered), key="spec_datasets",
                           default=same_family if len(same_family) > 1 else [ss.dataset])
 val_specs = {d: replace(base, dataset=d, split="val") for d in datasets}
 val_paths = {d: find_cache(spec) for d, spec in val_specs.items()}
@@ -79,7 +79,7 @@ if absent:
         for i, d in enumerate(absent):
             precompute(val_specs[d], progress=lambda stage, done, total, d=d, i=i: bar.progress(
                 min((i + done / max(total, 1)) / len(absent), 1.0), text=f"{d} · {stage}: {done}/{total}"))
-        find_cache.clear()
+        lookup_cache.clear()
         st.rerun()
 present = [d for d in datasets if val_paths[d]]
 if len(present) >= 2:

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.state import current_spec, find_cache, get_cache
+from dashboard.state import current_spec, find_cache, get_cache, lookup_cache
 from residual_core.ablation import AblationMask
 from residual_core.align import (METHODS, align, head_lambda_path, lambda_scales, result_tag, save_result,
                                  saved_head_lambdas, saved_results)
@@ -34,7 +34,7 @@ if missing:
             spec = train_spec if split == "train" else replace(base, split=split, basis_from=str(precompute(train_spec)))
             precompute(spec, progress=lambda stage, done, total, s=split: bar.progress(
                 min(done / max(total, 1), 1.0), text=f"{s} · {stage}: {done}/{total}"))
-        find_cache.clear()
+        lookup_cache.clear()
         st.rerun()
     st.stop()
 

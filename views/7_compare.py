@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.state import get_cache, list_caches, page_cache
+from dashboard.sidebar import page_cache
+from dashboard.state import get_cache, get_offer
 from residual_core.geometry import head_matched_pcs, head_spectral_cosine
 
 cache = page_cache("Compare")
@@ -19,13 +20,13 @@ shape = (cache.n_layers, cache.n_heads)
 weights = str(cache.manifest.get("inputs", {}).get("weights", ""))[:12]
 
 
-def label(row: dict) -> str:
+def label(row) -> str:
     # a cache built from another checkpoint under the same model name (e.g. an older demo model) says so
-    other = f" · weights {row['weights'][:8]}" if row["weights"] != weights else ""
-    return f"{row['model']} · {row['dataset']} · {row['split']} · {row['n_images']}{other}"
+    other = f" · weights {row.weights[:8]}" if row.weights != weights else ""
+    return f"{row.model} · {row.dataset} · {row.split} · {row.n_images}{other}"
 
 
-candidates = [r for r in list_caches() if r["shape"] == shape and r["path"] != str(cache.path)]
+candidates = [r for r in get_offer().built if r.shape == shape and r.path != str(cache.path)]
 if not candidates:
     st.info("No other cache of a model with this shape yet. Build one from the sidebar (another dataset, "
             "e.g. mnist-offline or folder:/your/images), then come back.")
@@ -33,12 +34,12 @@ if not candidates:
 # default: one cache per other dataset of the same model, then anything else
 seen, default = set(), []
 family = cache.manifest["spec"]["dataset"].split("/")[0]
-for row in sorted(candidates, key=lambda r: (r["weights"] != weights, r["dataset"].split("/")[0] == family,
-                                            r["dataset"])):
-    if row["weights"] == weights and row["dataset"] not in seen and row["dataset"] != cache.manifest["spec"]["dataset"]:
-        seen.add(row["dataset"])
-        default.append(row["path"])
-by_path = {r["path"]: r for r in candidates}
+for row in sorted(candidates, key=lambda r: (r.weights != weights, r.dataset.split("/")[0] == family,
+                                            r.dataset)):
+    if row.weights == weights and row.dataset not in seen and row.dataset != cache.manifest["spec"]["dataset"]:
+        seen.add(row.dataset)
+        default.append(row.path)
+by_path = {r.path: r for r in candidates}
 chosen = st.multiselect("Compare the active cache with", list(by_path), default=default[:6] or list(by_path)[:1],
                         format_func=lambda p: label(by_path[p]))
 tau = st.select_slider("Each head's basis keeps the PCs up to this explained variance", [0.5, 0.8, 0.9, 0.95, 0.99],

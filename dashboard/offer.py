@@ -1,0 +1,226 @@
+"""The server's offer, and the URL parsed against it: a link can only select what the server offers.
+
+What is offered is decided on the server side only, never by a URL or a widget:
+  * ``streamlit run app.py -- --model SPEC --dataset NAME --sizes 500,2000 --cache-dir DIR`` (repeatable),
+  * the environment: RESIDUAL_MODELS / RESIDUAL_DATASETS (comma-separated), RESIDUAL_CONFIG (a JSON file
+    ``{"models": [...], "datasets": [...], "sizes": [...]}``), RESIDUAL_CACHE (the cache folder),
+  * what works offline here by default (the demo model, the demo world, mnist-offline, datasets and hub
+    weights already on disk), and the model/dataset of every cache already built in the cache folder.
+A local checkpoint ``ARCH:/path`` or a ``folder:/path`` dataset enters only through the first two.
+No streamlit import here, so the parsing is tested without a server.
+"""
+
+import argparse
+import base64
+import binascii
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from residual_core.ablation import AblationMask
+from residual_core.datasets import SPLITS, list_datasets
+from residual_core.models import ASSETS, SHORT_NAMES, list_models
+from residual_core.pipeline import DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir
+from residual_core.store import MANIFEST, CacheError, read_manifest
+
+SIZES = (500, 1000, 2000, 5000, 10000)  # images per cache a visitor may ask for (a fixed list)
+DEFAULT_LIMIT = 2000
+FALLBACK_MODEL = "tiny-random"  # when the demo weights are missing: clearly labelled random weights
+METRICS = ("evr1", "participation_ratio", "k90", "contribution_norm", "cosine_to_output", "accuracy_alone",
+           "delta_acc_mean_ablated")
+MAX_MASK_TEXT = 20_000  # characters of an encoded mask in a URL
+MAX_MASK_JSON = 200_000  # bytes it may inflate to (a zip bomb stops here)
+MAX_INDEX = 10_000
+
+
+@dataclass(frozen=True)
+class BuiltCache:
+    path: str
+    model: str
+    dataset: str
+    split: str
+    limit: int | None
+    n_images: int
+    shape: tuple[int, int]
+    weights: str
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class Offer:
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    sizes: tuple[int, ...]
+    cache_dir: str
+    built: tuple[BuiltCache, ...] = ()
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0]
+
+    @property
+    def default_dataset(self) -> str:
+        return DEFAULT_DATASET if DEFAULT_DATASET in self.datasets else self.datasets[0]
+
+    def sizes_for(self, model: str, dataset: str) -> tuple[int, ...]:
+        """The fixed sizes, plus those of caches already built for this model and dataset."""
+        built = {b.limit for b in self.built if (b.model, b.dataset) == (model, dataset) and b.limit}
+        return tuple(sorted(set(self.sizes) | built))
+
+
+def _server_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="streamlit run app.py --", add_help=False)
+    parser.add_argument("--model", action="append", default=[])
+    parser.add_argument("--dataset", action="append", default=[])
+    parser.add_argument("--sizes", default=None)
+    parser.add_argument("--cache-dir", default=None)
+    args, _ = parser.parse_known_args(argv)
+    return args
+
+
+def _split_list(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _config_file(path: str | None) -> dict:
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"RESIDUAL_CONFIG={path} cannot be read as JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise SystemExit(f"RESIDUAL_CONFIG={path} must hold a JSON object with models/datasets/sizes lists")
+    return data
+
+
+def built_caches(cache_dir: str) -> tuple[BuiltCache, ...]:
+    """Caches with a well-formed manifest (sizes and digests are checked when one is opened)."""
+    rows = []
+    for manifest in sorted(Path(cache_dir).glob(f"*/{MANIFEST}")):
+        try:
+            data = read_manifest(manifest.parent, verify=False)
+            spec, arch = data["spec"], data["arch"]
+            rows.append(BuiltCache(str(manifest.parent), str(spec["model"]), str(spec["dataset"]), str(spec["split"]),
+                                   spec.get("limit") if isinstance(spec.get("limit"), int) else None,
+                                   int(data["n_images"]), (int(arch["n_layers"]), int(arch["n_heads"])),
+                                   str(data["inputs"].get("weights", ""))[:12], float(data["zeroshot_accuracy"])))
+        except (CacheError, KeyError, TypeError, ValueError, OSError):
+            continue
+    return tuple(rows)
+
+
+def _offline_defaults() -> tuple[list[str], list[str]]:
+    demo_ok = (ASSETS / SHORT_NAMES[DEFAULT_MODEL].pretrained).is_file()
+    models = [DEFAULT_MODEL] if demo_ok else [FALLBACK_MODEL]
+    models += [row["name"] for row in list_models() if row["offline"] and row["name"] not in models]
+    datasets = [row["name"] for row in list_datasets() if row["offline"]]
+    return models, datasets
+
+
+def server_offer(argv: list[str], env: dict[str, str]) -> Offer:
+    """The offer from the server's command line, environment and config file (never from a request)."""
+    args = _server_args(argv)
+    config = _config_file(env.get("RESIDUAL_CONFIG"))
+    models, datasets = _offline_defaults()
+    models += list(args.model) + _split_list(env.get("RESIDUAL_MODELS")) + [str(m) for m in config.get("models", [])]
+    datasets += (list(args.dataset) + _split_list(env.get("RESIDUAL_DATASETS"))
+                 + [str(d) for d in config.get("datasets", [])])
+    sizes = SIZES
+    raw_sizes = args.sizes or config.get("sizes")
+    if raw_sizes:
+        items = raw_sizes if isinstance(raw_sizes, list) else _split_list(str(raw_sizes))
+        try:
+            sizes = tuple(sorted({int(s) for s in items if int(s) > 0})) or SIZES
+        except ValueError as err:
+            raise SystemExit(f"--sizes must be positive integers, got {raw_sizes!r}") from err
+    cache_dir = args.cache_dir or env.get("RESIDUAL_CACHE") or default_cache_dir()
+    built = built_caches(cache_dir)
+    models += [b.model for b in built]
+    datasets += [b.dataset for b in built]
+    return Offer(tuple(dict.fromkeys(models)), tuple(dict.fromkeys(datasets)), sizes, cache_dir, built)
+
+
+@dataclass(frozen=True)
+class ViewState:
+    model: str
+    dataset: str
+    split: str = "test"
+    limit: int = DEFAULT_LIMIT
+    layer: int = 0
+    head: int = 0
+    pc: int = 0
+    metric: str = "accuracy_alone"
+    mask: AblationMask = field(default_factory=AblationMask)
+    basis_from: str | None = None
+
+
+def decode_mask(text: str) -> AblationMask:
+    """A URL's mask, or ValueError: bounded in length and inflated size, every field type-checked."""
+    if len(text) > MAX_MASK_TEXT:
+        raise ValueError("too long")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        inflater = zlib.decompressobj()
+        data = inflater.decompress(raw, MAX_MASK_JSON)
+        if inflater.unconsumed_tail:
+            raise ValueError("inflates too far")
+        return AblationMask.from_dict(json.loads(data))
+    except (binascii.Error, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(str(err)) from err
+
+
+def encode_mask(mask: AblationMask) -> str:
+    raw = json.dumps(mask.to_dict(), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
+
+
+def _index(query: dict, key: str, notices: list[str]) -> int:
+    text = query.get(key)
+    if text is None:
+        return 0
+    if text.isdigit() and int(text) <= MAX_INDEX:
+        return int(text)
+    notices.append(f"the link's {key} ({text[:40]!r}) is not a valid index; using 0")
+    return 0
+
+
+def _choice(query: dict, key: str, allowed, default, notices: list[str], what: str):
+    text = query.get(key)
+    if text is None or text in allowed:
+        return default if text is None else text
+    notices.append(f"the link asks for {what} {text[:80]!r}, which this server does not offer; showing {default}")
+    return default
+
+
+def parse_view(query: dict[str, str], offer: Offer) -> tuple[ViewState, tuple[str, ...]]:
+    """The view a URL asks for, restricted to the offer, and a plain-text notice for every value refused."""
+    notices: list[str] = []
+    model = _choice(query, "model", offer.models, offer.default_model, notices, "the model")
+    dataset = _choice(query, "dataset", offer.datasets, offer.default_dataset, notices, "the dataset")
+    split = _choice(query, "split", SPLITS, "test", notices, "the split")
+    sizes = [str(s) for s in offer.sizes_for(model, dataset)]
+    default_n = DEFAULT_LIMIT if str(DEFAULT_LIMIT) in sizes else int(sizes[0])
+    limit = int(_choice(query, "n", sizes, str(default_n), notices, "the number of images"))
+    metric = _choice(query, "metric", METRICS, "accuracy_alone", notices, "the metric")
+    mask = AblationMask()
+    if "mask" in query:
+        try:
+            mask = decode_mask(query["mask"])
+        except ValueError:
+            notices.append("the ablation mask in the link could not be read; starting from no ablation")
+    basis = query.get("basis") or None
+    if basis is not None and basis not in {b.path for b in offer.built}:
+        notices.append("the link's PCA basis is not a cache built on this server; using the split's own basis")
+        basis = None
+    state = ViewState(model, dataset, split, limit, _index(query, "layer", notices), _index(query, "head", notices),
+                      _index(query, "pc", notices), metric, mask, basis)
+    return state, tuple(notices)
+
+
+def offer_from_process() -> Offer:
+    import sys
+
+    return server_offer(sys.argv[1:], dict(os.environ))
