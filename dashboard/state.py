@@ -54,8 +54,20 @@ def show_notices() -> None:
 
 
 def plain(text: object) -> str:
-    """User-supplied text for st.error/warning/info: every markdown character escaped, so a link stays text."""
-    return "".join(f"\\{c}" if c in _MARKDOWN else c for c in str(text))
+    """User-supplied text for st.error/warning/info, shown as typed: never a link, an image or formatting.
+
+    Every markdown character is backslash-escaped, and an invisible word joiner (U+2060) goes where the
+    autolinker starts (after ':' and '@', inside 'www.'), which otherwise turns a bare https://…, www.… or
+    e-mail address into a link. Elsewhere the text is untouched, so a browser's find still matches it.
+    """
+    text, out = str(text), []
+    for index, char in enumerate(text):
+        if char == "." and text[max(index - 3, 0):index].lower() == "www":
+            out.append("\u2060")
+        out.append(f"\\{char}" if char in _MARKDOWN else char)
+        if char in ":@":
+            out.append("\u2060")
+    return "".join(out)
 
 
 _MARKDOWN = set("\\`*_{}[]()<>#+-.!|:~=$&\"'/@%^")

@@ -1,4 +1,12 @@
-"""Turn user-supplied image bytes into a safe RGB PIL image, or a clear error. Never pickles, never crashes."""
+"""Turn user-supplied image bytes into a safe RGB PIL image, or a clear error. Never pickles, never crashes.
+
+Budgets, checked from the header before any pixel is decoded:
+  * per image: at most MAX_PIXELS decoded pixels. A larger JPEG is decoded at 1/2, 1/4 or 1/8 scale by
+    libjpeg itself (PIL's ``draft``), so it costs what a small one does; other formats above it are refused.
+  * per request: at most MAX_FILES images and MAX_TOTAL_PIXELS decoded pixels in all; what is past the budget
+    is refused by name, not decoded.
+Every image is downscaled to MAX_SIDE at once, so a request holds at most MAX_FILES small images afterwards.
+"""
 
 import io
 import warnings
@@ -7,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-MAX_PIXELS = 40_000_000  # refuse decompression bombs well before they exhaust memory
+MAX_PIXELS = 16_000_000  # decoded pixels per image (a 4000×4000 photo); RGBA at this size is 64 MB
+MAX_TOTAL_PIXELS = 48_000_000  # decoded pixels per request
+MAX_FILES = 8  # images per request
 MAX_SIDE = 1024  # larger uploads are downscaled: the model sees 224 px or less anyway
 
 
@@ -30,9 +40,12 @@ def open_image_bytes(data: bytes, name: str = "upload") -> LoadedImage:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageInputError(f"{name} is {width}×{height} pixels, more than {MAX_PIXELS:,}; "
-                                      "resize it below that and upload again")
+            if width * height > MAX_PIXELS and image.format == "JPEG":
+                image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # libjpeg decodes at 1/2, 1/4 or 1/8 scale
+                notes.append(f"decoded at reduced scale from {width}×{height}")
+            if image.size[0] * image.size[1] > MAX_PIXELS:
+                raise ImageInputError(f"{name} is {width}×{height} pixels, more than the {MAX_PIXELS / 1e6:.0f} MP "
+                                      "per image this server decodes; downscale it (or send a JPEG) and upload again")
             if getattr(image, "is_animated", False):
                 notes.append(f"animated ({getattr(image, 'n_frames', '?')} frames): using the first frame")
                 image.seek(0)
@@ -72,3 +85,53 @@ def _to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
     if mode == "CMYK":
         notes.append("CMYK converted to RGB")
     return image.convert("RGB")
+
+
+@dataclass(frozen=True)
+class UploadBatch:
+    images: tuple[LoadedImage, ...]
+    names: tuple[str, ...]
+    errors: tuple[str, ...]  # one line per refused file
+
+
+def decoded_pixels(data: bytes) -> int:
+    """Pixels ``open_image_bytes`` would decode (after JPEG draft), from the header alone; 0 if unreadable."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.size[0] * image.size[1] > MAX_PIXELS and image.format == "JPEG":
+            image.draft("RGB", (MAX_SIDE, MAX_SIDE))
+        return image.size[0] * image.size[1]
+    except Exception:  # any header Pillow cannot parse: open_image_bytes names the problem
+        return 0
+
+
+def open_uploads(files: list[tuple[str, bytes]]) -> UploadBatch:
+    """Decode one request's uploads within the per-request budgets; refused files are named, not decoded."""
+    images, names, errors, spent = [], [], [], 0
+    for index, (name, data) in enumerate(files):
+        if index >= MAX_FILES:
+            errors.append(f"{name} was not opened: at most {MAX_FILES} images per upload")
+            continue
+        pixels = decoded_pixels(data)
+        if spent + pixels > MAX_TOTAL_PIXELS:
+            errors.append(f"{name} was not opened: this upload already holds {spent / 1e6:.0f} MP of the "
+                          f"{MAX_TOTAL_PIXELS / 1e6:.0f} MP per upload; send it separately")
+            continue
+        try:
+            loaded = open_image_bytes(data, name)
+        except ImageInputError as err:
+            errors.append(str(err))
+            continue
+        spent += pixels
+        images.append(loaded)
+        names.append(name)
+    return UploadBatch(tuple(images), tuple(names), tuple(errors))
+
+
+def budget_text() -> str:
+    return (f"Up to {MAX_FILES} images per upload, each at most {MAX_PIXELS / 1e6:.0f} MP decoded (larger JPEGs are "
+            f"decoded at reduced scale), {MAX_TOTAL_PIXELS / 1e6:.0f} MP in all, and "
+            f"{_MAX_UPLOAD_MB} MB per file.")
+
+
+_MAX_UPLOAD_MB = 50  # .streamlit/config.toml server.maxUploadSize

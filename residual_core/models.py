@@ -202,8 +202,9 @@ def load_clip(spec: ModelSpec | str, device: str = "cpu") -> LoadedClip:
         )
     except ModelLoadError:
         raise
-    except (OSError, RuntimeError, ValueError, ImportError, KeyError, TypeError, EOFError) as err:
-        # A local checkpoint is untrusted input: a wrong or damaged file can raise almost anything.
+    except Exception as err:  # noqa: BLE001 - a local checkpoint is untrusted input: it can raise anything
+        if not spec.is_local_file and not isinstance(err, (OSError, RuntimeError, ValueError, ImportError)):
+            raise
         if pretrained is not None and not spec.is_local_file:
             raise ModelLoadError(_offline_message(spec, err)) from err
         if spec.is_local_file:

@@ -165,6 +165,7 @@ def precompute(spec: PrecomputeSpec, progress: Progress | None = None) -> Path:
             if _is_built(plan):  # another process finished it while we waited
                 return plan.folder
             (plan.folder / store.MANIFEST).unlink(missing_ok=True)  # never a stale manifest beside new files
+            store.remove_orphans(plan.folder)  # we hold the lock: any temporary file is a dead builder's
             _build(plan, spec, progress)
     return plan.folder
 

@@ -72,10 +72,19 @@ def writing(folder: Path) -> Iterator[None]:
     """Turn disk-full / read-only / permission errors inside the block into a CacheWriteError."""
     try:
         yield
+    except CacheError:
+        raise
     except OSError as err:
         if err.errno in _WRITE_ERRNOS:
             raise write_error(folder, err) from err
+        if err.errno is None and _no_room(folder):  # numpy reports a short write without an errno
+            raise write_error(folder, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from err
         raise
+
+
+def _no_room(folder: Path) -> bool:
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    return shutil.disk_usage(existing).free < (1 << 20)
 
 
 def _temp_in(path: Path, suffix: str) -> tuple[int, str]:
@@ -220,6 +229,13 @@ def build_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def remove_orphans(folder: Path) -> None:
+    """Delete temporary files and shard folders that a killed builder left (call only under build_lock)."""
+    for pattern in (".*.tmp", ".*.partial", "shards/.*.tmp", "shards/.tmp-*", "shards/*/.*.tmp"):
+        for path in folder.glob(pattern):
+            remove_tree(path) if path.is_dir() else discard(path)
 
 
 def remove_tree(path: Path) -> None:

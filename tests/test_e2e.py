@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -189,3 +190,14 @@ def test_train_lambda_and_apply_it_in_the_lab(page, server, big_cache):
     page.wait_for_function("() => location.search.includes('basis=')", timeout=30_000)
     assert "split=test" in page.url and "mask=" in page.url
     assert page.get_by_text("PCs are rescaled by λ").count() == 1
+
+
+def test_a_link_in_the_url_is_shown_as_plain_text(page, server):
+    hostile = urllib.parse.quote("[Session expired](https://example.org/login) ![x](https://example.org/p.png)")
+    page.goto(f"{server}/?dataset={hostile}")
+    page.get_by_role("heading", name="Heads map").wait_for(timeout=120_000)
+    alert = page.locator('[data-testid="stAlert"]', has_text="Session expired").first
+    alert.wait_for(timeout=60_000)
+    assert alert.locator("a, img").count() == 0  # no clickable link, no fetched image
+    assert "[Session expired](https://example.org/login)" in alert.inner_text().replace("\u2060", "")
+    assert page.locator('[data-testid="stException"]').count() == 0

@@ -8,10 +8,10 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.sidebar import page_cache
-from dashboard.state import probe_cached
+from dashboard.state import plain, probe_cached
 from residual_core.ablation import AblationMask
-from residual_core.datasets import DatasetUnavailableError, load_dataset
-from residual_core.images import ImageInputError, open_image_bytes
+from residual_core.datasets import DatasetUnavailableError, ImageReadError, load_dataset
+from residual_core.images import budget_text, open_uploads
 from residual_core.models import ModelLoadError
 from residual_core.probe import counterfactual_probs
 
@@ -20,32 +20,29 @@ ss = st.session_state
 spec = cache.manifest["spec"]
 uploads = st.file_uploader("Upload images (PNG, JPEG, WebP, GIF, BMP, TIFF)", accept_multiple_files=True,
                            type=["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"], key="uploads")
-images, names = [], []
-for upload in uploads or []:
-    try:
-        loaded = open_image_bytes(upload.getvalue(), upload.name)
-    except ImageInputError as err:
-        st.error(str(err))
-        continue
+st.caption(budget_text())
+batch = open_uploads([(upload.name, upload.getvalue()) for upload in uploads or []])
+for message in batch.errors:
+    st.error(plain(message))
+for name, loaded in zip(batch.names, batch.images):
     for note in loaded.notes:
-        st.caption(f"{upload.name}: {note}")
-    images.append(loaded.image)
-    names.append(upload.name)
+        st.caption(plain(f"{name}: {note}"))
+images, names = [loaded.image for loaded in batch.images], list(batch.names)
 if not images:
     row = st.number_input(f"…or pick image number (0–{cache.n_images - 1}) of the cached dataset", 0,
                           cache.n_images - 1, 0, key="probe_row")
     try:
         source = load_dataset(spec["dataset"], spec["split"])
         images, names = [source.image(int(cache.positions[row]))], [cache.image_ids[row]]
-    except (DatasetUnavailableError, ValueError) as err:
-        st.warning(f"The dataset's images cannot be opened here ({err}); showing the cached thumbnail only.")
+    except (DatasetUnavailableError, ImageReadError, ValueError) as err:
+        st.warning(plain(f"The dataset's images cannot be opened here ({err}); showing the cached thumbnail only."))
         st.image(cache.thumbs[row])
         st.stop()
 try:
     digests = tuple(hashlib.sha256(im.tobytes()).hexdigest() + f"{im.size}" for im in images)
     result = probe_cached(str(cache.path), spec["model"], spec["random_weights"], spec["seed"], digests, images)
 except (ModelLoadError, ValueError) as err:
-    st.error(f"Could not probe: {err}")
+    st.error(plain(f"Could not probe: {err}"))
     st.stop()
 choice = st.selectbox("Image", range(len(images)), format_func=lambda i: names[i]) if len(images) > 1 else 0
 top = result.top_classes(choice)
