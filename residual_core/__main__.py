@@ -63,10 +63,31 @@ def _cmd_specialize(args: argparse.Namespace) -> int:
                   cache_dir=args.cache_dir, random_weights=args.random_weights, batch_size=args.batch_size)
     val = load_cache(precompute(PrecomputeSpec(split=args.val_split, **common)))
     test = load_cache(precompute(PrecomputeSpec(split=args.test_split, **common)))
-    report = specialize(val, test, n_random=args.n_random)
+    report = specialize(val, test, n_random=args.n_random, reference_compat=args.reference_compat)
+    print(specialize_table(report, val), file=sys.stderr)
     print(json.dumps({"model": args.model, "dataset": args.dataset, "val": args.val_split,
                       "test": args.test_split} | report))
     return 0
+
+
+def specialize_table(report: dict, val) -> str:
+    """Top heads per score and the top-k curves, as text for a terminal."""
+    lines = [f"val {val.n_images} images · {report['n_heads']} heads · baselines: all heads "
+             f"{report['baselines']['H_zero']:.1%} (zero) / {report['baselines']['H_mean']:.1%} (mean), "
+             f"full model {report['baselines']['B']:.1%}"]
+    for method in ("S", "U|T", "U"):
+        scores = np.array(report["scores"][method])
+        best = np.argsort(-scores, kind="stable")[:5]
+        heads = ", ".join(f"L{u // val.n_heads}H{u % val.n_heads} ({scores[u]:.3f})" for u in best)
+        lines.append(f"top heads by {method:<3}: {heads}")
+    lines.append("test accuracy of the top-k heads (zero / mean ablation of every other unit):")
+    lines.append("  k     " + "".join(f"{m:>15}" for m in ("S", "U|T", "U", "random")))
+    for i, k in enumerate(report["k"]):
+        cells = [f"{report['curves'][m]['zero'][i]:6.1%} /{report['curves'][m]['mean'][i]:6.1%}" for m in ("S", "U|T", "U")]
+        rand = report["curves"]["random"]
+        cells.append(f"{rand['zero']['mean'][i]:6.1%} /{rand['mean']['mean'][i]:6.1%}")
+        lines.append(f"  {k:<6}" + "".join(f"{c:>15}" for c in cells))
+    return "\n".join(lines)
 
 
 def _cmd_align(args: argparse.Namespace) -> int:
@@ -179,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--n-random", type=int, default=10, help="random-score seeds")
+    p.add_argument("--reference-compat", action="store_true",
+                   help="the reference's Pearson scale ((n-1)/n) and torch.topk tie order (README: conventions)")
     p.add_argument("--cache-dir", default=default_cache_dir())
     p.set_defaults(func=_cmd_specialize)
 

@@ -199,6 +199,29 @@ def _result(cache: Cache, logits: np.ndarray) -> AblationResult:
     return AblationResult(logits, predictions, float(correct.mean()), per_class, cache.baseline_accuracy())
 
 
+def keep_heads(cache: Cache, heads, mode: str = "zero") -> AblationResult:
+    """Keep only ``heads`` (flat indices); every other unit, heads, MLPs and emb alike, is removed (zero) or
+    replaced by its mean over the cached images (mean): the reference's ``Residual.ablate(keep_units, …)``.
+
+    The same semantics as ``evaluate`` with every other unit in the mask, computed by summing the kept heads
+    (so a single kept head is not the small difference of two large sums).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    keep = np.zeros(cache.n_layers * cache.n_heads, dtype=bool)
+    keep[np.asarray(heads, dtype=int)] = True
+    logits = torch.zeros(cache.n_images, cache.classifier.shape[1])
+    for u in np.flatnonzero(keep):
+        logits += _t(cache.mean_logits[u]) + _t(as_f32(cache.head_scores[u])).T @ _t(cache.pc_logits[u])
+    if mode == "mean":
+        rest = ~keep
+        heads_mean = cache.mean_logits[rest].sum(0) + np.einsum("uk,ukc->c", cache.score_mean[rest],
+                                                                 cache.pc_logits[rest])  # [n_classes]
+        others = _t(as_f32(cache.embed)).mean(0) + _t(as_f32(cache.mlps)).mean(0).sum(0)  # [d_embed]
+        logits += _t(heads_mean.astype(np.float32)) + others @ _t(cache.classifier)
+    return _result(cache, logits.numpy())
+
+
 def evaluate(cache: Cache, mask: AblationMask) -> AblationResult:
     """Accuracy, predictions and per-class accuracy of the cached images under ``mask``."""
     return _result(cache, _apply(cache, mask, _readout(cache, logits=True)))

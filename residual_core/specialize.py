@@ -1,22 +1,31 @@
-"""Head specialisation (SPEC §8): score heads on a val cache, evaluate the top-k heads on a test cache.
+"""Head specialisation (SPEC §8) as the reference computes it: score heads on val, evaluate top-k on test.
 
-Scores, each [n_heads_total] (higher = more task-relevant):
-  S      accuracy of the head's contribution alone, argmax_c ⟨c_u, t_c⟩
-  U|T    mean over classes of Pearson_n(c_u·q_c, o·q_c), q_c an orthonormal basis of the class span
-         (QR of the classifier), o = Σ heads c_u
-  U      the same in the canonical basis of the joint space, against the full output Σ_all c_u
-  random N(0, 1), one draw per seed
-Top-k evaluation classifies Σ_{u∈top-k} c_u (zero ablation of the rest) or adds the test-set mean of
-every other head (mean ablation). All arithmetic on cached coefficients: c_u = μ_u + s_uᵀΦ_u.
+Reference: Flegyas/ResiDual ``experiments/experiment3.py`` (scores ``supervised``, ``corr_task``,
+``corr_full_out``, ``random_i``), ``src/residual/decomposition/unit_distance.py`` (``score_unit_correlation``)
+and ``src/residual/residual.py`` (``Residual.ablate``). Scores, each [n_heads_total] (higher = more relevant):
+  S      accuracy of the head's contribution alone, argmax_c ⟨c_u, t_c⟩                      (supervised)
+  U|T    mean over q of Pearson_n(c_u·q, o·q), q an orthonormal basis of the class embeddings
+         (QR of the classifier), o = Σ_heads c_u                                            (corr_task)
+  U      the same with q a QR basis of the val set's full outputs Σ_all c_u                 (corr_full_out)
+  random N(0, 1) from torch's generator seeded 0..9: the reference's own random head sets   (random_i)
+Top-k evaluation keeps the k best heads and removes every other unit (zero) or replaces it, emb and MLPs
+included, by its mean over the test images (mean): ``ablation.keep_heads``.
+
+Conventions that differ from the reference, each switched by ``reference_compat`` (README table):
+  * Pearson scale: the reference divides the covariance by n but the standard deviations by n − 1, so its
+    scores are (n − 1)/n times Pearson's; the default is Pearson's exactly (same ranking).
+  * ties: the reference takes ``torch.topk`` (tie order left to the kernel); the default breaks ties by
+    head order (layer-major), the same on every device. S ties often (heads at chance share one accuracy).
 """
 
 import numpy as np
 import torch
 
-from residual_core.ablation import AblationMask, _t, evaluate
+from residual_core.ablation import AblationMask, _t, evaluate, keep_heads
 from residual_core.cache import Cache, as_f32
 
 METHODS = ("S", "U|T", "U", "random")
+REFERENCE_NAMES = {"S": "supervised", "U|T": "corr_task", "U": "corr_full_out", "random": "random_<seed>"}
 
 
 def k_values(n_heads: int) -> list[int]:
@@ -25,75 +34,73 @@ def k_values(n_heads: int) -> list[int]:
     return sorted(set(ks))
 
 
-def _pearson_columns(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of matching columns of a, b [n, m] -> [m] (0 where a column is constant)."""
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    denom = (a.norm(dim=0) * b.norm(dim=0)).clamp_min(1e-30)
-    return (a * b).sum(0) / denom
-
-
-def _heads_total(cache: Cache) -> torch.Tensor:
-    """o = Σ heads c_u = output − emb − Σ MLPs: [n, d_embed]."""
-    return _t(cache.output) - _t(as_f32(cache.embed)) - _t(as_f32(cache.mlps)).sum(1)
-
-
 def _head_in_basis(cache: Cache, unit: int, basis: torch.Tensor) -> torch.Tensor:
-    """c_u · basis for every image: [n, m] from the cached coefficients; basis [d_embed, m]."""
-    scores = _t(as_f32(cache.head_scores[unit]))  # [n_pcs, n]
-    comps = _t(cache.head_components[unit])  # [n_pcs, d_embed]
-    return _t(cache.head_mean[unit]) @ basis + scores.T @ (comps @ basis)
+    """c_u · basis for every image: [n, k] from the cached coefficients; basis [d_embed, k] (float64)."""
+    scores = _t(as_f32(cache.head_scores[unit])).double()  # [n_pcs, n]
+    comps = _t(cache.head_components[unit]).double()  # [n_pcs, d_embed]
+    return _t(cache.head_mean[unit]).double() @ basis + scores.T @ (comps @ basis)
 
 
-def head_scores(cache: Cache, method: str, seed: int = 0) -> np.ndarray:
-    """One score per head (flat, layer-major) by S, U|T, U or random."""
+def _unit_correlation(cache: Cache, basis: torch.Tensor, reference_compat: bool) -> np.ndarray:
+    """Per head: mean over basis columns of Pearson_n(c_u·q, o·q), o = Σ_heads c_u (two passes, O(n·k) memory)."""
+    n_total = cache.n_layers * cache.n_heads
+    target = sum(_head_in_basis(cache, u, basis) for u in range(n_total))  # [n, k]
+    target = target - target.mean(0)
+    target_norm = target.norm(dim=0)
+    out = np.zeros(n_total)
+    for u in range(n_total):
+        unit = _head_in_basis(cache, u, basis)
+        unit = unit - unit.mean(0)
+        corr = (unit * target).sum(0) / (unit.norm(dim=0) * target_norm).clamp_min(1e-300)  # [k]
+        out[u] = corr.mean().item()
+    n = cache.n_images
+    return out * ((n - 1) / n if reference_compat else 1.0)
+
+
+def head_scores(cache: Cache, method: str, seed: int = 0, reference_compat: bool = False) -> np.ndarray:
+    """One score per head (flat, layer-major) by S, U|T, U or random, as the reference computes it."""
     n_total = cache.n_layers * cache.n_heads
     if method == "S":
         return np.asarray(cache.head_alone_acc, dtype=np.float64)
     if method == "random":
-        return np.random.default_rng(seed).standard_normal(n_total)
+        return torch.randn(n_total, generator=torch.Generator().manual_seed(seed)).double().numpy()
     if method == "U|T":
-        basis, _ = torch.linalg.qr(_t(cache.classifier))  # [d_embed, n_classes], orthonormal columns
-        target = _heads_total(cache) @ basis
+        basis = torch.linalg.qr(_t(cache.classifier).double()).Q  # [d_embed, n_classes], orthonormal columns
     elif method == "U":
-        basis = torch.eye(cache.head_components.shape[-1])
-        target = _t(cache.output)
+        basis = torch.linalg.qr(_t(cache.output).double().T).Q  # [d_embed, min(d_embed, n)] from the full outputs
     else:
         raise ValueError(f"unknown scoring method {method!r}; choose one of {', '.join(METHODS)}")
-    return np.array([_pearson_columns(_head_in_basis(cache, u, basis), target).mean().item() for u in range(n_total)])
+    return _unit_correlation(cache, basis, reference_compat)
+
+
+def ranking(scores: np.ndarray, reference_compat: bool = False) -> np.ndarray:
+    """Head indices, best first: ties by head order, or torch.topk's order under reference_compat."""
+    if reference_compat:
+        return torch.topk(torch.from_numpy(np.asarray(scores, dtype=np.float32)), len(scores)).indices.numpy()
+    return np.argsort(-np.asarray(scores), kind="stable")
 
 
 def topk_accuracy(cache: Cache, heads: np.ndarray, mode: str = "zero") -> float:
-    """Accuracy of Σ_{u∈heads} c_u (zero) or of that plus every other head's mean (mean)."""
-    if mode not in ("zero", "mean"):
-        raise ValueError(f"mode must be 'zero' or 'mean', got {mode!r}")
-    keep = np.zeros(cache.n_layers * cache.n_heads, dtype=bool)
-    keep[np.asarray(heads, dtype=int)] = True
-    logits = torch.zeros(cache.n_images, cache.classifier.shape[1])
-    for u in np.flatnonzero(keep):
-        logits += _t(cache.mean_logits[u]) + _t(as_f32(cache.head_scores[u])).T @ _t(cache.pc_logits[u])
-    if mode == "mean":
-        rest = ~keep
-        logits += _t(cache.mean_logits[rest].sum(0) + np.einsum("uk,ukc->c", cache.score_mean[rest],
-                                                                 cache.pc_logits[rest]))
-    return float((logits.argmax(1).numpy() == cache.labels).mean())
+    """Accuracy with only ``heads`` kept; the rest zeroed or replaced by their test-set means (every unit)."""
+    return keep_heads(cache, heads, mode).accuracy
 
 
-def specialize(val: Cache, test: Cache, n_random: int = 10) -> dict:
+def specialize(val: Cache, test: Cache, n_random: int = 10, reference_compat: bool = False) -> dict:
     """Scores on ``val``, top-k accuracy curves on ``test`` for every method, plus the H and B baselines."""
     if (val.n_layers, val.n_heads) != (test.n_layers, test.n_heads):
         raise ValueError("val and test caches come from different architectures")
     n_total = val.n_layers * val.n_heads
     ks = k_values(n_total)
-    report: dict = {"k": ks, "n_heads": n_total, "scores": {}, "curves": {}}
+    report: dict = {"k": ks, "n_heads": n_total, "scores": {}, "curves": {}, "reference_compat": reference_compat,
+                    "reference_names": REFERENCE_NAMES}
     for method in ("S", "U|T", "U"):
-        scores = head_scores(val, method)
-        order = np.argsort(-scores, kind="stable")
+        scores = head_scores(val, method, reference_compat=reference_compat)
+        order = ranking(scores, reference_compat)
         report["scores"][method] = scores.round(6).tolist()
         report["curves"][method] = {mode: [topk_accuracy(test, order[:k], mode) for k in ks] for mode in ("zero", "mean")}
     random_curves = {mode: [] for mode in ("zero", "mean")}
     for seed in range(n_random):
-        order = np.argsort(-head_scores(val, "random", seed), kind="stable")
+        order = ranking(head_scores(val, "random", seed), reference_compat)
         for mode in random_curves:
             random_curves[mode].append([topk_accuracy(test, order[:k], mode) for k in ks])
     report["curves"]["random"] = {mode: {"mean": np.mean(v, 0).tolist(), "std": np.std(v, 0).tolist()}
@@ -105,15 +112,14 @@ def specialize(val: Cache, test: Cache, n_random: int = 10) -> dict:
     return report
 
 
-
 def top_k(n_heads: int, fraction: float = 0.05) -> int:
     """Size of a top-``fraction`` head set: at least 2, so that overlaps are not all-or-nothing."""
     return max(2, int(fraction * n_heads))
 
 
-def top_heads(cache: Cache, k: int, method: str = "S") -> list[int]:
-    """The k best heads by ``method`` (flat, layer-major indices; ties broken by head order)."""
-    return [int(u) for u in np.argsort(-head_scores(cache, method), kind="stable")[:k]]
+def top_heads(cache: Cache, k: int, method: str = "S", reference_compat: bool = False) -> list[int]:
+    """The k best heads by ``method`` (flat, layer-major indices)."""
+    return [int(u) for u in ranking(head_scores(cache, method, reference_compat=reference_compat), reference_compat)[:k]]
 
 
 def jaccard(a, b) -> float:

@@ -31,12 +31,104 @@ def test_topk_curves_and_baselines():
     assert np.isclose(topk_accuracy(test, np.arange(12), "zero"), report["baselines"]["H_zero"])
 
 
-def test_mean_mode_adds_the_other_heads_means():
-    cache, _ = planted(seed=3)
+def test_mean_mode_keeping_every_head_is_the_h_mean_baseline():
+    cache = _with_emb(seed=3)
     everything = np.arange(cache.n_layers * cache.n_heads)
-    assert topk_accuracy(cache, everything, "mean") == topk_accuracy(cache, everything, "zero")
+    report = specialize(cache, cache, n_random=1)
+    assert topk_accuracy(cache, everything, "mean") == pytest.approx(report["baselines"]["H_mean"])
     with pytest.raises(ValueError, match="mode"):
         topk_accuracy(cache, everything, "half")
+
+
+# --- the reference's formulas, re-implemented from their definitions, on planted data -------------------
+
+
+def _with_emb(seed: int = 0, n: int = 300):
+    """A planted cache whose emb unit is large and class-dependent, fp16-exact (as the cache stores it)."""
+    from synthetic import make_cache
+
+    rng = np.random.default_rng(seed)
+    d, n_classes = 16, 4
+    classifier = np.linalg.qr(rng.standard_normal((d, n_classes)))[0]
+    labels = np.arange(n) % n_classes
+    heads = rng.standard_normal((n, 3, 4, d)) * 0.5
+    heads[:, 2, 1] += 2.0 * classifier[:, labels].T
+    heads[:, 0, 2] += 1.0 * classifier[:, (labels + 1) % n_classes].T  # a misleading head
+    emb = (rng.standard_normal((n, d)) + 3.0 * classifier[:, 0]).astype(np.float16).astype(np.float64)
+    return make_cache(heads, labels, classifier, rest=emb)
+
+
+def _reference_correlation(heads: np.ndarray, prop: np.ndarray | None) -> np.ndarray:
+    """heads [n, r, d] -> [r]: Pearson against the sum of the heads, biased covariance over unbiased stds."""
+    import torch
+
+    heads_t = torch.from_numpy(heads)
+    out = heads_t.sum(1)
+    if prop is not None:
+        basis = torch.linalg.qr(torch.from_numpy(prop).T).Q.T  # [k, d]
+        out, heads_t = out @ basis.T, heads_t @ basis.T
+    out, heads_t = out - out.mean(0), heads_t - heads_t.mean(0, keepdim=True)
+    covar = (out[:, None, :] * heads_t).mean(0)
+    return (covar / (out.std(0)[None, :] * heads_t.std(0))).mean(-1).numpy()
+
+
+def _heads(cache) -> np.ndarray:
+    return np.stack([cache.head_contributions(l, h) for l in range(cache.n_layers)
+                     for h in range(cache.n_heads)], 1).astype(np.float64)  # [n, r, d]
+
+
+@pytest.mark.parametrize("method", ["U|T", "U"])
+def test_correlation_scores_are_the_reference_formulas(method):
+    cache = _with_emb()
+    prop = cache.classifier.T.astype(np.float64) if method == "U|T" else cache.output.astype(np.float64)
+    expected = _reference_correlation(_heads(cache), prop)
+    assert np.allclose(head_scores(cache, method, reference_compat=True), expected, atol=1e-5)
+    n = cache.n_images
+    assert np.allclose(head_scores(cache, method), expected * n / (n - 1), atol=1e-5)  # exact Pearson by default
+
+
+def test_u_uses_the_full_outputs_basis_and_the_sum_of_heads():
+    cache = _with_emb()
+    identity_vs_output = []  # the old project variant: canonical basis, against the full output
+    heads = _heads(cache)
+    for u in range(heads.shape[1]):
+        a, b = heads[:, u] - heads[:, u].mean(0), cache.output - cache.output.mean(0)
+        identity_vs_output.append(np.mean((a * b).sum(0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))))
+    assert not np.allclose(head_scores(cache, "U"), identity_vs_output, atol=1e-3)
+
+
+def test_mean_ablation_replaces_every_other_unit_by_its_mean():
+    cache = _with_emb(seed=4)
+    heads = _heads(cache)
+    emb = cache.embed.astype(np.float64)
+    for keep in ([9], [9, 2], [0, 1, 5, 9, 11]):
+        rest = [u for u in range(heads.shape[1]) if u not in keep]
+        z = heads[:, keep].sum(1) + heads[:, rest].mean(0).sum(0) + emb.mean(0)  # Residual.ablate(keep, "mean")
+        expected = ((z @ cache.classifier).argmax(1) == cache.labels).mean()
+        assert topk_accuracy(cache, np.array(keep), "mean") == pytest.approx(expected)
+        zero = ((heads[:, keep].sum(1) @ cache.classifier).argmax(1) == cache.labels).mean()
+        assert topk_accuracy(cache, np.array(keep), "zero") == pytest.approx(zero)
+    # the emb mean matters here: leaving it out (the old behaviour) gives another number
+    keep = [9]
+    rest = [u for u in range(heads.shape[1]) if u not in keep]
+    without_emb = heads[:, keep].sum(1) + heads[:, rest].mean(0).sum(0)
+    assert ((without_emb @ cache.classifier).argmax(1) == cache.labels).mean() != pytest.approx(
+        topk_accuracy(cache, np.array(keep), "mean"))
+
+
+def test_random_and_tie_conventions():
+    import torch
+
+    from residual_core.specialize import ranking
+
+    cache = _with_emb()
+    n_total = cache.n_layers * cache.n_heads
+    assert np.array_equal(head_scores(cache, "random", seed=3),
+                          torch.randn(n_total, generator=torch.Generator().manual_seed(3)).double().numpy())
+    tied = np.array([0.5, 0.9, 0.5, 0.9, 0.1])
+    assert ranking(tied).tolist() == [1, 3, 0, 2, 4]  # ties by head order
+    assert ranking(tied, reference_compat=True).tolist() == torch.topk(torch.tensor(tied, dtype=torch.float32),
+                                                                        5).indices.tolist()
 
 
 def test_jaccard_across_datasets_separates_heads_that_carry_different_labels():

@@ -14,7 +14,9 @@ from residual_core.specialize import jaccard_matrix, specialize, top_k
 
 st.title("Specialisation")
 ss = st.session_state
-st.caption("Heads are scored on the val split of the sidebar's dataset and evaluated on its test split.")
+st.caption("Heads are scored on the val split of the sidebar's dataset and evaluated on its test split, with the "
+           "reference code's formulas (ResiDual experiment 3): S = supervised, U|T = corr_task, U = corr_full_out, "
+           "random = torch.randn seeds 0–9.")
 base = replace(current_spec(), basis_from=None)
 specs = {split: replace(base, split=split) for split in ("val", "test")}
 paths = {split: find_cache(spec) for split, spec in specs.items()}
@@ -40,11 +42,14 @@ report = report_for(paths["val"], paths["test"])
 val = get_cache(paths["val"])
 shape = (val.n_layers, val.n_heads)
 method = st.radio("Score", ["S", "U|T", "U"], horizontal=True, key="spec_method",
-                  help="S: accuracy of the head alone; U|T: correlation with the heads' output in the class "
-                       "subspace; U: the same in the whole joint space")
+                  help="S: zero-shot accuracy of the head alone. U|T: mean Pearson correlation between the head "
+                       "and the sum of all heads, along an orthonormal basis of the class embeddings. U: the same "
+                       "along a QR basis of the model's full outputs (the whole joint space).")
 st.plotly_chart(figures.heads_heatmap(np.array(report["scores"][method]).reshape(shape), f"{method} score per head",
                                       method), config=figures.PNG_CONFIG)
-mode = st.radio("Other heads", ["zero", "mean"], horizontal=True, key="spec_mode")
+mode = st.radio("Every unit not kept", ["zero", "mean"], horizontal=True, key="spec_mode",
+                help="zero: removed. mean: replaced by its mean over the test images. This applies to the other "
+                     "heads, the MLPs and the embedding alike, as the reference's Residual.ablate does.")
 fig = go.Figure()
 ks = report["k"]
 rand = report["curves"]["random"][mode]
