@@ -3,9 +3,12 @@
 trace_overhead_ratio   decompose_images images/s ÷ plain encode_image images/s, same batch and device
 toggle_ms_p50          one PC toggled + accuracy, on a synthetic 10,000-image ViT-B-32-shaped cache
 toggle_head_ms_p50     one whole head toggled + accuracy, same cache
-cache_bytes_per_image  per-image bytes of a real ViT-B-32 cache (fixed-size arrays reported apart)
+cache_bytes_per_image  per-image bytes of a real ViT-B-32 cache (fixed-size arrays reported apart); _fp32 for
+                       a --dtype float32 cache; cache_reconstruction_rel_err(_fp32): Σ stored units vs encode_image
+digest_seconds_per_gb  the xxh3-128 digest every cache file is verified with, per GB
 rel_err                max |Σ units − encode_image| / max |encode_image| on the traced batch
-align_fine_seconds     fine-variant λ training (early stopping, ≤ 30 epochs) on 10,000 synthetic ViT-B-32-shaped
+align_fine_seconds     fine-variant λ training (…_with_subnormals: the same without flushing subnormals,
+                       with --with-subnormals) (early stopping, ≤ 30 epochs) on 10,000 synthetic ViT-B-32-shaped
                        train images whose labels are planted in 8 head PCs (val, test: 2,000 each)
 """
 
@@ -117,7 +120,7 @@ def toggle_timings(cache: Cache, repeats: int) -> dict[str, float]:
     return {"toggle_ms_p50": statistics.median(pc_ms), "toggle_head_ms_p50": statistics.median(head_ms)}
 
 
-def align_timing(folder: Path, n_train: int) -> dict[str, float]:
+def align_timing(folder: Path, n_train: int, with_subnormals: bool = False) -> dict[str, float]:
     """Fine-variant λ training: ``n_train`` synthetic ViT-B-32-shaped train images with labels planted in
     8 head PCs, val and test of 2,000 each from the same synthetic model."""
     from residual_core.align import align
@@ -125,22 +128,48 @@ def align_timing(folder: Path, n_train: int) -> dict[str, float]:
     train, val, test = (synthetic_cache(folder / split, n, scores_seed=s, n_planted=8)
                         for split, n, s in (("train", n_train, 1), ("val", 2_000, 2), ("test", 2_000, 3)))
     result = align(train, val, test, "fine", epochs=30)
-    return {"align_fine_seconds": result.seconds, "align_fine_epochs": result.epochs,
-            "align_fine_params": result.n_params, "align_fine_zeroshot_acc": result.zeroshot_test_acc,
-            "align_fine_test_acc": result.test_acc}
+    report = {"align_fine_seconds": result.seconds, "align_fine_epochs": result.epochs,
+              "align_fine_params": result.n_params, "align_fine_zeroshot_acc": result.zeroshot_test_acc,
+              "align_fine_test_acc": result.test_acc}
+    if with_subnormals:  # the same run with subnormal arithmetic left on: what flushing them bought
+        slow = align(train, val, test, "fine", epochs=30, flush_denormals=False)
+        report |= {"align_fine_seconds_with_subnormals": slow.seconds, "align_fine_epochs_with_subnormals": slow.epochs,
+                   "align_fine_test_acc_with_subnormals": slow.test_acc}
+    return report
 
 
 def cache_size(arch: str, limit: int, folder: Path) -> dict[str, float]:
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    """Per-image bytes and reconstruction error (Σ stored units vs encode_image) of fp16 and fp32 caches."""
+    from residual_core.cache import load_cache, reconstruction_error
+    from residual_core.pipeline import DTYPES, PrecomputeSpec, precompute
 
     bank = folder / "bank.txt"
     bank.write_text("a photo\na drawing\n")  # the bank's size is fixed per cache, not per image
-    out = precompute(PrecomputeSpec(model=arch, random_weights=True, dataset="mnist-offline", split="test",
-                                    limit=limit, cache_dir=str(folder), text_bank=str(bank)))
-    files = json.loads((out / store.MANIFEST).read_text())["files"]
-    per_image = sum(size for name, size in files.items() if name in PER_IMAGE_FILES)
-    fixed = sum(size for name, size in files.items() if name not in PER_IMAGE_FILES)
-    return {"cache_bytes_per_image": per_image / limit, "cache_fixed_bytes": fixed, "cache_images": limit}
+    report: dict[str, float] = {"cache_images": limit}
+    for dtype in DTYPES:
+        out = precompute(PrecomputeSpec(model=arch, random_weights=True, dataset="mnist-offline", split="test",
+                                        limit=limit, cache_dir=str(folder), text_bank=str(bank), dtype=dtype))
+        files = json.loads((out / store.MANIFEST).read_text())["files"]
+        per_image = sum(entry["size"] for name, entry in files.items() if name in PER_IMAGE_FILES)
+        tag = "" if dtype == "float16" else "_fp32"
+        report[f"cache_bytes_per_image{tag}"] = per_image / limit
+        report[f"cache_reconstruction_rel_err{tag}"] = reconstruction_error(load_cache(out))
+        report["cache_fixed_bytes"] = sum(entry["size"] for name, entry in files.items() if name not in PER_IMAGE_FILES)
+    return report
+
+
+def digest_cost(folder: Path, megabytes: int = 256) -> dict[str, float]:
+    """Seconds per GB to hash a file with the cache's digest (best of 3, file in the page cache)."""
+    path = folder / "blob.bin"
+    path.write_bytes(np.random.default_rng(0).bytes(megabytes << 20))
+    best = min(_timed(lambda: store.file_digest(path)) for _ in range(3))
+    return {"digest_seconds_per_gb": best * 1024 / megabytes}
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, float]:
@@ -152,7 +181,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, float]:
         report |= toggle_timings(cache, args.repeats)
         report["toggle_cache_images"] = args.n_images
     with tempfile.TemporaryDirectory() as tmp:
-        report |= align_timing(Path(tmp), args.n_images)
+        report |= align_timing(Path(tmp), args.n_images, args.with_subnormals)
     with tempfile.TemporaryDirectory() as tmp:
         report |= cache_size(args.arch, 128, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        report |= digest_cost(Path(tmp))
     return report

@@ -144,6 +144,14 @@ def load_cache(path: str | Path) -> Cache:
     )
 
 
+def reconstruction_error(cache: Cache) -> float:
+    """max |Σ stored units − encode_image| / max |encode_image| over the cached images (storage precision)."""
+    total = as_f32(cache.embed) + as_f32(cache.mlps).sum(1)  # [n, d_embed]
+    for u in range(cache.n_layers * cache.n_heads):
+        total += cache.head_mean[u] + as_f32(cache.head_scores[u]).T @ cache.head_components[u]
+    return float(np.abs(total - cache.output).max() / max(np.abs(cache.output).max(), 1e-30))
+
+
 REQUIRED = frozenset({
     "head_scores", "head_mean", "head_components", "head_eigenvalues", "mlps", "embed", "output", "labels",
     "positions", "thumbs", "classifier", "text_embeds", "pole_top", "pole_bottom", "text_pos_idx", "text_pos_score",

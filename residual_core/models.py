@@ -140,7 +140,7 @@ class ArchInfo:
 class LoadedClip:
     model: torch.nn.Module
     preprocess: Callable[[Any], torch.Tensor]
-    tokenizer: Callable[[list[str]], torch.Tensor]
+    tokenizer: Callable[[list[str]], torch.Tensor] | None  # None: loaded with text=False (images only)
     spec: ModelSpec
     arch: ArchInfo
     weights_id: str  # tag, checkpoint sha256 or "random:<seed>": part of every cache key
@@ -169,8 +169,12 @@ def _offline_message(spec: ModelSpec, err: Exception) -> str:
     )
 
 
-def load_clip(spec: ModelSpec | str, device: str = "cpu") -> LoadedClip:
-    """Load an open_clip model in eval mode, fp32, through open_clip's factory."""
+def load_clip(spec: ModelSpec | str, device: str = "cpu", text: bool = True) -> LoadedClip:
+    """Load an open_clip model in eval mode, fp32, through open_clip's factory.
+
+    ``text=False`` skips the tokenizer (``tokenizer`` is then None): enough to decompose images, and it
+    keeps models whose tokenizer lives on the Hugging Face hub usable offline for that.
+    """
     if isinstance(spec, str):
         spec = parse_model_spec(spec)
     _ensure_configs_registered()
@@ -211,8 +215,15 @@ def load_clip(spec: ModelSpec | str, device: str = "cpu") -> LoadedClip:
             raise ModelLoadError(f"checkpoint {pretrained} is not an open_clip {spec.arch} state dict "
                                  f"({type(err).__name__}: {_first_line(err)}); pass the matching ARCH or "
                                  "another file") from err
+        hf_text = ((open_clip.get_model_config(spec.arch) or {}).get("text_cfg") or {}).get("hf_model_name")
+        if hf_text:
+            raise ModelLoadError(f"{spec.arch}: its text tower is the Hugging Face model {hf_text!r}, whose config "
+                                 "comes from the hub and needs the transformers package; install it and connect "
+                                 f"once so the config is cached ({type(err).__name__}: {_first_line(err)})") from err
         raise ModelLoadError(f"could not build {spec.name}: {type(err).__name__}: {_first_line(err)}") from err
     model.eval()
+    if not text:
+        return LoadedClip(model, preprocess, None, spec, ArchInfo.from_model(model), weights_id)
     try:
         tokenizer = open_clip.get_tokenizer(spec.arch)
     except (OSError, RuntimeError, ValueError, ImportError) as err:

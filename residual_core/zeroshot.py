@@ -12,6 +12,7 @@ from residual_core.models import LoadedClip
 def build_classifier(loaded: LoadedClip, classnames: tuple[str, ...], templates: tuple[str, ...],
                      device: str = "cpu") -> Tensor:
     """Class text directions W [d_embed, n_classes]: normalize(mean(normalize(template embeddings)))."""
+    _require_text(loaded)
     if not classnames:
         raise ValueError("a classifier needs at least one class name")
     return build_zero_shot_classifier(
@@ -20,8 +21,14 @@ def build_classifier(loaded: LoadedClip, classnames: tuple[str, ...], templates:
 
 
 @torch.no_grad()
+def _require_text(loaded: LoadedClip) -> None:
+    if loaded.tokenizer is None:
+        raise ValueError(f"{loaded.spec.name} was loaded without its text side (text=False); load it with text=True")
+
+
 def embed_texts(loaded: LoadedClip, texts: list[str], batch_size: int = 256, device: str = "cpu") -> Tensor:
     """L2-normalised text embeddings [n_texts, d_embed]."""
+    _require_text(loaded)
     out = []
     for start in range(0, len(texts), batch_size):
         tokens = loaded.tokenizer(texts[start:start + batch_size]).to(device)

@@ -131,3 +131,29 @@ def test_results_are_saved_beside_the_cache_and_lambda_maps_to_lab_scales(tmp_pa
     assert scales.get((u // train.n_heads, u % train.n_heads, k), 1.0) == pytest.approx(lam[u, k], abs=1e-3)
     _fake_manifest(tmp_path, "k2")
     assert saved_results(tmp_path) == []  # results of a rebuilt cache are not shown for the new one
+
+
+def test_reference_compat_full_keeps_d_head_pcs_per_head():
+    from dataclasses import replace
+
+    train, val, test = _splits(noise=1.0, seed=5)
+    k = train.n_pcs  # 15 planted PCs per head here; call the last two the "+2" directions
+    arch = dict(train.manifest["arch"], d_head=k - 2)
+    train, val, test = (replace(c, manifest=dict(c.manifest, arch=arch)) for c in (train, val, test))
+    n_heads, n_mlp = train.n_layers * train.n_heads, train.n_layers * train.output.shape[1]
+    assert align(train, val, test, "full", epochs=1).n_params == n_heads * k + n_mlp
+    compat = align(train, val, test, "full", epochs=1, reference_compat=True)
+    assert compat.n_params == n_heads * (k - 2) + n_mlp
+    assert np.isnan(compat.head_lambda[:, k - 2:]).all() and not np.isnan(compat.head_lambda[:, :k - 2]).any()
+
+
+def test_subnormals_are_flushed_only_while_training():
+    from residual_core.align import flushing_denormals
+
+    tiny = torch.tensor([1e-39])  # subnormal in float32
+    with flushing_denormals():
+        assert (tiny * 1.0).item() == 0.0
+    assert (tiny * 1.0).item() != 0.0
+    train, val, test = _splits(noise=1.0, seed=6)
+    align(train, val, test, "fine", epochs=1)
+    assert (tiny * 1.0).item() != 0.0  # align restored the default

@@ -137,3 +137,17 @@ def test_basis_from_another_cache(tmp_path, tiny_cache_dir):
     assert np.array_equal(cache.head_components, basis.head_components)
     heads = cache.head_contributions(1, 2)
     assert np.isfinite(heads).all()
+
+
+def test_float32_caches_reconstruct_encode_image_to_1e5(tmp_path):
+    from residual_core.cache import reconstruction_error
+
+    fp16 = load_cache(precompute(_spec(tmp_path, limit=60)))
+    fp32 = load_cache(precompute(_spec(tmp_path, limit=60, dtype="float32")))
+    assert fp32.path != fp16.path  # the dtype is part of the key
+    assert fp32.head_scores.dtype == np.float32 and fp16.head_scores.dtype == np.float16
+    assert reconstruction_error(fp32) <= 1e-5
+    assert 1e-5 < reconstruction_error(fp16) < 2e-3  # fp16 storage: ~3e-4, predictions unchanged
+    assert (fp16.base_logits.argmax(1) == fp32.base_logits.argmax(1)).all()
+    with pytest.raises(ValueError, match="dtype"):
+        _spec(tmp_path, dtype="float64")

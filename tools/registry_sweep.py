@@ -4,7 +4,8 @@
 
 Each architecture runs in its own process (a fresh interpreter, so one model's memory is returned before
 the next). Architectures whose estimated fp32 weights exceed --budget-gb are not built, and are listed as
-skipped with the estimate. Writes out/registry_sweep.json and prints a Markdown table.
+skipped with the estimate. Writes out/registry_sweep.json and docs/registry_sweep.md, and prints the summary table (the README's).
+``--only ARCH …`` re-runs those architectures and keeps the other rows of the last run.
 """
 
 import argparse
@@ -54,14 +55,56 @@ def run_one(arch: str, timeout: int) -> dict:
     return row
 
 
+def _reason(row: dict) -> str:
+    """The refusal's kind, for grouping (the message without the architecture's own names)."""
+    message = row.get("message", "")
+    for key, label in (("timm model", "timm image tower (not open_clip's VisionTransformer)"),
+                       ("ResNet", "ResNet image tower"), ("attentional pooling", "attentional pooling (CoCa)"),
+                       ("pool_type", "average pooling"), ("text tower is the Hugging Face", "Hugging Face text "
+                       "tower: its config needs the hub and the transformers package"), ("GB of fp32", "larger than "
+                       "this machine's memory budget (not built)")):
+        if key in message:
+            return label
+    return message
+
+
+def summary(rows: list[dict]) -> str:
+    exact = [r for r in rows if r["outcome"] == "exact"]
+    lines = ["| outcome | architectures | detail |", "|---|---|---|"]
+    if exact:
+        worst = max(exact, key=lambda r: r["rel_err"])
+        lines.append(f"| exact (rel_err ≤ {EXACT:g}) | {len(exact)} | largest rel_err {worst['rel_err']:.1e} "
+                     f"({worst['arch']}); {', '.join(r['arch'] for r in exact)} |")
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        if row["outcome"] != "exact":
+            groups.setdefault(f"{row['outcome']}: {_reason(row)}", []).append(row["arch"])
+    for label, archs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        outcome, reason = label.split(": ", 1)
+        shown = ", ".join(archs) if len(archs) <= 12 else ", ".join(archs[:12]) + f", … ({len(archs) - 12} more)"
+        lines.append(f"| {outcome} (one line, exit 2): {reason} | {len(archs)} | {shown} |" if outcome == "refused"
+                     else f"| {outcome}: {reason} | {len(archs)} | {shown} |")
+    return "\n".join(lines)
+
+
+def full_table(rows: list[dict]) -> str:
+    lines = ["| architecture | outcome | rel_err, or the one-line message | seconds |", "|---|---|---|---|"]
+    for row in rows:
+        detail = f"{row['rel_err']:.1e}" if "rel_err" in row else row.get("message", "").replace("|", "\\|")
+        lines.append(f"| {row['arch']} | {row['outcome']} | {detail} | {row.get('seconds', '')} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget-gb", type=float, default=12.0, help="largest estimated fp32 weights to build")
     parser.add_argument("--timeout", type=int, default=1200)
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--out", default="out/registry_sweep.json")
+    parser.add_argument("--doc", default="docs/registry_sweep.md")
     args = parser.parse_args()
-    rows = []
+    previous = json.loads(Path(args.out).read_text()) if args.only and Path(args.out).is_file() else []
+    rows = [row for row in previous if row["arch"] not in set(args.only or ())]  # --only re-runs those rows
     for arch in args.only or open_clip.list_models():
         config = open_clip.get_model_config(arch) or {}
         gigabytes = estimated_params(config) * 4 / 2**30
@@ -74,10 +117,15 @@ def main() -> int:
         print(json.dumps(row), file=sys.stderr, flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(rows, indent=1))
-    print("| architecture | outcome | rel_err / message |\n|---|---|---|")
-    for row in rows:
-        detail = f"{row['rel_err']:.1e}" if "rel_err" in row else row.get("message", "")
-        print(f"| {row['arch']} | {row['outcome']} | {detail} |")
+    order = {arch: i for i, arch in enumerate(open_clip.list_models())}
+    rows.sort(key=lambda row: order.get(row["arch"], len(order)))
+    Path(args.out).write_text(json.dumps(rows, indent=1))
+    text = summary(rows)
+    print(text)
+    Path(args.doc).write_text("# open_clip registry sweep\n\nEvery architecture in open_clip "
+                              f"{open_clip.__version__}'s registry through `python -m residual_core verify --model ARCH "
+                              "--random-weights --n-images 1`, each in its own process (`python tools/registry_sweep.py`)."
+                              "\n\n" + text + "\n\n## Every architecture\n\n" + full_table(rows) + "\n")
     bad = [r for r in rows if r["outcome"] in ("FAILED", "NOT EXACT", "timeout")]
     return 1 if bad else 0
 
