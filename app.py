@@ -5,7 +5,7 @@ import logging
 import streamlit as st
 
 from dashboard.sidebar import sidebar
-from dashboard.state import init_state, show_notices, write_url
+from dashboard.state import init_state, plain, show_notices, write_url
 
 st.set_page_config(page_title="ResiDual explorer", page_icon=":material/biotech:", layout="wide")
 init_state()
@@ -26,6 +26,6 @@ try:
     page.run()
 except Exception as err:  # a page must never show a raw traceback; Streamlit's reruns are BaseExceptions
     logging.getLogger("residual").exception("page failed")
-    st.error(f"This view failed: {type(err).__name__}: {err}. Change the selection or rebuild the cache; "
-             "the details are in the server log.")
+    st.error(plain(f"This view failed: {type(err).__name__}: {err}. Change the selection or rebuild the cache; "
+                   "the details are in the server log."))
 write_url()

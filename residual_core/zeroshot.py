@@ -20,12 +20,12 @@ def build_classifier(loaded: LoadedClip, classnames: tuple[str, ...], templates:
     ).float().cpu()
 
 
-@torch.no_grad()
 def _require_text(loaded: LoadedClip) -> None:
     if loaded.tokenizer is None:
         raise ValueError(f"{loaded.spec.name} was loaded without its text side (text=False); load it with text=True")
 
 
+@torch.no_grad()
 def embed_texts(loaded: LoadedClip, texts: list[str], batch_size: int = 256, device: str = "cpu") -> Tensor:
     """L2-normalised text embeddings [n_texts, d_embed]."""
     _require_text(loaded)

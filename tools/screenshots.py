@@ -1,12 +1,13 @@
-"""Take the README's screenshots from the real app: ``python tools/screenshots.py`` (needs chromium).
+"""Take the README's screenshots from the real app: ``python tools/screenshots.py [--size 1920x1080]``.
 
-Starts `streamlit run app.py` on a free local port, opens each page at 1280×720 in headless Chromium
-on the default model and dataset, and writes docs/screenshots/*.png. The last three pages need caches
-that a click would build; build them first with
-``python -m residual_core specialize --dataset demo-world/shape --limit 2000`` and
-``python tools/results_table.py``.
+Builds the caches the pages show (what the dashboard's "Build the cache" buttons would build: the default
+view, the shape val/test caches of the Specialisation page, the shape train/val/test caches of the
+Alignment page at 10,000 train images, the last as ``python tools/results_table.py`` leaves them), starts
+`streamlit run app.py` on a free local port, opens each page in headless Chromium and writes
+docs/screenshots/*.png at 1280×720, or out/screenshots/<size>/*.png at another --size.
 """
 
+import argparse
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 OUT = ROOT / "docs" / "screenshots"
 VIEWS = [("heads_map", "/?metric=accuracy_alone", "Heads map"),
          ("head_explorer", "/head_explorer?layer=3&head=6&pc=0", "Head explorer"),
@@ -28,7 +30,23 @@ VIEWS = [("heads_map", "/?metric=accuracy_alone", "Heads map"),
          ("compare", "/compare", "Compare")]
 
 
+def build_caches() -> None:
+    from residual_core.align import split_caches
+    from residual_core.pipeline import DEFAULT_DATASET, PrecomputeSpec, precompute
+
+    precompute(PrecomputeSpec(model="demo", dataset=DEFAULT_DATASET, split="test", limit=2000))
+    for split in ("val", "test"):
+        precompute(PrecomputeSpec(model="demo", dataset="demo-world/shape", split=split, limit=2000))
+    split_caches(model="demo", dataset="demo-world/shape", limit=10_000)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", default="1280x720")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    out = OUT if args.size == "1280x720" else ROOT / "out" / "screenshots" / args.size
+    build_caches()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -42,18 +60,18 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.5)
-        OUT.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page = browser.new_page(viewport={"width": width, "height": height})
             for name, path, title in VIEWS:
                 page.goto(f"http://127.0.0.1:{port}{path}")
                 page.get_by_role("heading", name=title).wait_for(timeout=600_000)
                 page.locator(".js-plotly-plot").first.wait_for(timeout=600_000)
                 page.wait_for_timeout(4000)
-                page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
-                print("wrote", OUT / f"{name}.png")
+                page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+                print("wrote", out / f"{name}.png")
             browser.close()
     finally:
         server.terminate()

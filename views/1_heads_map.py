@@ -5,13 +5,14 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.sidebar import page_cache
+from dashboard.state import plain
 from residual_core.cache import HEAD_METRICS, head_metrics, other_metrics
 
 cache = page_cache("Heads map")
 ss = st.session_state
-st.caption(f"{cache.manifest['spec']['model']} on {cache.manifest['spec']['dataset']} "
-           f"({cache.n_images} images, zero-shot accuracy {cache.baseline_accuracy():.1%}, "
-           f"decomposition rel. error {cache.manifest['max_rel_err']:.1e})")
+st.caption(plain(f"{cache.manifest['spec']['model']} on {cache.manifest['spec']['dataset']} "
+                 f"({cache.n_images} images, zero-shot accuracy {cache.baseline_accuracy():.1%}, "
+                 f"decomposition rel. error {cache.manifest['max_rel_err']:.1e})"))
 metrics = head_metrics(cache)
 st.selectbox("Metric", list(HEAD_METRICS), key="metric", format_func=lambda m: HEAD_METRICS[m])
 values = metrics[ss.metric]

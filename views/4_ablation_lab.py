@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.sidebar import page_cache
-from dashboard.state import view_state, write_url
+from dashboard.state import plain, view_state, write_url
 from residual_core.ablation import AblationMask, LogitState
 
 cache = page_cache("Ablation lab")
@@ -123,7 +123,7 @@ def flip_gallery(flipped: np.ndarray, predictions: np.ndarray) -> None:
     for (a, b), count in pairs.items():
         rows = flipped[(old == a) & (new == b)][:12]
         fixed = (cache.labels[rows] == b).sum()
-        st.markdown(f"**{cache.classnames[a]} → {cache.classnames[b]}**: {count} images "
+        st.markdown(f"**{plain(cache.classnames[a])} → {plain(cache.classnames[b])}**: {count} images "
                     f"({fixed} of those shown now correct)")
         # One strip per group: a single image element keeps a toggle's rerun light.
         st.image(np.concatenate(list(cache.thumbs[rows]), axis=1), width=min(96 * len(rows), 1100),

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import figures
-from dashboard.state import current_spec, find_cache, get_cache, get_offer, lookup_cache
+from dashboard.state import current_spec, find_cache, get_cache, get_offer, lookup_cache, plain
 from residual_core.pipeline import precompute
 from residual_core.specialize import jaccard_matrix, specialize, top_k
 
@@ -78,7 +78,7 @@ val_specs = {d: replace(base, dataset=d, split="val") for d in datasets}
 val_paths = {d: find_cache(spec) for d, spec in val_specs.items()}
 absent = [d for d, path in val_paths.items() if path is None]
 if absent:
-    st.info(f"{len(absent)} val cache(s) missing: {', '.join(absent)}.")
+    st.info(plain(f"{len(absent)} val cache(s) missing: {', '.join(absent)}."))
     if st.button("Build the missing val caches"):
         bar = st.progress(0.0)
         for i, d in enumerate(absent):
