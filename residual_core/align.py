@@ -181,13 +181,19 @@ class Adapter(nn.Module):
         return _StackedBases.apply(weights, self.basis) + rest
 
 
+TINY_GRAD = 1e-30  # logit gradients below this are set to zero (see _no_subnormals)
+
+
 @contextlib.contextmanager
 def flushing_denormals(enabled: bool = True):
-    """Treat subnormal floats (|x| < 1.2e-38) as zero while training, then restore the default.
+    """Keep subnormal floats (|x| < 1.2e-38) out of λ training, then restore the default.
 
-    Once the softmax saturates, (p − onehot) and the gradients behind it are subnormal, and x86 runs
-    arithmetic on subnormals tens of times slower: on the bench's task a 3-epoch run took 61.4 s with them
-    and 3.4 s without. Values that small carry no usable gradient, so the method is unchanged.
+    Once the softmax saturates, (p − onehot) holds subnormals, and every product behind it (the [K, E]
+    backward product above all) runs tens of times slower on x86: on the bench's task 30 epochs took 143 s
+    with them and 27 s without. Two guards: this thread flushes subnormals to zero
+    (torch.set_flush_denormal, which reaches only the calling thread), and the logits' gradient is cut at
+    TINY_GRAD (``_no_subnormals``), so the matrix products in torch's worker threads never see one. A
+    gradient of 1e-30 is far below float32's resolution of any real gradient: the method is unchanged.
     """
     if not enabled:
         yield
@@ -197,6 +203,10 @@ def flushing_denormals(enabled: bool = True):
         yield
     finally:
         torch.set_flush_denormal(False)
+
+
+def _no_subnormals(grad: Tensor) -> Tensor:
+    return grad.masked_fill(grad.abs() < TINY_GRAD, 0.0)
 
 
 def _logits(z: Tensor, weights: Tensor, scale: float, compat: bool) -> Tensor:
@@ -232,12 +242,12 @@ def align(train: Cache, val: Cache, test: Cache, method: str, epochs: int = 30, 
     """
     with flushing_denormals(flush_denormals):
         return _align(train, val, test, method, epochs, patience, batch_size, lr, seed, reference_compat,
-                      identity_start, progress)
+                      identity_start, progress, flush_denormals)
 
 
 def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, patience: int, batch_size: int,
            lr: float | None, seed: int, reference_compat: bool, identity_start: bool,
-           progress: Callable[[int, int, float], None] | None) -> AlignResult:
+           progress: Callable[[int, int, float], None] | None, flush: bool) -> AlignResult:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     for other in (val, test):
@@ -267,8 +277,10 @@ def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, pati
             losses = []
             for rows in torch.randperm(n, generator=gen).split(batch_size):
                 batch = {k: data["train"][k][rows] for k in needed}
-                loss = nn.functional.cross_entropy(_logits(model(batch), weights, scale, reference_compat),
-                                                   batch["labels"])
+                logits = _logits(model(batch), weights, scale, reference_compat)  # [batch, n_classes]
+                if flush:
+                    logits.register_hook(_no_subnormals)
+                loss = nn.functional.cross_entropy(logits, batch["labels"])
                 optim.zero_grad()
                 loss.backward()
                 optim.step()
