@@ -102,6 +102,8 @@ def built_caches(cache_dir: str) -> tuple[BuiltCache, ...]:
     for manifest in sorted(Path(cache_dir).glob(f"*/{MANIFEST}")):
         try:
             data = read_manifest(manifest.parent, verify=False)
+            if data.get("kind") == "basis":
+                continue  # a PCA basis without images: nothing to show
             spec, arch = data["spec"], data["arch"]
             rows.append(BuiltCache(str(manifest.parent), str(spec["model"]), str(spec["dataset"]), str(spec["split"]),
                                    spec.get("limit") if isinstance(spec.get("limit"), int) else None,

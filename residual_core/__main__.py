@@ -1,6 +1,7 @@
 """Command line: ``python -m residual_core {verify,precompute,specialize,align,geometry,datasets,models,bench,textbank}``.
 
-Commands that measure something print one JSON object on their last line.
+Commands that measure something print one JSON object on their last line. ``precompute`` also runs under
+``torchrun --nproc-per-node N -m residual_core precompute …``: the ranks share the shards (see pipeline.py).
 """
 
 import argparse
@@ -39,18 +40,36 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_precompute(args: argparse.Namespace) -> int:
     from residual_core.cache import load_cache
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.pipeline import PrecomputeSpec, distributed_ranks, precompute
+    from residual_core.store import read_manifest
 
+    ranks, device = distributed_ranks(args.device)  # one of torchrun's processes, or the only one
     spec = PrecomputeSpec(model=args.model, dataset=args.dataset, split=args.split, limit=args.limit,
-                          seed=args.seed, batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir,
+                          seed=args.seed, batch_size=args.batch_size, device=device, cache_dir=args.cache_dir,
                           random_weights=args.random_weights, text_bank=args.text_bank, basis_from=args.basis_from,
-                          keep_shards=args.keep_shards, dtype=args.dtype)
-    folder = precompute(spec)
-    cache = load_cache(folder)
-    print(f"cache ready at {folder}", file=sys.stderr)
-    skipped = cache.manifest["skipped"]["count"]
+                          keep_shards=args.keep_shards, dtype=args.dtype, basis_only=args.basis_only,
+                          workers=args.workers)
+    try:
+        folder = precompute(spec, ranks=ranks)
+    finally:
+        if ranks.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if ranks.rank != 0:
+        print(f"rank {ranks.rank}: shards written; rank 0 finished {folder}", file=sys.stderr)
+        return 0
+    manifest = read_manifest(folder)
+    skipped = manifest["skipped"]["count"]
     if skipped:
         print(f"{skipped} image(s) could not be read and were skipped; the manifest lists them", file=sys.stderr)
+    if manifest.get("kind") == "basis":
+        print(f"basis ready at {folder} (use it with --basis-from)", file=sys.stderr)
+        print(json.dumps({"basis": str(folder), "n_images": manifest["n_images"], "n_pcs": manifest["n_pcs"],
+                          "max_rel_err": manifest["max_rel_err"], "skipped_images": skipped}))
+        return 0
+    cache = load_cache(folder)
+    print(f"cache ready at {folder}", file=sys.stderr)
     print(json.dumps({"cache": str(folder), "n_images": cache.n_images, "n_classes": len(cache.classnames),
                       "zeroshot_accuracy": cache.manifest["zeroshot_accuracy"], "dtype": cache.manifest["dtype"],
                       "max_rel_err": cache.manifest["max_rel_err"], "skipped_images": skipped}))
@@ -193,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-bank", default=None, help="text file, one description per line")
     p.add_argument("--basis-from", default=None, help="cache folder whose PCA basis to reuse")
     p.add_argument("--keep-shards", action="store_true", help="keep raw shards after finishing")
+    p.add_argument("--basis-only", action="store_true",
+                   help="stream the moments and keep only the per-head PCA basis (no per-image arrays); pass "
+                        "the folder to later builds as --basis-from (the paper's ImageNet-train basis)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="data-loader processes decoding images in parallel (0: none; on a GPU node, about the "
+                        "CPU cores per GPU minus one)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
                    help="storage of head coefficients, emb and MLPs: float16 reconstructs encode_image to ~3e-4 "
                         "relative, float32 to ~1e-6 at about twice the size")

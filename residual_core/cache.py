@@ -117,6 +117,9 @@ def load_cache(path: str | Path) -> Cache:
     """
     folder = Path(path)
     manifest = store.read_manifest(folder)
+    if manifest.get("kind") == "basis":
+        raise store.CacheError(f"{folder} is a basis-only folder (precompute --basis-only): it holds a PCA basis, "
+                               "no images; pass it to precompute as --basis-from")
     arr = {name[:-4]: store.load_npy(folder / name) for name in manifest["files"] if name.endswith(".npy")}
     missing = sorted(REQUIRED - set(arr))
     if missing:

@@ -72,7 +72,9 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
     monkeypatch.setattr(pc, "SHARD_SIZE", 40)
     spec = _spec(tmp_path)
     written = []
-    real = pc._write_shard
+    import residual_core.shards as shards
+
+    real = shards.write_shard
 
     def dying(shard, *args, **kwargs):
         if len(written) == 2:
@@ -80,7 +82,7 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
         written.append(shard.name)
         return real(shard, *args, **kwargs)
 
-    monkeypatch.setattr(pc, "_write_shard", dying)
+    monkeypatch.setattr(shards, "write_shard", dying)
     with pytest.raises(KeyboardInterrupt):
         precompute(spec)
     folder = prepare(spec).folder
@@ -89,7 +91,7 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
         load_cache(folder)
     assert sorted(p.name for p in (folder / "shards").iterdir() if not p.name.startswith(".")) == ["00000", "00001"]
     written.clear()
-    monkeypatch.setattr(pc, "_write_shard", lambda shard, *a, **k: (written.append(shard.name), real(shard, *a, **k)))
+    monkeypatch.setattr(shards, "write_shard", lambda shard, *a, **k: (written.append(shard.name), real(shard, *a, **k)))
     assert precompute(spec) == folder
     assert written == ["00002"]  # only the missing shard was encoded
     resumed = load_cache(folder)

@@ -126,7 +126,7 @@ def test_a_manifest_of_the_wrong_shape_is_refused_then_rebuilt(reference, tmp_pa
 KILLER = r"""
 import os, signal, sys
 import residual_core.pipeline as pc
-from residual_core import store
+from residual_core import shards, store
 pc.SHARD_SIZE = {shard}
 point, state = sys.argv[1], {{"n": 0}}
 
@@ -142,7 +142,7 @@ def at(fn, n, after):
     return wrapped
 
 if point == "after_two_shards":
-    pc._write_shard = at(pc._write_shard, 2, after=True)
+    shards.write_shard = at(shards.write_shard, 2, after=True)
 elif point == "inside_a_shard":
     store.atomic_save_npy = at(store.atomic_save_npy, 3, after=False)
 elif point == "inside_finalize":

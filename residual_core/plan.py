@@ -1,0 +1,91 @@
+"""What a build is: the spec a user gives, and the plan (model, images, key, folder) it resolves to.
+
+A leaf module: shards.py, finalize.py and pipeline.py all read these types, and it imports none of them.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from residual_core.datasets import ImageSource
+from residual_core.models import LoadedClip
+
+DEFAULT_MODEL = "demo"
+DEFAULT_DATASET = "demo-world/colour"
+DTYPES = ("float16", "float32")
+DEFAULT_CACHE = str(Path.home() / ".cache" / "residual" / "caches")
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def default_cache_dir() -> str:
+    """RESIDUAL_CACHE if set (read at call time), else ~/.cache/residual/caches."""
+    return os.environ.get("RESIDUAL_CACHE", DEFAULT_CACHE)
+
+
+@dataclass(frozen=True)
+class PrecomputeSpec:
+    model: str = DEFAULT_MODEL
+    dataset: str = DEFAULT_DATASET
+    split: str = "test"
+    limit: int | None = None
+    seed: int = 0  # subset seed (and random-weight seed)
+    batch_size: int = 64
+    device: str = "cpu"
+    cache_dir: str = field(default_factory=default_cache_dir)
+    random_weights: bool = False
+    text_bank: str | None = None  # None: assets/text_bank.txt
+    basis_from: str | None = None  # another cache folder whose head PCA basis is reused
+    thumb_size: int = 32
+    n_top: int = 16
+    n_near: int = 10
+    keep_shards: bool = False
+    dtype: str = "float16"  # storage of head coefficients, emb and MLPs: float16 or float32
+    basis_only: bool = False  # stream the moments and keep only the per-head basis (no per-image arrays)
+    workers: int = 0  # data-loader processes decoding images (0: in the encoding process); not in the key
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.workers < 0 or self.batch_size < 1:
+            raise ValueError("--workers must be ≥ 0 and --batch-size ≥ 1")
+        if self.basis_only and self.basis_from:
+            raise ValueError("--basis-only fits a basis; it cannot also reuse one (--basis-from)")
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a cache for one spec is made of, and where it lives (computed without a forward pass)."""
+
+    loaded: LoadedClip
+    source: ImageSource
+    positions: np.ndarray  # [n_images] rows of the split to encode
+    inputs: dict  # every input that determines the content; ``inputs["key"]`` is its hash
+    folder: Path
+
+    @property
+    def key(self) -> str:
+        return self.inputs["key"]
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """Whether the cache of a spec is built; ``problem`` says why a folder there was not usable."""
+
+    folder: Path
+    ready: bool
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the processes of a distributed build (torchrun), or the only one."""
+
+    rank: int = 0
+    world: int = 1
+
+    def owns(self, shard_index: int) -> bool:
+        return shard_index % self.world == self.rank
