@@ -117,7 +117,8 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
     train_dir, train, val, test = split_caches(
         model=args.model, dataset=args.dataset, limit=args.limit, seed=args.seed, device=args.device,
-        cache_dir=args.cache_dir, random_weights=args.random_weights, batch_size=args.batch_size)
+        cache_dir=args.cache_dir, random_weights=args.random_weights, batch_size=args.batch_size,
+        basis_from=args.basis_from)
     result = align(train, val, test, args.method, epochs=args.epochs, seed=args.align_seed,
                    reference_compat=args.reference_compat, identity_start=args.identity_start)
     settings = {"model": args.model, "dataset": args.dataset, "limit": args.limit, "epochs": args.epochs,
@@ -245,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--align-seed", type=int, default=42)
     p.add_argument("--reference-compat", action="store_true", help="reproduce the reference code's quirks")
     p.add_argument("--identity-start", action="store_true", help="λ = 1 with means added back (not in the paper)")
+    p.add_argument("--basis-from", default=None,
+                   help="a cache or --basis-only folder whose PCA basis all three splits use (e.g. ImageNet train)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cache-dir", default=default_cache_dir())
     p.set_defaults(func=_cmd_align)

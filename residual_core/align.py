@@ -352,15 +352,16 @@ def lambda_scales(head_lambda: np.ndarray, n_heads: int, decimals: int = 3) -> t
     return tuple(sorted(rows))
 
 
-def split_caches(**common) -> tuple[Path, Cache, Cache, Cache]:
+def split_caches(basis_from: str | None = None, **common) -> tuple[Path, Cache, Cache, Cache]:
     """Train, val and test caches of one model and dataset; val/test in the train cache's PCA basis.
 
-    ``common`` are PrecomputeSpec fields shared by the splits (model, dataset, limit, cache_dir, …).
+    ``common`` are PrecomputeSpec fields shared by the splits (model, dataset, limit, cache_dir, …);
+    ``basis_from`` puts the train cache, and so all three, in another folder's basis (e.g. ImageNet train's).
     """
     from residual_core.cache import load_cache
     from residual_core.pipeline import PrecomputeSpec, precompute
 
-    train_dir = precompute(PrecomputeSpec(split="train", **common))
+    train_dir = precompute(PrecomputeSpec(split="train", basis_from=basis_from, **common))
     # val and test are expressed in the train cache's basis, so one λ per PC means the same thing everywhere
     val = load_cache(precompute(PrecomputeSpec(split="val", basis_from=str(train_dir), **common)))
     test = load_cache(precompute(PrecomputeSpec(split="test", basis_from=str(train_dir), **common)))
