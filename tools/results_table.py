@@ -55,8 +55,11 @@ def main() -> None:
             "n_val": val.n_images, "n_test": test.n_images}
         print(json.dumps({"dataset": dataset, "specialisation": curves[dataset]["baselines"]}), file=sys.stderr)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"alignment": rows, "specialisation": curves, "seeds": args.seeds,
-                                          "model": args.model, "limit": args.limit}, indent=1))
+    report = {"alignment": rows, "specialisation": curves, "seeds": args.seeds, "model": args.model,
+              "limit": args.limit}
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    if args.model == "demo":  # the model card quotes the curves (python -m residual_core.demo.card)
+        Path("assets/demo/results.json").write_text(json.dumps(report, indent=1) + "\n")
     table = markdown(rows)
     print(table)
     Path(args.doc).write_text(document(table, curves, args))

@@ -22,6 +22,30 @@ def _stage_text(stage: dict) -> str:
     return ", ".join(parts)
 
 
+def _curves_section() -> str:
+    """Top-k specialisation curves per factor, from ``python tools/results_table.py`` (if it has been run)."""
+    path = ASSETS / "demo" / "results.json"
+    if not path.is_file():
+        return ""
+    curves = json.loads(path.read_text())["specialisation"]
+    first = next(iter(curves.values()))
+    picks = [i for i, k in enumerate(first["k"]) if k in (1, 3, 8)]
+    head = " | ".join(f"k = {first['k'][i]}: S · U|T · U · random" for i in picks)
+    lines = ["", "### Specialisation curves (the reference's scores and ablation)",
+             "Test accuracy (%) with only the top k heads kept by each score (zero / mean ablation of every other "
+             "unit, emb and MLPs included); random = mean of 10 random sets. All k and the baselines: "
+             "[docs/results.md](../../docs/results.md) (`python tools/results_table.py`).", "",
+             f"| factor | ablation | {head} | all heads (H) | model (B) |", "|---|---|" + "---|" * len(picks) + "---|---|"]
+    for dataset, curve in curves.items():
+        for mode in ("zero", "mean"):
+            cells = [" · ".join(f"{100 * curve['curves'][m][mode][i]:.0f}" for m in ("S", "U|T", "U"))
+                     + f" · {100 * curve['curves']['random'][mode]['mean'][i]:.0f}" for i in picks]
+            base = curve["baselines"]
+            lines.append(f"| {dataset.split('/')[-1]} | {mode} | " + " | ".join(cells)
+                         + f" | {100 * base['H_' + mode]:.1f} | {100 * base['B']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_card() -> str:
     log = json.loads((ASSETS / "demo" / "training_log.json").read_text())
     ev = json.loads((ASSETS / "demo" / "evaluation.json").read_text())
@@ -127,7 +151,7 @@ logit − best other, cosine × logit scale; random = 10 random sets of the same
 
 Checks:
 {checks}
-
+{_curves_section()}
 ## What was tried (recipe search)
 {sweep['about']}
 
