@@ -65,7 +65,9 @@ def prepare(spec: PrecomputeSpec) -> BuildPlan:
     texts = load_bank(spec.text_bank)
     basis_key = store.read_manifest(Path(spec.basis_from))["key"] if spec.basis_from else None
     inputs = {
-        "schema": store.SCHEMA_VERSION, "model": loaded.spec.name, "weights": loaded.weights_id,
+        # the architecture and the weights' identity (sha256, tag or seed), not a checkpoint's path: the same
+        # weights in another checkout or folder make the same cache
+        "schema": store.SCHEMA_VERSION, "model": loaded.spec.arch, "weights": loaded.weights_id,
         "dataset": spec.dataset, "split": spec.split, "limit": spec.limit, "seed": spec.seed,
         "n_images": int(len(positions)), "labels_digest": store.cache_key({"l": source.labels[positions].tolist()}),
         "preprocess": repr(loaded.preprocess), "classnames": list(source.classnames),

@@ -153,3 +153,22 @@ def test_float32_caches_reconstruct_encode_image_to_1e5(tmp_path):
     assert (fp16.base_logits.argmax(1) == fp32.base_logits.argmax(1)).all()
     with pytest.raises(ValueError, match="dtype"):
         _spec(tmp_path, dtype="float64")
+
+
+def test_the_key_depends_on_the_weights_not_on_the_checkpoint_path(tmp_path):
+    import shutil
+
+    from residual_core.models import ASSETS
+
+    shipped = ASSETS / "demo" / "residual-demo.safetensors"
+    copy = tmp_path / "elsewhere" / "weights.safetensors"
+    copy.parent.mkdir()
+    shutil.copy(shipped, copy)
+    base = PrecomputeSpec(dataset="mnist-offline", split="val", limit=60, cache_dir=str(tmp_path))
+    assert prepare(replace(base, model="demo")).key == prepare(replace(base, model=f"residual-demo:{copy}")).key
+    copy.write_bytes(copy.read_bytes()[:-2] + b"\x00\x01")  # other weights: another key (or a refusal)
+    try:
+        other = prepare(replace(base, model=f"residual-demo:{copy}")).key
+    except Exception:  # damaged safetensors may not load at all
+        return
+    assert other != prepare(replace(base, model="demo")).key

@@ -30,7 +30,7 @@ def _curves_section() -> str:
     curves = json.loads(path.read_text())["specialisation"]
     first = next(iter(curves.values()))
     picks = [i for i, k in enumerate(first["k"]) if k in (1, 3, 8)]
-    head = " | ".join(f"k = {first['k'][i]}: S · U|T · U · random" for i in picks)
+    head = " | ".join(f"k = {first['k'][i]}: S · U\\|T · U · random" for i in picks)
     lines = ["", "### Specialisation curves (the reference's scores and ablation)",
              "Test accuracy (%) with only the top k heads kept by each score (zero / mean ablation of every other "
              "unit, emb and MLPs included); random = mean of 10 random sets. All k and the baselines: "
