@@ -39,7 +39,7 @@ def shard_done(shard: Path, key: str) -> bool:
         info = json.loads((shard / "info.json").read_text())
         if not isinstance(info, dict) or info.get("key") != key:
             raise store.CacheError("shard of other inputs")
-        for name, entry in store._checked_files(shard / "info.json", info.get("files")).items():
+        for name, entry in store.checked_files(shard / "info.json", info.get("files")).items():
             store.verify_file(shard / name, entry["size"], entry[store.DIGEST])
         return True
     except (OSError, ValueError, store.CacheError):

@@ -181,7 +181,7 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
-def _checked_files(path: Path, files: Any) -> dict[str, dict[str, Any]]:
+def checked_files(path: Path, files: Any) -> dict[str, dict[str, Any]]:
     if not isinstance(files, dict) or not files:
         raise CacheError(f"manifest {path} lists no files; it will be rebuilt by precompute")
     for name, entry in files.items():
@@ -209,7 +209,7 @@ def read_manifest(folder: Path, key: str | None = None, verify: bool = True) -> 
                          f"{SCHEMA_VERSION}; it will be rebuilt by precompute")
     if key is not None and manifest.get("key") != key:
         raise CacheError(f"cache {folder} was built from other inputs (key {manifest.get('key')!r} != {key})")
-    files = _checked_files(path, manifest.get("files"))
+    files = checked_files(path, manifest.get("files"))
     for name in ("spec", "inputs", "arch"):
         if not isinstance(manifest.get(name), dict):
             raise CacheError(f"manifest {path} has no valid {name!r} section; it will be rebuilt by precompute")
