@@ -127,7 +127,11 @@ def test_alignment_trains_lists_results_and_applies_lambda_to_the_lab(app):
     mask = app.session_state["mask"]
     assert mask.scales and app.session_state["basis_from"]
     assert "basis" in app.query_params
-    assert app.metric[0].value != ""  # the lab evaluated the λ-rescaled model
+    from residual_core.ablation import evaluate
+    from residual_core.cache import load_cache
+
+    lab_cache = load_cache(app.session_state["cache_path"])  # the lab shows the λ-rescaled model's accuracy
+    assert app.metric[0].value == f"{evaluate(lab_cache, mask).accuracy:.2%}"
 
 
 def test_compare_shows_spectral_cosines_and_matched_pcs(app, tiny_cache_dir):
