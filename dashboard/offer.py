@@ -21,7 +21,7 @@ from pathlib import Path
 
 from residual_core.ablation import AblationMask
 from residual_core.datasets import SPLITS, list_datasets
-from residual_core.models import ASSETS, SHORT_NAMES, list_models
+from residual_core.models import list_models
 from residual_core.pipeline import DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir
 from residual_core.store import MANIFEST, CacheError, read_manifest
 
@@ -115,9 +115,9 @@ def built_caches(cache_dir: str) -> tuple[BuiltCache, ...]:
 
 
 def _offline_defaults() -> tuple[list[str], list[str]]:
-    demo_ok = (ASSETS / SHORT_NAMES[DEFAULT_MODEL].pretrained).is_file()
-    models = [DEFAULT_MODEL] if demo_ok else [FALLBACK_MODEL]
-    models += [row["name"] for row in list_models() if row["offline"] and row["name"] not in models]
+    offline = [row["name"] for row in list_models() if row["offline"]]
+    models = [DEFAULT_MODEL] if DEFAULT_MODEL in offline else [FALLBACK_MODEL]
+    models += [name for name in offline if name not in models]
     datasets = [row["name"] for row in list_datasets() if row["offline"]]
     return models, datasets
 

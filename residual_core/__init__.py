@@ -1,4 +1,4 @@
-"""ResiDual engine: exact per-head decomposition of open_clip ViTs, per-head PCA, zero-shot and ablation.
+"""ResiDual engine: exact per-head decomposition of CLIP ViTs (open_clip, transformers), per-head PCA, zero-shot and ablation.
 
 Public API (re-exported here; importing has no side effects):
   load_clip, parse_model_spec            -> LoadedClip, ModelSpec
@@ -12,8 +12,9 @@ __version__ = "0.1.0"
 
 from residual_core.models import LoadedClip, ModelLoadError, ModelSpec, load_clip, parse_model_spec  # noqa: E402
 from residual_core.decompose import (  # noqa: E402
-    DecompositionError, ResidualDecomposition, UnitTable, UnsupportedModelError, decompose_images,
+    DecompositionError, ResidualDecomposition, UnsupportedModelError, decompose_images,
 )
+from residual_core.units import UnitTable  # noqa: E402
 from residual_core.pipeline import PrecomputeSpec, precompute  # noqa: E402
 from residual_core.cache import Cache, load_cache  # noqa: E402
 from residual_core.ablation import AblationMask, AblationResult, LogitState, ablate_embeddings, evaluate  # noqa: E402

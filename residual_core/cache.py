@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from residual_core import store
-from residual_core.decompose import UnitTable
+from residual_core.units import UnitTable
 from residual_core.pca import n_components_for, participation_ratio
 
 
@@ -84,9 +84,7 @@ class Cache:
         return UnitTable(self.n_layers, self.n_heads)
 
     def head_index(self, layer: int, head: int) -> int:
-        if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
-            raise ValueError(f"no head L{layer}H{head} in a {self.n_layers}×{self.n_heads} model")
-        return layer * self.n_heads + head
+        return self.units.head_index(layer, head)
 
     def scores(self, layer: int, head: int) -> np.ndarray:
         """[n_pcs, n_images] fp32 coefficients of one head."""
@@ -96,6 +94,54 @@ class Cache:
         """[n_images, d_embed] reconstructed from the PCA (exact up to fp16 storage of the scores)."""
         u = self.head_index(layer, head)
         return self.head_mean[u] + self.scores(layer, head).T @ self.head_components[u]
+
+    @classmethod
+    def from_arrays(cls, path: Path, manifest: dict, arrays: dict[str, np.ndarray], texts: tuple[str, ...] = ("",),
+                    image_ids: tuple[str, ...] | None = None) -> "Cache":
+        """The one place a Cache is assembled: from arrays named as precompute stores them (load_cache, the
+        bench's synthetic caches and the tests' planted ones all come through here).
+
+        Derived readouts (PC logits, mean logits, baseline logits) are computed here. Display-only arrays
+        (thumbs, poles, nearest texts, unit tables) may be left out: they are then empty placeholders.
+        ``manifest`` needs at least ``arch`` (n_layers, n_heads), ``classnames`` and ``logit_scale``.
+        """
+        classifier = np.asarray(arrays["classifier"], dtype=np.float32)  # [d_embed, n_classes]
+        comps = np.asarray(arrays["head_components"], dtype=np.float32)
+        n_total = int(np.prod(comps.shape[:-2]))
+        comps = comps.reshape(n_total, *comps.shape[-2:])  # [n_heads_total, n_pcs, d_embed]
+        mean = np.asarray(arrays["head_mean"], dtype=np.float32).reshape(n_total, -1)  # [n_heads_total, d_embed]
+        output = np.asarray(arrays["output"], dtype=np.float32)  # [n_images, d_embed]
+        n, n_pcs, n_layers = output.shape[0], comps.shape[1], int(manifest["arch"]["n_layers"])
+        n_units = 1 + n_layers + n_total
+        poles = np.zeros((n_total, n_pcs, 1), np.int32)
+        default = {
+            "head_eigenvalues": np.ones((n_total, n_pcs), np.float32),
+            "mlps": np.zeros((n, n_layers, output.shape[1]), np.float16), "embed": np.zeros_like(output, np.float16),
+            "positions": np.arange(n), "thumbs": np.zeros((n, 1, 1, 3), np.uint8),
+            "text_embeds": np.zeros((len(texts), output.shape[1]), np.float32), "pole_top": poles,
+            "pole_bottom": poles, "text_pos_idx": poles, "text_pos_score": poles.astype(np.float32),
+            "text_neg_idx": poles, "text_neg_score": poles.astype(np.float32), "unit_norm": np.zeros(n_units),
+            "unit_cos": np.zeros(n_units), "head_alone_acc": np.zeros(n_total), "head_ablated_acc": np.zeros(n_total),
+        }
+        get = {**default, **arrays}.__getitem__
+        score_mean = arrays.get("head_score_mean")
+        if score_mean is None:  # mean coefficient over these images, one PC row at a time
+            score_mean = np.stack([as_f32(arrays["head_scores"][u]).mean(1) for u in range(n_total)])
+        return cls(
+            path=Path(path), manifest=manifest, head_scores=arrays["head_scores"], head_mean=mean, head_components=comps,
+            head_eigenvalues=np.asarray(get("head_eigenvalues")).reshape(n_total, -1), mlps=get("mlps"),
+            embed=get("embed"), output=output, labels=np.asarray(arrays["labels"]), positions=get("positions"),
+            thumbs=get("thumbs"), classifier=classifier, text_embeds=get("text_embeds"), texts=tuple(texts),
+            image_ids=tuple(image_ids) if image_ids is not None else tuple(str(i) for i in range(n)),
+            pole_top=get("pole_top"), pole_bottom=get("pole_bottom"), text_pos_idx=get("text_pos_idx"),
+            text_pos_score=get("text_pos_score"), text_neg_idx=get("text_neg_idx"),
+            text_neg_score=get("text_neg_score"), unit_norm=get("unit_norm"), unit_cos=get("unit_cos"),
+            head_alone_acc=get("head_alone_acc"), head_ablated_acc=get("head_ablated_acc"),
+            pc_logits=np.einsum("ukd,dc->ukc", comps, classifier),  # [n_heads_total, n_pcs, n_classes]
+            mean_logits=mean @ classifier, base_logits=output @ classifier,
+            score_mean=np.asarray(score_mean, dtype=np.float32),
+            mean_proj=np.einsum("ud,ukd->uk", mean, comps),  # [n_heads_total, n_pcs]
+        )
 
     def baseline_accuracy(self) -> float:
         return self._baseline_accuracy
@@ -130,27 +176,8 @@ def load_cache(path: str | Path) -> Cache:
     missing = sorted(REQUIRED - set(arr))
     if missing:
         raise store.CacheError(f"cache {folder} lacks {', '.join(missing)}; it will be rebuilt by precompute")
-    classifier = np.asarray(arr["classifier"], dtype=np.float32)
-    comps = np.asarray(arr["head_components"], dtype=np.float32)
-    n_heads_total = comps.shape[0] * comps.shape[1]
-    comps = comps.reshape(n_heads_total, *comps.shape[2:])  # [n_heads_total, n_pcs, d_embed]
-    mean = np.asarray(arr["head_mean"], dtype=np.float32).reshape(n_heads_total, -1)
-    output = np.asarray(arr["output"], dtype=np.float32)
-    return Cache(
-        path=folder, manifest=manifest, head_scores=arr["head_scores"], head_mean=mean, head_components=comps,
-        head_eigenvalues=np.asarray(arr["head_eigenvalues"]).reshape(n_heads_total, -1),
-        mlps=arr["mlps"], embed=arr["embed"], output=output, labels=np.asarray(arr["labels"]),
-        positions=arr["positions"], thumbs=arr["thumbs"], classifier=classifier, text_embeds=arr["text_embeds"],
-        texts=_string_list(folder / "texts.json"), image_ids=_string_list(folder / "image_ids.json"),
-        pole_top=arr["pole_top"], pole_bottom=arr["pole_bottom"], text_pos_idx=arr["text_pos_idx"],
-        text_pos_score=arr["text_pos_score"], text_neg_idx=arr["text_neg_idx"], text_neg_score=arr["text_neg_score"],
-        unit_norm=arr["unit_norm"], unit_cos=arr["unit_cos"], head_alone_acc=arr["head_alone_acc"],
-        head_ablated_acc=arr["head_ablated_acc"],
-        pc_logits=np.einsum("ukd,dc->ukc", comps, classifier),  # [n_heads_total, n_pcs, n_classes]
-        mean_logits=mean @ classifier, base_logits=output @ classifier,
-        score_mean=np.asarray(arr["head_score_mean"], dtype=np.float32),
-        mean_proj=np.einsum("ud,ukd->uk", mean, comps),  # [n_heads_total, n_pcs]
-    )
+    return Cache.from_arrays(folder, manifest, arr, texts=_string_list(folder / "texts.json"),
+                             image_ids=_string_list(folder / "image_ids.json"))
 
 
 def reconstruction_error(cache: Cache) -> float:

@@ -1,133 +1,44 @@
-"""Exact decomposition of an open_clip ViT image embedding into per-unit contributions.
+"""Exact decomposition of a CLIP ViT image embedding into per-unit contributions, for any model family.
 
-Units (SPEC §3): ``emb`` (ln_pre output at CLS), one ``mlp`` per layer, one ``head`` per
-(layer, head), in that order. ln_post is linearised with each image's own mean and std, the
+Units (SPEC §3): ``emb`` (embedding-norm output at CLS), one ``mlp`` per layer, one ``head`` per
+(layer, head), in that order. The final LayerNorm is linearised with each image's own mean and std, the
 constant term shared out with weights 1/(2L+1) (emb, MLP) and 1/((2L+1)H) (heads), and the
-out-projection bias split equally over heads, so that Σ units == encode_image up to rounding.
+out-projection bias split equally over heads, so that Σ units == the image embedding up to rounding.
 
-Capture: forward hooks on ln_pre, every block's ln_1 (attention input) and ls_2 (MLP output after
-LayerScale; an nn.Identity when there is none), and a pre-hook on ln_post. The per-head CLS row is
-recomputed from the attention input because open_clip 3.3's nn.MultiheadAttention never calls
-``out_proj.forward``. Only the CLS query is needed, and the keys enter the CLS scores only through
-``x_j · (W_K,hᵀ q_h)``, so the recomputation costs O(n_heads·n_tokens·d_model) per image instead of
-another K/V projection.
+The model is read through its family's ``Tower`` (families/): forward hooks on the embedding norm, every
+block's attention input and MLP output, and a pre-hook on the final norm. The per-head CLS row is
+recomputed from the attention input (open_clip 3.3's nn.MultiheadAttention never calls
+``out_proj.forward``, and transformers' attention kernels hide the heads). Only the CLS query is needed,
+and the keys enter the CLS scores only through ``x_j · (W_K,hᵀ q_h)``, so the recomputation costs
+O(n_heads·n_tokens·d_model) per image instead of another K/V projection.
 """
 
 import threading
 from dataclasses import dataclass
 from typing import Iterator
 
-import open_clip
 import torch
-from open_clip.transformer import LayerScale, ResidualAttentionBlock, VisionTransformer
 from torch import Tensor, nn
 
+from residual_core import families
+from residual_core.families import Block, Tower, UnsupportedModelError
+from residual_core.units import UnitTable
 
 # Hooks live on the (shared) model: two threads tracing the same model at once would record each other's
 # activations (a Streamlit server runs sessions in threads). One trace at a time per process.
 _TRACE_LOCK = threading.Lock()
 
-
-class UnsupportedModelError(ValueError):
-    """The model cannot be decomposed exactly; we refuse rather than approximate."""
+__all__ = ["DecompositionError", "HeadMaps", "ResidualDecomposition", "UnsupportedModelError", "check_supported",
+           "cls_head_contexts", "decompose_images", "iter_batches"]
 
 
 class DecompositionError(RuntimeError):
     """Σ units differs from encode_image by more than the tolerance."""
 
 
-@dataclass(frozen=True)
-class Unit:
-    kind: str  # "emb" | "mlp" | "head"
-    layer: int  # -1 for emb
-    head: int  # -1 for emb and mlp
-
-    @property
-    def label(self) -> str:
-        if self.kind == "emb":
-            return "emb"
-        if self.kind == "mlp":
-            return f"L{self.layer}MLP"
-        return f"L{self.layer}H{self.head}"
-
-
-@dataclass(frozen=True)
-class UnitTable:
-    """Labels of the unit axis: emb, then MLPs by layer, then heads layer-major."""
-
-    n_layers: int
-    n_heads: int
-
-    @property
-    def units(self) -> tuple[Unit, ...]:
-        emb = (Unit("emb", -1, -1),)
-        mlps = tuple(Unit("mlp", l, -1) for l in range(self.n_layers))
-        heads = tuple(Unit("head", l, h) for l in range(self.n_layers) for h in range(self.n_heads))
-        return emb + mlps + heads
-
-    @property
-    def labels(self) -> list[str]:
-        return [u.label for u in self.units]
-
-    def head_index(self, layer: int, head: int) -> int:
-        """Flat index of a head among the heads only (layer-major)."""
-        return layer * self.n_heads + head
-
-
-def check_config_supported(arch: str, config: dict | None) -> None:
-    """Refuse from open_clip's model config, before building: a tower the decomposition cannot represent.
-
-    The built model is checked again by ``check_supported``; this only saves building (and allocating)
-    a large model that would be refused anyway.
-    """
-    vision = (config or {}).get("vision_cfg") or {}
-    if vision.get("timm_model_name"):
-        raise UnsupportedModelError(f"{arch}: the image tower is the timm model {vision['timm_model_name']!r}, not "
-                                    "open_clip's VisionTransformer; only open_clip ViT towers can be decomposed")
-    if isinstance(vision.get("layers"), (list, tuple)):
-        raise UnsupportedModelError(f"{arch}: the image tower is a ResNet; only ViT towers have attention heads "
-                                    "to decompose (try ViT-B-32, ViT-B-16 or ViT-L-14)")
-    if vision.get("attentional_pool"):
-        raise UnsupportedModelError(f"{arch}: attentional pooling (CoCa-style) mixes all tokens after the last "
-                                    "block, so a CLS decomposition would not be exact; refused")
-    if vision.get("pool_type", "tok") != "tok":
-        raise UnsupportedModelError(f"{arch}: pool_type={vision['pool_type']!r} pools every token; only CLS-token "
-                                    "pooling ('tok') decomposes exactly into per-head CLS contributions")
-
-
 def check_supported(model: nn.Module) -> None:
     """Raise UnsupportedModelError naming the first feature the exact decomposition cannot represent."""
-    visual = getattr(model, "visual", None)
-    if not isinstance(visual, VisionTransformer):
-        raise UnsupportedModelError(
-            f"image tower is {type(visual).__name__}, not open_clip's VisionTransformer: only ViT towers "
-            "(e.g. ViT-B-32, ViT-B-16, ViT-L-14) can be decomposed into heads"
-        )
-    if visual.attn_pool is not None:
-        raise UnsupportedModelError("attentional pooling (CoCa-style) mixes all tokens after the last block; "
-                                    "the CLS decomposition would not be exact, so the model is refused")
-    if visual.pool_type != "tok":
-        raise UnsupportedModelError(f"pool_type={visual.pool_type!r}: only CLS-token pooling ('tok') is exact")
-    if not isinstance(visual.ln_post, nn.LayerNorm):
-        raise UnsupportedModelError(f"final norm is {type(visual.ln_post).__name__}, expected LayerNorm")
-    for index, block in enumerate(visual.transformer.resblocks):
-        if type(block) is not ResidualAttentionBlock:
-            raise UnsupportedModelError(
-                f"block {index} is {type(block).__name__}; only open_clip's ResidualAttentionBlock is supported"
-            )
-        attn = block.attn
-        if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim:
-            raise UnsupportedModelError(f"block {index}: attention is not a packed nn.MultiheadAttention")
-        if attn.bias_k is not None or attn.add_zero_attn or hasattr(block, "ln_1_kv"):
-            raise UnsupportedModelError(f"block {index}: extra key/value tokens or cross-attention")
-        if not isinstance(block.ls_1, (nn.Identity, LayerScale)):
-            raise UnsupportedModelError(f"block {index}: unknown layer-scale module {type(block.ls_1).__name__}")
-
-
-def _layer_scale(module: nn.Module, d_model: int, like: Tensor) -> Tensor:
-    if isinstance(module, LayerScale):
-        return module.gamma.detach().to(like)
-    return torch.ones(d_model, dtype=like.dtype, device=like.device)
+    families.tower(model)
 
 
 @dataclass(frozen=True)
@@ -149,22 +60,23 @@ class HeadMaps:
 
     @classmethod
     def from_model(cls, model: nn.Module) -> "HeadMaps":
-        visual = model.visual
-        blocks = visual.transformer.resblocks
-        n_layers, n_heads = len(blocks), blocks[0].attn.num_heads
-        d_model = visual.transformer.width
+        return cls.from_tower(families.tower(model))
+
+    @classmethod
+    def from_tower(cls, tower: Tower) -> "HeadMaps":
+        blocks, d_model = tower.blocks, tower.d_model
+        n_layers, n_heads = len(blocks), blocks[0].n_heads
         d_head = d_model // n_heads
-        ln = visual.ln_post
+        ln = tower.final_norm
         gamma = ln.weight.detach().float()
         beta = ln.bias.detach().float()
-        proj = visual.proj.detach().float() if visual.proj is not None else torch.eye(d_model, device=gamma.device)
+        proj = tower.proj.detach().float() if tower.proj is not None else torch.eye(d_model, device=gamma.device)
         gamma_proj = gamma[:, None] * proj  # [d_model, d_embed]
         a_maps, b_maps = [], []
         for block in blocks:
-            ls1 = _layer_scale(block.ls_1, d_model, gamma)
-            w_o = block.attn.out_proj.weight.detach().float()  # [d_model, n_heads*d_head]
-            b_o = block.attn.out_proj.bias.detach().float()
-            w_o = w_o.view(d_model, n_heads, d_head).permute(1, 2, 0)  # [n_heads, d_head, d_model]
+            ls1 = block.ls1.detach().float() if block.ls1 is not None else torch.ones_like(gamma)  # [d_model]
+            w_o = block.w_o.detach().float().view(d_model, n_heads, d_head).permute(1, 2, 0)  # [n_heads, d_head, d_model]
+            b_o = block.b_o.detach().float()  # [d_model]
             a_maps.append((w_o * ls1) @ gamma_proj)  # [n_heads, d_head, d_embed]
             b_maps.append(((b_o * ls1 / n_heads) @ gamma_proj).expand(n_heads, -1))  # [n_heads, d_embed]
         denom = 2 * n_layers + 1
@@ -218,26 +130,27 @@ class ResidualDecomposition:
 class _Capture:
     """Context manager that records the CLS-side quantities of one forward pass; always removes hooks."""
 
-    def __init__(self, visual: VisionTransformer):
-        self.visual = visual
-        self.batch_first = getattr(visual.transformer, "batch_first", True)
+    def __init__(self, tower: Tower):
+        self.tower = tower
         self.handles: list = []
-        self.attn_in: list[Tensor] = []
-        self.mlp_out: list[Tensor] = []
-        self.emb: Tensor | None = None
-        self.pre_ln: Tensor | None = None
+        self.attn_in: list[Tensor] = []  # per block [n, n_tokens, d_model]
+        self.mlp_out: list[Tensor] = []  # per block [n, d_model] at CLS
+        self.emb: Tensor | None = None  # [n, d_model]
+        self.pre_ln: Tensor | None = None  # [n, d_model]
 
-    def _cls(self, x: Tensor) -> Tensor:
-        return x[:, 0] if self.batch_first else x[0]
+    def _tokens(self, x: Tensor) -> Tensor:
+        # inside the blocks only: the embedding norm and the final norm always see batch-first tensors
+        return x.transpose(0, 1) if self.tower.token_first else x  # -> [n, n_tokens, d_model]
 
     def __enter__(self) -> "_Capture":
-        v = self.visual
-        self.handles.append(v.ln_pre.register_forward_hook(lambda m, i, o: setattr(self, "emb", o[:, 0])))
-        for block in v.transformer.resblocks:
-            self.handles.append(block.ln_1.register_forward_hook(
-                lambda m, i, o: self.attn_in.append(o if self.batch_first else o.transpose(0, 1))))
-            self.handles.append(block.ls_2.register_forward_hook(lambda m, i, o: self.mlp_out.append(self._cls(o))))
-        self.handles.append(v.ln_post.register_forward_pre_hook(
+        t = self.tower
+        self.handles.append(t.embed_norm.register_forward_hook(
+            lambda m, i, o: setattr(self, "emb", o[:, 0])))
+        for block in t.blocks:
+            self.handles.append(block.attn_in.register_forward_hook(lambda m, i, o: self.attn_in.append(self._tokens(o))))
+            self.handles.append(block.mlp_out.register_forward_hook(
+                lambda m, i, o: self.mlp_out.append(self._tokens(o)[:, 0])))
+        self.handles.append(t.final_norm.register_forward_pre_hook(
             lambda m, i: setattr(self, "pre_ln", i[0][:, 0] if i[0].dim() == 3 else i[0])))
         return self
 
@@ -246,24 +159,22 @@ class _Capture:
             handle.remove()
 
 
-def cls_head_contexts(block: ResidualAttentionBlock, x: Tensor) -> Tensor:
+def cls_head_contexts(block: Block, x: Tensor) -> Tensor:
     """Raw per-head attention context at the CLS query.
 
-    x: [n, n_tokens, d_model] attention input (ln_1 output) -> z [n, n_heads, d_head].
+    x: [n, n_tokens, d_model] attention input -> z [n, n_heads, d_head].
     """
-    attn = block.attn
-    n_heads = attn.num_heads
+    n_heads = block.n_heads
     d_model = x.shape[-1]
     d_head = d_model // n_heads
-    w_q, w_k, w_v = attn.in_proj_weight.chunk(3)  # each [d_model, d_model]
-    b_q, _, b_v = attn.in_proj_bias.chunk(3)
-    q = (x[:, 0] @ w_q.T + b_q).view(-1, n_heads, d_head)  # [n, n_heads, d_head]
+    q = (x[:, 0] @ block.w_q.T + block.b_q).view(-1, n_heads, d_head)  # [n, n_heads, d_head]
     # q·k_j = x_j·(W_K,hᵀ q_h) + q_h·b_K,h; the second term is constant over j and cancels in softmax.
-    q_tilde = torch.einsum("nhd,hdm->nhm", q, w_k.view(n_heads, d_head, d_model))  # [n, n_heads, d_model]
+    q_tilde = torch.einsum("nhd,hdm->nhm", q, block.w_k.view(n_heads, d_head, d_model))  # [n, n_heads, d_model]
     scores = torch.einsum("ntm,nhm->nht", x, q_tilde) / d_head**0.5  # [n, n_heads, n_tokens]
     probs = scores.softmax(-1)
     x_bar = torch.einsum("nht,ntm->nhm", probs, x)  # [n, n_heads, d_model]
-    return torch.einsum("nhm,hdm->nhd", x_bar, w_v.view(n_heads, d_head, d_model)) + b_v.view(n_heads, d_head)
+    w_v = block.w_v.view(n_heads, d_head, d_model)
+    return torch.einsum("nhm,hdm->nhd", x_bar, w_v) + block.b_v.view(n_heads, d_head)  # [n, n_heads, d_head]
 
 
 @torch.no_grad()
@@ -273,17 +184,13 @@ def decompose_images(model: nn.Module, images: Tensor, maps: HeadMaps | None = N
 
     images: [n_images, 3, H, W], already preprocessed; the model must be fp32 and in eval mode.
     """
-    check_supported(model)
-    visual = model.visual
-    if visual.training:
+    tower = families.tower(model)
+    if tower.module.training:
         raise ValueError("model is in training mode; call model.eval() (patch dropout must be off)")
-    maps = maps if maps is not None else HeadMaps.from_model(model)
-    with _TRACE_LOCK, _Capture(visual) as cap:
-        output = visual(images)
-        if isinstance(output, tuple):
-            output = output[0]
-    blocks = visual.transformer.resblocks
-    z = torch.stack([cls_head_contexts(b, x) for b, x in zip(blocks, cap.attn_in)], 1)  # [n, L, H, d_head]
+    maps = maps if maps is not None else HeadMaps.from_tower(tower)
+    with _TRACE_LOCK, _Capture(tower) as cap:
+        output = tower.forward(images)
+    z = torch.stack([cls_head_contexts(b, x) for b, x in zip(tower.blocks, cap.attn_in)], 1)  # [n, L, H, d_head]
     s = cap.pre_ln.float()
     mean = s.mean(-1)
     std = (s.var(-1, unbiased=False) + maps.eps).sqrt()
@@ -292,15 +199,16 @@ def decompose_images(model: nn.Module, images: Tensor, maps: HeadMaps | None = N
         mlps=maps.project_other(torch.stack(cap.mlp_out, 1).float(), mean, std),
         heads=maps.project_heads(z.float(), mean, std),
         z=z.float(), mean=mean, std=std, output=output.float(),
-        units=UnitTable(len(blocks), blocks[0].attn.num_heads),
+        units=UnitTable(len(tower.blocks), tower.blocks[0].n_heads),
     )
     if check:
         err, rel = decomp.errors()
         if rel > atol_rel:
+            family = families.for_model(model)
             raise DecompositionError(
-                f"sum of units differs from encode_image by {err:.2e} (relative {rel:.2e} > {atol_rel}); "
-                f"open_clip {open_clip.__version__}, torch {torch.__version__}. Trace in fp32 with the model in "
-                "eval mode; if both hold, this open_clip version changed the block layout."
+                f"sum of units differs from the image embedding by {err:.2e} (relative {rel:.2e} > {atol_rel}); "
+                f"{family.name} {family.version()}, torch {torch.__version__}. Trace in fp32 with the model in "
+                "eval mode; if both hold, this library version changed the block layout."
             )
     return decomp
 

@@ -1,8 +1,7 @@
-"""Zero-shot classifiers and text embeddings, through open_clip's own helpers."""
+"""Zero-shot classifiers and text embeddings, through each family's own text encoder."""
 
 import numpy as np
 import torch
-from open_clip import build_zero_shot_classifier
 from torch import Tensor
 
 from residual_core.models import LoadedClip
@@ -11,17 +10,24 @@ from residual_core.models import LoadedClip
 @torch.no_grad()
 def build_classifier(loaded: LoadedClip, classnames: tuple[str, ...], templates: tuple[str, ...],
                      device: str = "cpu") -> Tensor:
-    """Class text directions W [d_embed, n_classes]: normalize(mean(normalize(template embeddings)))."""
+    """Class text directions W [d_embed, n_classes]: normalize(mean(normalize(template embeddings))).
+
+    The formula of open_clip's ``build_zero_shot_classifier``, over any family's text encoder.
+    """
     _require_text(loaded)
     if not classnames:
         raise ValueError("a classifier needs at least one class name")
-    return build_zero_shot_classifier(
-        loaded.model, loaded.tokenizer, list(classnames), list(templates), num_classes_per_batch=10, device=device
-    ).float().cpu()
+    columns = []
+    for start in range(0, len(classnames), 10):
+        names = classnames[start:start + 10]
+        texts = [template.format(name) for name in names for template in templates]
+        emb = loaded.encode_texts(texts).float().reshape(len(names), len(templates), -1).mean(1)  # [c, d_embed]
+        columns.append(emb / emb.norm(dim=1, keepdim=True))
+    return torch.cat(columns).T.cpu()  # [d_embed, n_classes]
 
 
 def _require_text(loaded: LoadedClip) -> None:
-    if loaded.tokenizer is None:
+    if not loaded.has_text:
         raise ValueError(f"{loaded.spec.name} was loaded without its text side (text=False); load it with text=True")
 
 
@@ -29,15 +35,12 @@ def _require_text(loaded: LoadedClip) -> None:
 def embed_texts(loaded: LoadedClip, texts: list[str], batch_size: int = 256, device: str = "cpu") -> Tensor:
     """L2-normalised text embeddings [n_texts, d_embed]."""
     _require_text(loaded)
-    out = []
-    for start in range(0, len(texts), batch_size):
-        tokens = loaded.tokenizer(texts[start:start + batch_size]).to(device)
-        out.append(loaded.model.encode_text(tokens, normalize=True).float().cpu())
-    return torch.cat(out)
+    return torch.cat([loaded.encode_texts(texts[i:i + batch_size]).float().cpu()
+                      for i in range(0, len(texts), batch_size)])
 
 
 def logit_scale(loaded: LoadedClip) -> float:
-    return float(loaded.model.logit_scale.exp().item())
+    return loaded.logit_scale()
 
 
 def accuracy(embeddings: np.ndarray | Tensor, weights: np.ndarray | Tensor, labels: np.ndarray) -> float:

@@ -105,7 +105,7 @@ def test_check_catches_a_broken_decomposition(tiny, tiny_images):
 
     maps = HeadMaps.from_model(tiny.model)
     broken = HeadMaps(maps.A * 1.5, maps.b, maps.gamma_proj, maps.g, maps.bp, maps.w_head, maps.w_other, maps.eps)
-    with pytest.raises(DecompositionError, match="differs from encode_image"):
+    with pytest.raises(DecompositionError, match="differs from the image embedding"):
         decompose_images(tiny.model, tiny_images, maps=broken)
 
 

@@ -1,5 +1,3 @@
-import time
-
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -19,11 +17,18 @@ def test_spec_parsing():
         parse_model_spec(" ")
 
 
+def _never_download(monkeypatch):
+    # "fails fast" as behaviour, not a clock: the refusal comes before the factory would try to download
+    def refuse(*args, **kwargs):
+        raise AssertionError("the factory was called: it would retry a download")
+
+    monkeypatch.setattr("open_clip.create_model_and_transforms", refuse)
+
+
 def test_offline_hub_tag_fails_fast_with_instructions(monkeypatch):
-    started = time.perf_counter()
+    _never_download(monkeypatch)
     with pytest.raises(ModelLoadError) as info:
         load_clip("ViT-B-32:laion2b_s34b_b79k")
-    assert time.perf_counter() - started < 30
     message = str(info.value)
     assert "connect once" in message and "ARCH" not in message and "ViT-B-32:/path/to" in message
 
@@ -34,10 +39,9 @@ def test_unreachable_hub_fails_fast(monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    started = time.perf_counter()
+    _never_download(monkeypatch)
     with pytest.raises(ModelLoadError, match="offline or the hub is unreachable"):
         load_clip("ViT-B-16:openai")
-    assert time.perf_counter() - started < 30
 
 
 def test_local_checkpoint_round_trip_and_corruption(tmp_path, tiny):

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from residual_core.demo.captions import CLASSNAMES, TEMPLATES, caption
 from residual_core.demo.world import FACTORS, labels_of, world
-from residual_core.models import ASSETS, _ensure_configs_registered, sha256_file
+from residual_core.families.openclip import ensure_configs_registered
+from residual_core.models import ASSETS, sha256_file
 
 ARCH = "residual-demo"
 WEIGHTS = ASSETS / "demo" / "residual-demo.safetensors"
@@ -139,7 +140,7 @@ def train(args: argparse.Namespace) -> dict:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     stages = stages_of(args)
     torch.manual_seed(args.seed)
-    _ensure_configs_registered()
+    ensure_configs_registered()
     model = open_clip.create_model(ARCH, output_dict=True).to(device)
     if args.init:  # a later stage continues from earlier weights (fp16 on disk, fp32 here)
         from safetensors.torch import load_file
