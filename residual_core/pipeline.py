@@ -25,15 +25,14 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import open_clip
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from residual_core import __version__, finalize, shards, store
 from residual_core.datasets import load_dataset, subset
-from residual_core.decompose import HeadMaps, check_supported
-from residual_core.models import load_clip, parse_model_spec
+from residual_core.decompose import HeadMaps
+from residual_core.models import library_version, parse_model_spec, weights_id
 from residual_core.plan import (DEFAULT_CACHE, DEFAULT_DATASET, DEFAULT_MODEL, DTYPES, BuildPlan, CacheLookup,
                                 PrecomputeSpec, Progress, Ranks, default_cache_dir)
 from residual_core.textbank import bank_digest, load_bank
@@ -56,10 +55,14 @@ def _check_device(device: str) -> None:
 
 
 def prepare(spec: PrecomputeSpec) -> BuildPlan:
-    """Load model and data, and compute the cache key and folder (cheap: no forward pass)."""
+    """The cache key and folder of ``spec``, without building the model or decoding an image.
+
+    The key covers the architecture, the weights' identity (sha256 of a checkpoint, memoised per file
+    identity; a tag; a seed), the model library's version (which fixes preprocessing for a given
+    architecture and weights), the dataset's labels and prompts, and every build setting.
+    """
     _check_device(spec.device)
-    loaded = load_clip(parse_model_spec(spec.model, spec.random_weights, spec.seed), device=spec.device)
-    check_supported(loaded.model)
+    model = parse_model_spec(spec.model, spec.random_weights, spec.seed)
     source = load_dataset(spec.dataset, spec.split)
     positions = subset(source, spec.limit, spec.seed)
     texts = load_bank(spec.text_bank)
@@ -67,20 +70,20 @@ def prepare(spec: PrecomputeSpec) -> BuildPlan:
     inputs = {
         # the architecture and the weights' identity (sha256, tag or seed), not a checkpoint's path: the same
         # weights in another checkout or folder make the same cache
-        "schema": store.SCHEMA_VERSION, "model": loaded.spec.arch, "weights": loaded.weights_id,
+        "schema": store.SCHEMA_VERSION, "family": model.family, "model": model.arch, "weights": weights_id(model),
         "dataset": spec.dataset, "split": spec.split, "limit": spec.limit, "seed": spec.seed,
         "n_images": int(len(positions)), "labels_digest": store.cache_key({"l": source.labels[positions].tolist()}),
-        "preprocess": repr(loaded.preprocess), "classnames": list(source.classnames),
+        "classnames": list(source.classnames),
         "templates": list(source.templates), "text_bank": bank_digest(texts), "basis_from": basis_key,
         "thumb_size": spec.thumb_size, "n_top": spec.n_top, "n_near": spec.n_near, "shard_size": SHARD_SIZE,
         "dtype": spec.dtype, **({"basis_only": True} if spec.basis_only else {}),
         **({"data_version": source.version} if source.version else {}),
-        "versions": {"residual_core": __version__, "open_clip": open_clip.__version__,
+        "versions": {"residual_core": __version__, model.family: library_version(model),
                      "torch": torch.__version__.split("+")[0]},
     }
     key = store.cache_key(inputs)
     folder = Path(spec.cache_dir) / f"{_slug(spec.model)}__{_slug(spec.dataset)}__{spec.split}__{key}"
-    return BuildPlan(loaded, source, positions, inputs | {"key": key}, folder)
+    return BuildPlan(model, spec.device, source, positions, inputs | {"key": key}, folder)
 
 
 def lookup(spec: PrecomputeSpec) -> CacheLookup:

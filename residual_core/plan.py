@@ -3,6 +3,7 @@
 A leaf module: shards.py, finalize.py and pipeline.py all read these types, and it imports none of them.
 """
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from residual_core.datasets import ImageSource
-from residual_core.models import LoadedClip
+from residual_core.models import LoadedClip, ModelSpec, load_clip
 
 DEFAULT_MODEL = "demo"
 DEFAULT_DATASET = "demo-world/colour"
@@ -58,9 +59,12 @@ class PrecomputeSpec:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """What a cache for one spec is made of, and where it lives (computed without a forward pass)."""
+    """What a cache for one spec is made of, and where it lives: computed from the spec, the weights' identity
+    and the dataset's labels, without building the model (so a lookup is cheap); ``loaded`` builds it on first use.
+    """
 
-    loaded: LoadedClip
+    model: ModelSpec
+    device: str
     source: ImageSource
     positions: np.ndarray  # [n_images] rows of the split to encode
     inputs: dict  # every input that determines the content; ``inputs["key"]`` is its hash
@@ -69,6 +73,13 @@ class BuildPlan:
     @property
     def key(self) -> str:
         return self.inputs["key"]
+
+    @functools.cached_property
+    def loaded(self) -> LoadedClip:
+        loaded = load_clip(self.model, device=self.device)
+        if loaded.weights_id != self.inputs["weights"]:  # the checkpoint changed between planning and loading
+            raise ValueError(f"{self.model.name} changed on disk while the build was planned; run it again")
+        return loaded
 
 
 @dataclass(frozen=True)
