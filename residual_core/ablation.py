@@ -144,7 +144,9 @@ def _t(array) -> torch.Tensor:
 
 
 def pc_coefficients(cache: Cache, unit: int, mode: str, pcs: np.ndarray | None = None) -> torch.Tensor:
-    """Coefficients removed when PCs of a head are ablated: [len(pcs), n_images] (float32 tensor)."""
+    """Coefficients removed when PCs of a head are ablated: [len(pcs), n_images] (float32 tensor).
+
+    Mean mode centres on ``cache.score_mean`` (a probe's cache carries the dataset's there)."""
     rows = cache.head_scores[unit] if pcs is None else cache.head_scores[unit][pcs]
     pcs = np.arange(cache.n_pcs) if pcs is None else pcs
     scores = _t(as_f32(rows))  # [m, n]
@@ -153,7 +155,10 @@ def pc_coefficients(cache: Cache, unit: int, mode: str, pcs: np.ndarray | None =
     return scores + _t(cache.mean_proj[unit, pcs].astype(np.float32))[:, None]
 
 
-def _apply(cache: Cache, mask: AblationMask, out: _Readout) -> np.ndarray:
+def _apply(cache: Cache, mask: AblationMask, out: _Readout, stats: Cache | None = None) -> np.ndarray:
+    """The readout of ``cache``'s images under ``mask``: [n_images, X]. Mean replacements are ``stats``'s
+    means (default: the same images); probed images pass the dataset's cache there."""
+    stats = cache if stats is None else stats
     mask.check_fits(cache.n_layers, cache.n_heads, cache.n_pcs)
     result = torch.tensor(np.asarray(out.base, dtype=np.float32))
     n_heads = cache.n_heads
@@ -182,8 +187,9 @@ def _apply(cache: Cache, mask: AblationMask, out: _Readout) -> np.ndarray:
                 result += coef.T @ (change[:, None] * _t(out.pc[u, pcs_arr]))
     others = [("mlp", layer) for layer in mask.mlps] + ([("emb", -1)] if mask.embed else [])
     for kind, layer in others:
-        contrib = _t(as_f32(cache.mlps[:, layer] if kind == "mlp" else cache.embed))
-        removed = contrib if mask.mode == "zero" else contrib - contrib.mean(0)
+        contrib = _t(as_f32(cache.mlps[:, layer] if kind == "mlp" else cache.embed))  # [n, d_embed]
+        removed = contrib if mask.mode == "zero" else contrib - _t(as_f32(
+            stats.mlps[:, layer] if kind == "mlp" else stats.embed)).mean(0)
         result -= removed if out.matrix is None else removed @ _t(out.matrix)
     return result.numpy()
 
@@ -227,9 +233,12 @@ def evaluate(cache: Cache, mask: AblationMask) -> AblationResult:
     return _result(cache, _apply(cache, mask, _readout(cache, logits=True)))
 
 
-def ablate_embeddings(cache: Cache, mask: AblationMask) -> np.ndarray:
-    """Image embeddings [n_images, d_embed] under ``mask`` (unnormalised, like encode_image)."""
-    return _apply(cache, mask, _readout(cache, logits=False))
+def ablate_embeddings(cache: Cache, mask: AblationMask, stats: Cache | None = None) -> np.ndarray:
+    """Image embeddings [n_images, d_embed] under ``mask`` (unnormalised, like encode_image).
+
+    ``stats``: the cache whose means replace what mean mode removes (default: ``cache`` itself).
+    """
+    return _apply(cache, mask, _readout(cache, logits=False), stats)
 
 
 @dataclass

@@ -84,23 +84,12 @@ def synthetic_cache(folder: Path, n_images: int, n_layers: int = 12, n_heads: in
         coef = np.asarray(scores).reshape(-1, n_images)[pick].astype(np.float32)  # [P, n]
         noisy = coef.T @ planted_logits + score_rng.standard_normal((n_images, n_classes)) * 0.5
         labels = noisy.argmax(1)
-    return Cache(
-        path=folder, manifest={"arch": {"n_layers": n_layers, "n_heads": n_heads}, "logit_scale": 100.0, "classnames": [str(i) for i in
-                                                                                                 range(n_classes)]},
-        head_scores=store.load_npy(folder / "head_scores.npy"), head_mean=mean, head_components=comps,
-        head_eigenvalues=np.ones((n_units, n_pcs), np.float32),
-        mlps=np.zeros((n_images, n_layers, d_embed), np.float16), embed=np.zeros((n_images, d_embed), np.float16),
-        output=output, labels=labels, positions=np.arange(n_images), thumbs=np.zeros((n_images, 1, 1, 3), np.uint8),
-        classifier=classifier, text_embeds=np.zeros((1, d_embed), np.float32), texts=("",), image_ids=("",),
-        pole_top=np.zeros((n_units, n_pcs, 1), np.int32), pole_bottom=np.zeros((n_units, n_pcs, 1), np.int32),
-        text_pos_idx=np.zeros((n_units, n_pcs, 1), np.int32), text_pos_score=np.zeros((n_units, n_pcs, 1)),
-        text_neg_idx=np.zeros((n_units, n_pcs, 1), np.int32), text_neg_score=np.zeros((n_units, n_pcs, 1)),
-        unit_norm=np.zeros(1 + n_layers + n_units), unit_cos=np.zeros(1 + n_layers + n_units),
-        head_alone_acc=np.zeros(n_units), head_ablated_acc=np.zeros(n_units),
-        pc_logits=np.einsum("ukd,dc->ukc", comps, classifier), mean_logits=mean @ classifier,
-        base_logits=output @ classifier, score_mean=np.zeros((n_units, n_pcs), np.float32),
-        mean_proj=np.einsum("ud,ukd->uk", mean, comps),
-    )
+    manifest = {"arch": {"n_layers": n_layers, "n_heads": n_heads}, "logit_scale": 100.0,
+                "classnames": [str(i) for i in range(n_classes)]}
+    return Cache.from_arrays(folder, manifest, {
+        "head_scores": store.load_npy(folder / "head_scores.npy"), "head_mean": mean, "head_components": comps,
+        "output": output, "labels": labels, "classifier": classifier,
+        "head_score_mean": np.zeros((n_units, n_pcs), np.float32)})
 
 
 def toggle_timings(cache: Cache, repeats: int) -> dict[str, float]:

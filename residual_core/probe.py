@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from residual_core.ablation import AblationMask
+from residual_core.ablation import AblationMask, ablate_embeddings
 from residual_core.cache import Cache, as_f32
 from residual_core.decompose import ResidualDecomposition, decompose_images
 from residual_core.models import LoadedClip
@@ -65,36 +65,24 @@ def probe_images(loaded: LoadedClip, cache: Cache, images: list[Image.Image]) ->
     return ProbeResult(decomp, scores.astype(np.float32), _percentiles(cache, scores), probs, scale)
 
 
+def as_cache(result: ProbeResult, cache: Cache) -> Cache:
+    """The probed images as a cache in ``cache``'s basis (its classifier, components and mean coefficients),
+    so that ablation runs on them through the one ablation home (ablation.py)."""
+    decomp = result.decomposition
+    scores = np.ascontiguousarray(result.scores.transpose(1, 2, 0))  # [n_heads_total, n_pcs, n_probe]
+    return Cache.from_arrays(cache.path, cache.manifest, {
+        "head_scores": scores, "head_mean": cache.head_mean, "head_components": cache.head_components,
+        "output": decomp.output.numpy(), "labels": np.zeros(scores.shape[2], dtype=np.int64),
+        "classifier": cache.classifier, "mlps": decomp.mlps.numpy(), "embed": decomp.embed.numpy(),
+        "head_score_mean": cache.score_mean})
+
+
 def counterfactual_probs(result: ProbeResult, cache: Cache, mask: AblationMask) -> np.ndarray:
     """Class probabilities [n_probe, n_classes] of the probed images with ``mask`` applied.
 
     Replacements use the cache's statistics (mean ablation = the dataset mean of that unit or PC).
     """
-    emb = result.decomposition.output.numpy().astype(np.float64)
-    heads = result.decomposition.heads.numpy()  # [n, L, H, d_embed]
-    comps = cache.head_components
-    for layer, head in mask.heads:
-        u = cache.head_index(layer, head)
-        replacement = 0.0 if mask.mode == "zero" else cache.head_mean[u] + cache.score_mean[u] @ comps[u]
-        emb += replacement - heads[:, layer, head]
-    for layer, head, pc in mask.pcs:
-        if (layer, head) in mask.heads:
-            continue
-        u = cache.head_index(layer, head)
-        coef = result.scores[:, u, pc] + (cache.mean_proj[u, pc] if mask.mode == "zero" else -cache.score_mean[u, pc])
-        emb -= coef[:, None].astype(np.float64) * comps[u, pc]
-    for layer, head, pc, value in mask.scales:
-        if (layer, head) in mask.heads or (layer, head, pc) in mask.pcs:
-            continue
-        u = cache.head_index(layer, head)
-        emb += ((value - 1.0) * (result.scores[:, u, pc] - cache.score_mean[u, pc]))[:, None] * comps[u, pc]
-    mlps = result.decomposition.mlps.numpy()
-    for layer in mask.mlps:
-        replacement = 0.0 if mask.mode == "zero" else np.asarray(cache.mlps[:, layer], dtype=np.float32).mean(0)
-        emb += replacement - mlps[:, layer]
-    if mask.embed:
-        replacement = 0.0 if mask.mode == "zero" else np.asarray(cache.embed, dtype=np.float32).mean(0)
-        emb += replacement - result.decomposition.embed.numpy()
+    emb = ablate_embeddings(as_cache(result, cache), mask, stats=cache).astype(np.float64)  # [n_probe, d_embed]
     emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
     logits = result.logit_scale * emb @ cache.classifier
     probs = np.exp(logits - logits.max(1, keepdims=True))

@@ -27,22 +27,12 @@ def make_cache(heads: np.ndarray, labels: np.ndarray, classifier: np.ndarray,
     output = (flat.sum(1) + rest).astype(np.float32)
     classifier = classifier.astype(np.float32)
     alone = np.array([((flat[:, u] @ classifier).argmax(1) == labels).mean() for u in range(flat.shape[1])])
-    n_units = 1 + n_layers + flat.shape[1]
-    return Cache(
-        path=Path("."), manifest={"arch": {"n_layers": n_layers, "n_heads": n_heads},
-                                  "classnames": [str(c) for c in range(classifier.shape[1])], "logit_scale": 100.0},
-        head_scores=scores, head_mean=means, head_components=comps, head_eigenvalues=np.array(evals, np.float32),
-        mlps=np.zeros((n, n_layers, d), np.float16), embed=rest.astype(np.float16), output=output, labels=labels,
-        positions=np.arange(n), thumbs=np.zeros((n, 1, 1, 3), np.uint8), classifier=classifier,
-        text_embeds=np.zeros((1, d), np.float32), texts=("",), image_ids=tuple(str(i) for i in range(n)),
-        pole_top=np.zeros((flat.shape[1], n_pcs, 1), np.int32), pole_bottom=np.zeros((flat.shape[1], n_pcs, 1), np.int32),
-        text_pos_idx=np.zeros((flat.shape[1], n_pcs, 1), np.int32), text_pos_score=np.zeros((flat.shape[1], n_pcs, 1)),
-        text_neg_idx=np.zeros((flat.shape[1], n_pcs, 1), np.int32), text_neg_score=np.zeros((flat.shape[1], n_pcs, 1)),
-        unit_norm=np.zeros(n_units), unit_cos=np.zeros(n_units), head_alone_acc=alone,
-        head_ablated_acc=np.zeros(flat.shape[1]), pc_logits=np.einsum("ukd,dc->ukc", comps, classifier),
-        mean_logits=means @ classifier, base_logits=output @ classifier,
-        score_mean=scores.mean(2), mean_proj=np.einsum("ud,ukd->uk", means, comps),
-    )
+    manifest = {"arch": {"n_layers": n_layers, "n_heads": n_heads},
+                "classnames": [str(c) for c in range(classifier.shape[1])], "logit_scale": 100.0}
+    return Cache.from_arrays(Path("."), manifest, {
+        "head_scores": scores, "head_mean": means, "head_components": comps,
+        "head_eigenvalues": np.array(evals, np.float32), "embed": rest.astype(np.float16), "output": output,
+        "labels": labels, "classifier": classifier, "head_alone_acc": alone, "head_score_mean": scores.mean(2)})
 
 
 def subset(cache: Cache, rows: np.ndarray) -> Cache:
