@@ -34,13 +34,10 @@ import schedulefree
 from torch import Tensor, nn
 
 from residual_core import store
+from residual_core.adapters import ADAPTERS, Adapter, make_adapter
 from residual_core.cache import Cache, as_f32
-from residual_core.pca import n_components_for
 
-METHODS = ("zeroshot", "coarse", "fine", "full", "linear", "spectral")
-# the cached arrays each method reads (a training batch gathers only these rows)
-NEEDS = {"zeroshot": ("output",), "linear": ("output",), "spectral": ("output",), "fine": ("scores",),
-         "coarse": ("scores", "output"), "full": ("scores", "embed", "mlps")}
+METHODS = tuple(ADAPTERS)  # zeroshot, coarse, fine, full, linear, spectral (adapters.py: one class each)
 
 
 @dataclass(frozen=True)
@@ -67,118 +64,6 @@ def _split_tensors(cache: Cache, columns: Tensor) -> dict[str, Tensor]:
     flat = torch.empty(kept.shape[1], kept.shape[0]).copy_(kept.T)  # [n, K] fp32 in one strided pass
     return {"scores": flat, "output": torch.from_numpy(cache.output), "embed": torch.from_numpy(as_f32(cache.embed)),
             "mlps": torch.from_numpy(as_f32(cache.mlps)), "labels": torch.from_numpy(cache.labels)}
-
-
-class _StackedBases(torch.autograd.Function):
-    """a [n, K] @ B [K, E] for a fixed B. Its backward computes (B @ gᵀ)ᵀ: on 2-core CPUs this layout
-    ran 1.8× faster than autograd's g @ Bᵀ (4.4 vs 7.9 ms at n = 64, K = 8,640, E = 512)."""
-
-    @staticmethod
-    def forward(ctx, a: Tensor, basis: Tensor) -> Tensor:
-        ctx.save_for_backward(basis)
-        return a @ basis
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (basis,) = ctx.saved_tensors
-        return (basis @ grad.T).T, None
-
-
-class Adapter(nn.Module):
-    """One of the METHODS as a module on a split's cached tensors (see ``_split_tensors``)."""
-
-    def __init__(self, method: str, train: Cache, compat: bool, identity: bool, seed: int):
-        super().__init__()
-        self.method, self.compat, self.identity = method, compat, identity
-        gen = torch.Generator().manual_seed(seed)
-        init = (lambda *shape: torch.ones(*shape)) if identity else (lambda *shape: 1 + torch.randn(*shape, generator=gen))
-        self.comps = torch.from_numpy(train.head_components)  # [U, k, E]
-        n_units, k, d = self.comps.shape
-        self.head_mean = torch.from_numpy(train.head_mean)  # [U, E]
-        evals = torch.from_numpy(np.asarray(train.head_eigenvalues, dtype=np.float64))
-        k90 = n_components_for(evals, 0.9).clamp_max(k)
-        keep = torch.arange(k)[None] < k90[:, None]  # [U, k] fine pruning
-        if method != "fine" or identity:  # full prunes nothing (SPEC §9); identity start must reproduce f(x)
-            keep = torch.ones_like(keep)
-        # The reference keeps d_head PCs per head; the cache keeps d_head + 2 (exact reconstruction).
-        self.k_used = int(train.manifest["arch"].get("d_head", k)) if (compat and method == "full") else k
-        if self.k_used < k:
-            keep = keep & (torch.arange(k)[None] < self.k_used)
-        self.keep = keep.float()
-        self.columns = keep.flatten().nonzero().squeeze(1)  # [K] kept (unit, PC) pairs, unit-major
-        self.unit_of = self.columns // k  # [K]
-        self.basis = self.comps.reshape(n_units * k, d)[self.columns]  # [K, E] stacked bases
-        if method == "coarse":
-            self.lam = nn.Parameter(init(n_units))
-        elif method in ("fine", "full"):
-            self.lam = nn.Parameter(init(n_units, k))
-        if method == "full":
-            mlps = torch.from_numpy(as_f32(train.mlps)).double()  # [n, L, E]
-            self.mlp_mean = mlps.mean(0).float()  # [L, E]
-            self.mlp_basis = torch.stack([torch.linalg.svd(mlps[:, l] - mlps[:, l].mean(0), full_matrices=False)[2]
-                                          for l in range(mlps.shape[1])]).float()  # [L, E, E]
-            self.mlp_lam = nn.Parameter(init(*self.mlp_basis.shape[:2]))
-        if method == "linear":
-            self.linear = nn.Linear(d, d)
-            if identity:
-                nn.init.eye_(self.linear.weight)
-                nn.init.zeros_(self.linear.bias)
-        if method == "spectral":
-            out = torch.from_numpy(train.output).double()
-            self.out_mean = out.mean(0).float()
-            self.out_basis = torch.linalg.svd(out - out.mean(0), full_matrices=False)[2].float()  # [E, E]
-            self.lam = nn.Parameter(init(d))
-
-    @property
-    def n_params(self) -> int:
-        if self.method == "fine":  # pruned PCs have no effect: count only the live λ
-            return int(self.columns.numel())
-        if self.method == "full" and self.k_used < self.comps.shape[1]:
-            return int(self.columns.numel() + self.mlp_lam.numel())
-        return int(sum(p.numel() for p in self.parameters()))
-
-    def _mlp_term(self, batch: dict[str, Tensor]) -> Tensor:
-        centred = batch["mlps"] - self.mlp_mean  # [n, L, E]
-        coords = torch.einsum("nle,lje->nlj", centred, self.mlp_basis) * self.mlp_lam  # [n, L, E]
-        basis = self.mlp_basis.transpose(1, 2) if self.compat else self.mlp_basis  # Φᵀ where Φ is meant
-        return torch.einsum("nlj,lje->ne", coords, basis) + (self.mlp_mean.sum(0) if self.identity else 0)
-
-    def forward(self, batch: dict[str, Tensor], project: Tensor | None = None) -> Tensor:
-        """z [n, E]; with ``project`` = W [E, C], z·W [n, C] without forming z for the head terms."""
-        out = (lambda z: z) if project is None else (lambda z: z @ project)
-        m = self.method
-        if m == "zeroshot":
-            return out(batch["output"])
-        if m == "linear":
-            return out(self.linear(batch["output"]))
-        if m == "spectral":
-            centred = batch["output"] - self.out_mean
-            if self.compat:  # the reference's square basis cancels: element-wise scaling
-                z = centred * self.lam
-            else:
-                z = ((centred @ self.out_basis.T) * self.lam) @ self.out_basis
-            return out(z + (self.out_mean if self.identity else 0))
-        y = batch["scores"]  # [n, K]
-        if m == "coarse":  # Σ_u λ_u (μ_u + y_u Φ_u), plus, from identity, what the heads leave out of f(x)
-            coef = self.lam[self.unit_of] - (1.0 if self.identity else 0.0)  # [K]
-            rest = self.lam @ self.head_mean + ((batch["output"] - self.head_mean.sum(0)) if self.identity else 0)
-        else:
-            coef = self.lam.flatten()[self.columns]  # [K]
-            rest = self.head_mean.sum(0) if self.identity else torch.zeros(self.basis.shape[1])
-            if m == "fine" and self.identity:  # the dropped emb and MLPs come back unchanged
-                rest = rest + batch["embed"] + batch["mlps"].sum(1)
-            if m == "full":
-                rest = rest + self._mlp_term(batch) + batch["embed"]
-        if project is not None and not (m == "full" and self.compat):  # y (λ-scaled B·W): no [n, K] product
-            return y @ (coef[:, None] * (self.basis @ project)) + out(rest)  # [n, C]
-        weights = y * coef  # [n, K]
-        if m == "full" and self.compat:  # padded square basis: head outputs stay in the first k coordinates
-            k = self.k_used
-            heads = torch.zeros(len(y), self.comps.shape[-1])
-            heads[:, :k] = torch.einsum("nuj,ujk->nk", weights.reshape(len(y), -1, k),  # [n, U, k]
-                                        self.comps[:, :k, :k].transpose(1, 2))
-            return out(heads + rest)
-        return _StackedBases.apply(weights, self.basis) + rest
 
 
 TINY_GRAD = 1e-30  # logit gradients below this are set to zero (see _no_subnormals)
@@ -218,17 +103,13 @@ def _logits(z: Tensor, weights: Tensor, scale: float, compat: bool) -> Tensor:
 def _accuracy(model: Adapter, data: dict[str, Tensor], weights: Tensor) -> float:
     # arg-max of scale · normalize(z) · W equals that of z · W: no need to form z [n, E]
     with torch.no_grad():
-        pred = model(data, project=weights).argmax(1)
+        pred = model.readout(data, weights).argmax(1)
     return float((pred == data["labels"]).float().mean())
 
 
 def head_lambdas(model: Adapter) -> np.ndarray | None:
     """λ per (head, PC) [U, k]: coarse λ repeated over a head's PCs, NaN where fine pruned; None otherwise."""
-    if model.method not in ("coarse", "fine", "full"):
-        return None
-    lam = model.lam.detach()
-    grid = lam[:, None].expand(model.keep.shape) if model.method == "coarse" else lam
-    return torch.where(model.keep.bool(), grid, torch.nan).numpy().astype(np.float32)
+    return model.head_lambda() if hasattr(model, "head_lambda") else None
 
 
 def align(train: Cache, val: Cache, test: Cache, method: str, epochs: int = 30, patience: int = 5,
@@ -258,10 +139,10 @@ def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, pati
     torch.manual_seed(seed)
     weights = torch.from_numpy(train.classifier)
     scale = float(train.manifest["logit_scale"])
-    model = Adapter(method, train, reference_compat, identity_start, seed)
+    model = make_adapter(method, train, reference_compat, identity_start, seed)
     data = {name: _split_tensors(c, model.columns) for name, c in (("train", train), ("val", val), ("test", test))}
     params = [p for p in model.parameters() if p.requires_grad]
-    zs_test = _accuracy(Adapter("zeroshot", train, reference_compat, identity_start, seed), data["test"], weights)
+    zs_test = _accuracy(make_adapter("zeroshot", train, reference_compat, identity_start, seed), data["test"], weights)
     best = (_accuracy(model, data["val"], weights), 0, [p.detach().clone() for p in params])
     history = [{"epoch": 0, "val_acc": best[0]}]
     epochs_run = 0
@@ -270,14 +151,14 @@ def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, pati
         optim = schedulefree.AdamWScheduleFree(params, lr=lr)
         gen = torch.Generator().manual_seed(seed)
         n = len(data["train"]["labels"])
-        needed = NEEDS[method] + ("embed", "mlps") * (identity_start and method == "fine") + ("labels",)
+        needed = model.needs + ("labels",)
         for epoch in range(1, epochs + 1):
             epochs_run = epoch
             optim.train()
             losses = []
             for rows in torch.randperm(n, generator=gen).split(batch_size):
                 batch = {k: data["train"][k][rows] for k in needed}
-                logits = _logits(model(batch), weights, scale, reference_compat)  # [batch, n_classes]
+                logits = _logits(model.embed(batch), weights, scale, reference_compat)  # [batch, n_classes]
                 if flush:
                     logits.register_hook(_no_subnormals)
                 loss = nn.functional.cross_entropy(logits, batch["labels"])

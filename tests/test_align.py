@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from residual_core.align import Adapter, align
+from residual_core.adapters import make_adapter
+from residual_core.align import align
 from synthetic import planted, subset
 
 
@@ -43,13 +44,13 @@ def test_results_are_reproducible_and_parameter_counts_follow_the_method():
 def test_reference_compat_reproduces_the_square_basis_quirk():
     train, _, _ = _splits(noise=1.0)
     batch = {"output": torch.from_numpy(train.output[:5])}
-    quirk = Adapter("spectral", train, compat=True, identity=False, seed=0)
-    intended = Adapter("spectral", train, compat=False, identity=False, seed=0)
+    quirk = make_adapter("spectral", train, compat=True, identity=False, seed=0)
+    intended = make_adapter("spectral", train, compat=False, identity=False, seed=0)
     centred = batch["output"] - quirk.out_mean
-    assert torch.allclose(quirk(batch), centred * quirk.lam)  # the basis cancels: element-wise scaling
+    assert torch.allclose(quirk.embed(batch), centred * quirk.lam)  # the basis cancels: element-wise scaling
     projected = ((centred @ intended.out_basis.T) * intended.lam) @ intended.out_basis
-    assert torch.allclose(intended(batch), projected)
-    assert not torch.allclose(quirk(batch), intended(batch))
+    assert torch.allclose(intended.embed(batch), projected)
+    assert not torch.allclose(quirk.embed(batch), intended.embed(batch))
 
 
 def test_val_and_test_must_share_the_train_basis():
@@ -64,18 +65,18 @@ def test_val_and_test_must_share_the_train_basis():
 def test_projected_forward_equals_logits_of_the_embedding(method, identity):
     # validation multiplies by B·W instead of forming z; that must give the same class scores
     train, _, _ = _splits(noise=1.0)
-    model = Adapter(method, train, compat=False, identity=identity, seed=3)
+    model = make_adapter(method, train, compat=False, identity=identity, seed=3)
     from residual_core.align import _split_tensors
 
     batch = _split_tensors(train, model.columns)
     w = torch.from_numpy(train.classifier)
     with torch.no_grad():
-        assert torch.allclose(model(batch, project=w), model(batch) @ w, atol=1e-4, rtol=1e-4)
+        assert torch.allclose(model.readout(batch, w), model.embed(batch) @ w, atol=1e-4, rtol=1e-4)
 
 
 def test_fine_multiplies_only_the_kept_pcs_and_matches_the_masked_sum():
     train, _, _ = _splits(noise=1.0)
-    model = Adapter("fine", train, compat=False, identity=False, seed=0)
+    model = make_adapter("fine", train, compat=False, identity=False, seed=0)
     keep = model.keep.bool()
     assert model.n_params == int(keep.sum()) == len(model.columns) < keep.numel()
     scores = torch.from_numpy(np.asarray(train.head_scores, dtype=np.float32)).permute(2, 0, 1)  # [n, U, k]
@@ -84,7 +85,7 @@ def test_fine_multiplies_only_the_kept_pcs_and_matches_the_masked_sum():
     from residual_core.align import _split_tensors
 
     with torch.no_grad():
-        assert torch.allclose(model(_split_tensors(train, model.columns)), dense, atol=1e-4)
+        assert torch.allclose(model.embed(_split_tensors(train, model.columns)), dense, atol=1e-4)
 
 
 def test_progress_history_and_head_lambdas_are_reported():
