@@ -12,14 +12,14 @@ init_state()
 show_notices()
 sidebar()
 PAGES = [
-    st.Page("views/1_heads_map.py", title="Heads map", icon=":material/grid_on:", default=True),
-    st.Page("views/2_head_explorer.py", title="Head explorer", icon=":material/search:", url_path="head_explorer"),
-    st.Page("views/3_probe.py", title="Probe", icon=":material/image_search:", url_path="probe"),
-    st.Page("views/4_ablation_lab.py", title="Ablation lab", icon=":material/science:", url_path="ablation_lab"),
-    st.Page("views/5_specialisation.py", title="Specialisation", icon=":material/leaderboard:",
+    st.Page("dashboard/pages/1_heads_map.py", title="Heads map", icon=":material/grid_on:", default=True),
+    st.Page("dashboard/pages/2_head_explorer.py", title="Head explorer", icon=":material/search:", url_path="head_explorer"),
+    st.Page("dashboard/pages/3_probe.py", title="Probe", icon=":material/image_search:", url_path="probe"),
+    st.Page("dashboard/pages/4_ablation_lab.py", title="Ablation lab", icon=":material/science:", url_path="ablation_lab"),
+    st.Page("dashboard/pages/5_specialisation.py", title="Specialisation", icon=":material/leaderboard:",
             url_path="specialisation"),
-    st.Page("views/6_alignment.py", title="Alignment", icon=":material/tune:", url_path="alignment"),
-    st.Page("views/7_compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+    st.Page("dashboard/pages/6_alignment.py", title="Alignment", icon=":material/tune:", url_path="alignment"),
+    st.Page("dashboard/pages/7_compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
 ]
 page = st.navigation(PAGES)
 try:

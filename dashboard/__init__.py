@@ -1,1 +1,1 @@
-"""Streamlit-side helpers of the dashboard (the only place besides app.py and views/ that imports streamlit)."""
+"""Streamlit-side helpers of the dashboard (the only place besides app.py that imports streamlit; its pages are in dashboard/pages/)."""

@@ -9,13 +9,24 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["views/1_heads_map.py", "views/2_head_explorer.py", "views/3_probe.py", "views/4_ablation_lab.py",
-         "views/5_specialisation.py", "views/6_alignment.py", "views/7_compare.py"]
+PAGES = ["dashboard/pages/1_heads_map.py", "dashboard/pages/2_head_explorer.py", "dashboard/pages/3_probe.py", "dashboard/pages/4_ablation_lab.py",
+         "dashboard/pages/5_specialisation.py", "dashboard/pages/6_alignment.py", "dashboard/pages/7_compare.py"]
 
 
 @pytest.fixture()
-def app(tiny_cache_dir, monkeypatch):
-    monkeypatch.setenv("RESIDUAL_CACHE", str(tiny_cache_dir.parent))
+def cache_root(tiny_cache_dir, tmp_path) -> Path:
+    """This test's own cache folder, holding a copy of the session's tiny cache and nothing else: what a
+    test builds there (val caches, λ) no other test sees."""
+    import shutil
+
+    root = tmp_path / "caches"
+    shutil.copytree(tiny_cache_dir, root / tiny_cache_dir.name)
+    return root
+
+
+@pytest.fixture()
+def app(cache_root, monkeypatch):
+    monkeypatch.setenv("RESIDUAL_CACHE", str(cache_root))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.query_params.update({"model": "tiny-random", "dataset": "mnist-offline", "split": "test", "n": "300"})
     return at.run()
@@ -41,7 +52,7 @@ def test_heads_map_metric_goes_to_the_url(app):
 
 
 def test_head_explorer_follows_the_selected_head_and_pc(app):
-    app.switch_page("views/2_head_explorer.py").run()
+    app.switch_page("dashboard/pages/2_head_explorer.py").run()
     app.selectbox(key="layer").set_value(1).run()
     app.selectbox(key="pc").set_value(2).run()
     _no_errors(app)
@@ -49,7 +60,7 @@ def test_head_explorer_follows_the_selected_head_and_pc(app):
 
 
 def test_ablation_lab_changes_the_accuracy(app, tiny_cache):
-    app.switch_page("views/4_ablation_lab.py").run()
+    app.switch_page("dashboard/pages/4_ablation_lab.py").run()
     before = app.metric[0].value
     assert before == f"{tiny_cache.baseline_accuracy():.2%}"
     heads = [(l, h) for l in range(tiny_cache.n_layers) for h in range(tiny_cache.n_heads)]
@@ -60,7 +71,7 @@ def test_ablation_lab_changes_the_accuracy(app, tiny_cache):
 
 
 def test_probe_with_an_upload_and_with_a_broken_one(app):
-    app.switch_page("views/3_probe.py").run()
+    app.switch_page("dashboard/pages/3_probe.py").run()
     _no_errors(app)
     buffer = io.BytesIO()
     Image.fromarray((np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)).save(buffer, "PNG")
@@ -72,7 +83,7 @@ def test_probe_with_an_upload_and_with_a_broken_one(app):
 
 
 def test_specialisation_builds_its_caches_then_shows_curves(app):
-    app.switch_page("views/5_specialisation.py").run()
+    app.switch_page("dashboard/pages/5_specialisation.py").run()
     _no_errors(app)
     if app.button:  # val/test caches not built yet in this cache folder: build them from the page
         app.button[0].click().run()
@@ -91,7 +102,7 @@ def test_a_widget_change_on_the_probe_page_does_not_run_the_model(app, monkeypat
     real = probe_module.probe_images
     monkeypatch.setattr(probe_module, "probe_images", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     probe_cached.clear()
-    app.switch_page("views/3_probe.py").run()
+    app.switch_page("dashboard/pages/3_probe.py").run()
     _no_errors(app)
     assert len(calls) == 1
     app.radio(key="probe_mode").set_value("zero").run()
@@ -106,7 +117,7 @@ def _click(at: AppTest, label: str) -> AppTest:
 
 
 def test_alignment_trains_lists_results_and_applies_lambda_to_the_lab(app):
-    app.switch_page("views/6_alignment.py").run()
+    app.switch_page("dashboard/pages/6_alignment.py").run()
     _no_errors(app)
     if any(b.label == "Build them" for b in app.button):
         _click(app, "Build them")
@@ -134,12 +145,12 @@ def test_alignment_trains_lists_results_and_applies_lambda_to_the_lab(app):
     assert app.metric[0].value == f"{evaluate(lab_cache, mask).accuracy:.2%}"
 
 
-def test_compare_shows_spectral_cosines_and_matched_pcs(app, tiny_cache_dir):
+def test_compare_shows_spectral_cosines_and_matched_pcs(app, cache_root):
     from residual_core.pipeline import PrecomputeSpec, precompute
 
     precompute(PrecomputeSpec(model="tiny-random", dataset="demo-world/colour", split="val", limit=200,
-                              cache_dir=str(tiny_cache_dir.parent), batch_size=64))
-    app.switch_page("views/7_compare.py").run()
+                              cache_dir=str(cache_root), batch_size=64))
+    app.switch_page("dashboard/pages/7_compare.py").run()
     _no_errors(app)
     assert app.title[0].value == "Compare"
     assert len(app.get("plotly_chart")) == 1
@@ -151,7 +162,7 @@ def test_compare_shows_spectral_cosines_and_matched_pcs(app, tiny_cache_dir):
 
 
 def test_specialisation_shows_jaccard_across_datasets(app):
-    app.switch_page("views/5_specialisation.py").run()
+    app.switch_page("dashboard/pages/5_specialisation.py").run()
     if any(b.label == "Build them" for b in app.button):
         _click(app, "Build them")
         app.run()

@@ -43,7 +43,6 @@ def test_align_trains_on_cached_coefficients_and_saves_lambda(tmp_path, capsys):
     assert main(["align", *args, "--method", "coarse", "--epochs", "2"]) == 0
     report = _last_json(capsys)
     assert report["method"] == "coarse" and report["n_params"] == 8
-    assert 0 <= report["test_acc"] <= 1 and report["seconds"] > 0
     import numpy as np
 
     assert np.load(report["lambdas"]).shape == (8,)

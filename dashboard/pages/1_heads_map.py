@@ -26,7 +26,7 @@ if points:
     ss.layer = int(str(points[0]["y"]).lstrip("L"))
     ss.head = int(str(points[0]["x"]).lstrip("H"))
     ss.pc = 0
-    st.switch_page("views/2_head_explorer.py")
+    st.switch_page("dashboard/pages/2_head_explorer.py")
 if ss.metric in ("contribution_norm", "cosine_to_output"):
     labels = ["emb"] + [f"L{l}MLP" for l in range(cache.n_layers)]
     st.plotly_chart(figures.units_strip(other_metrics(cache)[ss.metric], labels, "emb and MLP units", unit),
@@ -35,7 +35,7 @@ table = pd.DataFrame({name: v.ravel() for name, v in metrics.items()})
 table.insert(0, "head", [f"L{l}H{h}" for l in range(cache.n_layers) for h in range(cache.n_heads)])
 cols = st.columns([1, 1, 3])
 if cols[0].button("Open the selected head", help="or click a cell of the map"):
-    st.switch_page("views/2_head_explorer.py")
+    st.switch_page("dashboard/pages/2_head_explorer.py")
 cols[1].download_button("Table (CSV)", table.to_csv(index=False), "heads.csv", "text/csv")
 with st.expander("All metrics as a table"):
     st.dataframe(table, hide_index=True)

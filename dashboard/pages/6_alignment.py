@@ -99,7 +99,7 @@ st.plotly_chart(figures.lambda_spectrum(lam[u], np.asarray(train.head_eigenvalue
                 config=figures.PNG_CONFIG)
 b1, b2 = st.columns(2)
 if b1.button(f"Open L{ss.layer}H{ss.head} in the head explorer"):
-    st.switch_page("views/2_head_explorer.py")
+    st.switch_page("dashboard/pages/2_head_explorer.py")
 
 
 def apply_to_lab(lam: np.ndarray) -> None:
@@ -115,4 +115,4 @@ b2.button("Apply to the ablation lab", type="primary", on_click=apply_to_lab, ar
           help="the lab shows the test split in the train basis with every PC rescaled by its λ (pruned PCs "
                "off); it keeps each head's mean, emb and MLPs, i.e. the identity-start model")
 if ss.pop("_goto_lab", False):
-    st.switch_page("views/4_ablation_lab.py")
+    st.switch_page("dashboard/pages/4_ablation_lab.py")
