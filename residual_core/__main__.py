@@ -14,11 +14,10 @@ import torch
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from residual_core.decompose import check_supported, decompose_images
+    from residual_core.decompose import decompose_images
     from residual_core.models import load_clip, parse_model_spec
 
     loaded = load_clip(parse_model_spec(args.model, args.random_weights, args.seed), device=args.device, text=False)
-    check_supported(loaded.model)
     size = loaded.arch.image_size
     generator = torch.Generator().manual_seed(args.seed)
     if args.dataset:
