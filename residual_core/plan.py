@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from residual_core.datasets import ImageSource
+from residual_core.sources import ImageSource
 from residual_core.models import LoadedClip, ModelSpec, load_clip
 
 DEFAULT_MODEL = "demo"

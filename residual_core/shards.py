@@ -19,7 +19,7 @@ from PIL import ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from residual_core import store
-from residual_core.datasets import ImageReadError, ImageSource
+from residual_core.sources import ImageReadError, ImageSource
 from residual_core.decompose import HeadMaps, decompose_images
 from residual_core.models import LoadedClip
 from residual_core.pca import MomentStats, raw_features

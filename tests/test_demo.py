@@ -6,8 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from residual_core.demo.captions import CLASSNAMES, TEMPLATES, caption
-from residual_core.demo.world import CENTRES, FACTORS, RGB, SIZE, Scene, render, sample_scenes, world
+from residual_core.demo.captions import caption
+from residual_core.world import CLASSNAMES, TEMPLATES
+from residual_core.world import CENTRES, FACTORS, RGB, SIZE, Scene, render, sample_scenes, world
 from residual_core.models import ASSETS, ModelLoadError, load_clip
 
 WEIGHTS = ASSETS / "demo" / "residual-demo.safetensors"
@@ -15,7 +16,7 @@ WEIGHTS = ASSETS / "demo" / "residual-demo.safetensors"
 
 @pytest.fixture(scope="module")
 def digits():
-    from residual_core.demo.world import _digits
+    from residual_core.world import _digits
 
     return _digits("test")
 
@@ -78,7 +79,7 @@ def test_captions_name_the_scene_and_classnames_are_in_label_order():
 
 
 def test_world_renders_in_parallel_and_lazily_to_the_same_pixels():
-    from residual_core.demo.world import render_one
+    from residual_core.world import render_one
 
     scenes, images = world.__wrapped__("val", 2_100)
     _, parallel = world.__wrapped__("val", 2_100, workers=2)  # two chunks in two processes
@@ -95,7 +96,7 @@ def test_solo_captions_name_one_factor_only():
 
 
 def test_a_new_world_version_changes_the_cache_key(monkeypatch, tmp_path):
-    import residual_core.demo.world as world_module
+    import residual_core.world as world_module
     from residual_core.pipeline import PrecomputeSpec, prepare
 
     spec = PrecomputeSpec(model="tiny-random", dataset="demo-world/colour", split="val", limit=50,

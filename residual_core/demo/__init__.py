@@ -1,1 +1,4 @@
-"""The offline demo: a procedural attribute world and a small CLIP trained on it."""
+"""The demo model's own tooling: training captions, the training recipe, its evaluation and model card.
+
+A top layer: it builds on the engine (the world is a data source in world.py) and nothing in the engine imports it.
+"""

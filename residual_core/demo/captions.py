@@ -1,4 +1,4 @@
-"""Captions of demo-world scenes and the zero-shot class names and templates of each factor.
+"""Training captions of demo-world scenes (the class names and templates live with the world, world.py).
 
 Every factor has one canonical phrase per value (the zero-shot class names); captions mix natural
 sentences over random subsets of attributes in random orders with lists of canonical phrases, so
@@ -7,19 +7,8 @@ that the text tower learns each factor on its own and in context.
 
 import numpy as np
 
-from residual_core.demo.world import FACTORS, PLURAL, Scene
+from residual_core.world import CLASSNAMES, FACTORS, PLURAL, PREFIXES, Scene
 
-CLASSNAMES: dict[str, tuple[str, ...]] = {
-    "shape": tuple(f"{s} shapes" for s in FACTORS["shape"]),
-    "colour": tuple(f"{c} shapes" for c in FACTORS["colour"]),
-    "size": tuple(f"{s} shapes" for s in FACTORS["size"]),
-    "position": tuple(("shapes in the centre" if p == "centre" else f"shapes at the {p}") for p in FACTORS["position"]),
-    "texture": tuple(f"a {t} background" for t in FACTORS["texture"]),
-    "count": ("one shape", "two shapes", "three shapes"),
-    "digit": tuple(f"the digit {d}" for d in FACTORS["digit"]),
-}
-PREFIXES = ("", "a picture of ", "an image with ", "a photo of ")
-TEMPLATES: dict[str, tuple[str, ...]] = {factor: tuple(p + "{}." for p in PREFIXES) for factor in FACTORS}
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from residual_core.ablation import AblationMask, ablate_embeddings, evaluate
 from residual_core.cache import Cache, load_cache
-from residual_core.demo.world import FACTORS
+from residual_core.world import FACTORS
 from residual_core.models import ASSETS
 from residual_core.pipeline import PrecomputeSpec, precompute
 from residual_core.specialize import jaccard, top_heads, top_k

@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from residual_core.demo.captions import CLASSNAMES, TEMPLATES, caption
-from residual_core.demo.world import FACTORS, labels_of, world
+from residual_core.demo.captions import caption
+from residual_core.world import CLASSNAMES, FACTORS, TEMPLATES, labels_of, world
 from residual_core.families.openclip import ensure_configs_registered
 from residual_core.models import ASSETS, sha256_file
 

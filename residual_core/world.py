@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from residual_core.sources import ImageSource, mnist_5k, stratified_split
+
 SIZE = 48
 # Bumped whenever rendering changes, so caches of the old pictures are rebuilt, never reused.
 WORLD_VERSION = "2"  # 2: 22 px digits (1: 16 px)
@@ -40,6 +42,19 @@ DIGIT_CORNER = {"top left": (1, 1), "top right": (0, 1), "bottom left": (1, 0), 
 RADIUS = {"small": 4.0, "large": 6.5}
 SPLIT_SEEDS = {"train": 1000, "val": 2000, "test": 3000}
 SPLIT_SIZES = {"train": 60_000, "val": 2_000, "test": 2_000}
+
+# The zero-shot class names (one canonical phrase per value) and prompt templates of each factor.
+CLASSNAMES: dict[str, tuple[str, ...]] = {
+    "shape": tuple(f"{s} shapes" for s in FACTORS["shape"]),
+    "colour": tuple(f"{c} shapes" for c in FACTORS["colour"]),
+    "size": tuple(f"{s} shapes" for s in FACTORS["size"]),
+    "position": tuple(("shapes in the centre" if p == "centre" else f"shapes at the {p}") for p in FACTORS["position"]),
+    "texture": tuple(f"a {t} background" for t in FACTORS["texture"]),
+    "count": ("one shape", "two shapes", "three shapes"),
+    "digit": tuple(f"the digit {d}" for d in FACTORS["digit"]),
+}
+PREFIXES = ("", "a picture of ", "an image with ", "a photo of ")
+TEMPLATES: dict[str, tuple[str, ...]] = {factor: tuple(p + "{}." for p in PREFIXES) for factor in FACTORS}
 
 
 @dataclass(frozen=True)
@@ -141,8 +156,6 @@ def render(scene: Scene, digits: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
-    from residual_core.datasets import mnist_5k, stratified_split
-
     pixels, labels = mnist_5k()
     part = dict(zip(("train", "val", "test"), stratified_split(labels, (0.6, 0.2, 0.2))))[split]
     return pixels[part], labels[part]
@@ -193,9 +206,6 @@ def labels_of(scenes: tuple[Scene, ...], factor: str) -> np.ndarray:
 
 def load_world_dataset(name: str, split: str):
     """``demo-world/<factor>`` as an ImageSource (same images for every factor, labels differ)."""
-    from residual_core.demo.captions import CLASSNAMES, TEMPLATES
-    from residual_core.datasets import ImageSource
-
     factor = name.split("/", 1)[1] if "/" in name else ""
     if factor not in FACTORS:
         raise ValueError(f"unknown demo-world factor {factor!r}; choose one of {', '.join(FACTORS)}")
