@@ -3,6 +3,8 @@
 import numpy as np
 import plotly.graph_objects as go
 
+from residual_core.units import UnitTable
+
 FONT = dict(size=15)  # legible on a projector at 1280×720
 LAYOUT = dict(font=FONT, margin=dict(l=60, r=20, t=50, b=50), template="plotly_white")
 PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -18,8 +20,11 @@ def heads_heatmap(values: np.ndarray, title: str, unit: str, selected: tuple[int
         colorbar=dict(title=dict(text=unit, side="right")), hoverinfo="skip"))
     # Heatmap cells do not emit Streamlit selection events; invisible markers on the cell centres do.
     xs, ys = np.meshgrid([f"H{h}" for h in range(n_heads)], [f"L{l}" for l in range(n_layers)])
-    fig.add_scatter(x=xs.ravel(), y=ys.ravel(), mode="markers", showlegend=False, customdata=values.ravel(),
-                    hovertemplate="layer %{y}, head %{x}<br>" + unit + " = %{customdata:.4f}<extra>click to open</extra>",
+    layer, head = np.divmod(np.arange(values.size), n_heads)  # cell order = head index order
+    fig.add_scatter(x=xs.ravel(), y=ys.ravel(), mode="markers", showlegend=False,
+                    customdata=np.stack([layer, head, values.ravel()], 1),  # (layer, head) travel as data
+                    hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>" + unit +
+                                  " = %{customdata[2]:.4f}<extra>click to open</extra>",
                     marker=dict(symbol="square", size=max(8, 400 // max(n_heads, n_layers)), opacity=0.01,
                                 color="white"))
     if selected is not None:
@@ -29,6 +34,15 @@ def heads_heatmap(values: np.ndarray, title: str, unit: str, selected: tuple[int
                       xaxis=dict(title="head", range=[-0.5, n_heads - 0.5]),
                       height=max(320, 48 * n_layers + 120), **LAYOUT)
     return fig
+
+
+def picked(event) -> tuple[int, ...] | None:
+    """The integer data a clicked cell carries ((layer, head), then anything after the value), or None."""
+    points = event.selection.points if event and event.selection else []
+    if not points or "customdata" not in points[0]:
+        return None
+    data = [int(round(float(v))) for v in points[0]["customdata"]]
+    return (data[0], data[1], *data[3:])
 
 
 def units_strip(values: np.ndarray, labels: list[str], title: str, unit: str) -> go.Figure:
@@ -126,13 +140,17 @@ def lambda_spectrum(lam: np.ndarray, eigenvalues: np.ndarray, title: str) -> go.
     return fig
 
 
-def compare_heatmap(values: np.ndarray, rows: list[str], heads: list[str], title: str) -> go.Figure:
-    """values [n_caches, n_heads] in [0, 1]; click a cell to pick that head and cache."""
+def compare_heatmap(values: np.ndarray, rows: list[str], units: UnitTable, title: str) -> go.Figure:
+    """values [n_caches, n_heads] in [0, 1]; click a cell to pick that head and cache (row index)."""
+    heads = units.head_labels()
     fig = go.Figure(go.Heatmap(z=values, x=heads, y=rows, zmin=0, zmax=1, colorscale="Viridis",
                                colorbar=dict(title=dict(text="spectral cosine", side="right")), hoverinfo="skip"))
     xs, ys = np.meshgrid(heads, rows)
-    fig.add_scatter(x=xs.ravel(), y=ys.ravel(), mode="markers", showlegend=False, customdata=values.ravel(),
-                    hovertemplate="%{x} · %{y}<br>cosine %{customdata:.3f}<extra>click for matched PCs</extra>",
+    row, index = np.divmod(np.arange(values.size), values.shape[1])
+    layer, head = np.divmod(index, units.n_heads)
+    fig.add_scatter(x=xs.ravel(), y=ys.ravel(), mode="markers", showlegend=False,
+                    customdata=np.stack([layer, head, values.ravel(), row], 1),
+                    hovertemplate="%{x} · %{y}<br>cosine %{customdata[2]:.3f}<extra>click for matched PCs</extra>",
                     marker=dict(symbol="square", size=max(6, 900 // max(len(heads), 1)), opacity=0.01,
                                 color="white"))
     fig.update_layout(title=title, xaxis=dict(title="head", tickangle=-90), yaxis=dict(autorange="reversed"),

@@ -93,13 +93,15 @@ def _cmd_specialize(args: argparse.Namespace) -> int:
 
 def specialize_table(report: dict, val) -> str:
     """Top heads per score and the top-k curves, as text for a terminal."""
+    from residual_core.units import head_label
+
     lines = [f"val {val.n_images} images · {report['n_heads']} heads · baselines: all heads "
              f"{report['baselines']['H_zero']:.1%} (zero) / {report['baselines']['H_mean']:.1%} (mean), "
              f"full model {report['baselines']['B']:.1%}"]
     for method in ("S", "U|T", "U"):
         scores = np.array(report["scores"][method])
         best = np.argsort(-scores, kind="stable")[:5]
-        heads = ", ".join(f"L{u // val.n_heads}H{u % val.n_heads} ({scores[u]:.3f})" for u in best)
+        heads = ", ".join(f"{head_label(*val.units.head_at(u))} ({scores[u]:.3f})" for u in best)
         lines.append(f"top heads by {method:<3}: {heads}")
     lines.append("test accuracy of the top-k heads (zero / mean ablation of every other unit):")
     lines.append("  k     " + "".join(f"{m:>15}" for m in ("S", "U|T", "U", "random")))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from residual_core.cache import Cache, as_f32
+from residual_core.units import head_label, mlp_label, pc_label
 
 MODES = ("mean", "zero")
 
@@ -43,10 +44,10 @@ class AblationMask:
 
     def check_fits(self, n_layers: int, n_heads: int, n_pcs: int) -> None:
         """ValueError unless every head, PC and MLP the mask names exists in a model of this shape."""
-        bad = [f"L{l}H{h}" for l, h in self.heads if l >= n_layers or h >= n_heads]
-        bad += [f"L{l}H{h} PC{k + 1}" for l, h, k in self.pcs | {s[:3] for s in self.scales}
+        bad = [head_label(l, h) for l, h in self.heads if l >= n_layers or h >= n_heads]
+        bad += [pc_label(l, h, k) for l, h, k in self.pcs | {s[:3] for s in self.scales}
                 if l >= n_layers or h >= n_heads or k >= n_pcs]
-        bad += [f"L{l}MLP" for l in self.mlps if l >= n_layers]
+        bad += [mlp_label(l) for l in self.mlps if l >= n_layers]
         if bad:
             raise ValueError(f"the ablation mask names {', '.join(sorted(bad)[:5])}, not in this "
                              f"{n_layers}-layer × {n_heads}-head model with {n_pcs} PCs per head")
@@ -161,9 +162,9 @@ def _apply(cache: Cache, mask: AblationMask, out: _Readout, stats: Cache | None 
     stats = cache if stats is None else stats
     mask.check_fits(cache.n_layers, cache.n_heads, cache.n_pcs)
     result = torch.tensor(np.asarray(out.base, dtype=np.float32))
-    n_heads = cache.n_heads
+    index = cache.units.head_index
     for layer, head in mask.heads:
-        u = layer * n_heads + head
+        u = index(layer, head)
         if mask.mode == "zero":  # the whole contribution: mean + every coefficient
             coef = _t(as_f32(cache.head_scores[u]))  # [n_pcs, n]
             result -= _t(out.mean[u])
@@ -172,11 +173,11 @@ def _apply(cache: Cache, mask: AblationMask, out: _Readout, stats: Cache | None 
         result -= coef.T @ _t(out.pc[u])
     per_head: dict[int, dict[int, float]] = {}
     for layer, head, pc in mask.pcs:
-        per_head.setdefault(layer * n_heads + head, {})[pc] = 0.0
+        per_head.setdefault(index(layer, head), {})[pc] = 0.0
     for layer, head, pc, value in mask.scales:
-        per_head.setdefault(layer * n_heads + head, {}).setdefault(pc, value)
+        per_head.setdefault(index(layer, head), {}).setdefault(pc, value)
     for u, factors in per_head.items():
-        if (u // n_heads, u % n_heads) in mask.heads:
+        if cache.units.head_at(u) in mask.heads:
             continue
         for kind, pcs in (("zero", [k for k, f in factors.items() if f == 0.0 and mask.mode == "zero"]),
                           ("mean", [k for k, f in factors.items() if not (f == 0.0 and mask.mode == "zero")])):
@@ -194,15 +195,25 @@ def _apply(cache: Cache, mask: AblationMask, out: _Readout, stats: Cache | None 
     return result.numpy()
 
 
+def per_class_accuracy(cache: Cache, predictions: np.ndarray) -> np.ndarray:
+    """[n_classes] share of each class's images predicted right (nan for a class with no image)."""
+    n_classes = cache.classifier.shape[1]
+    counts = np.bincount(cache.labels, minlength=n_classes)
+    hits = np.bincount(cache.labels, weights=predictions == cache.labels, minlength=n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+
+
+def confusion(cache: Cache, predictions: np.ndarray) -> np.ndarray:
+    """[n_classes (true), n_classes (predicted)] image counts."""
+    n_classes = cache.classifier.shape[1]
+    return np.bincount(cache.labels * n_classes + predictions, minlength=n_classes * n_classes).reshape(n_classes, -1)
+
+
 def _result(cache: Cache, logits: np.ndarray) -> AblationResult:
     predictions = logits.argmax(1)  # numpy's runs at memory bandwidth; torch's took 5× longer (50 k × 1,000)
-    correct = predictions == cache.labels
-    n_classes = logits.shape[1]
-    counts = np.bincount(cache.labels, minlength=n_classes)
-    hits = np.bincount(cache.labels, weights=correct, minlength=n_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
-    return AblationResult(logits, predictions, float(correct.mean()), per_class, cache.baseline_accuracy())
+    return AblationResult(logits, predictions, float((predictions == cache.labels).mean()),
+                          per_class_accuracy(cache, predictions), cache.baseline_accuracy())
 
 
 def keep_heads(cache: Cache, heads, mode: str = "zero") -> AblationResult:

@@ -229,7 +229,7 @@ def lambda_scales(head_lambda: np.ndarray, n_heads: int, decimals: int = 3) -> t
         value = head_lambda[u, pc]
         value = 0.0 if np.isnan(value) else round(float(value), decimals)
         if value != 1.0:
-            rows.append((int(u) // n_heads, int(u) % n_heads, int(pc), value))
+            rows.append((*divmod(int(u), n_heads), int(pc), value))  # head index -> (layer, head), units.py
     return tuple(sorted(rows))
 
 

@@ -144,12 +144,16 @@ class Cache:
         )
 
     def baseline_accuracy(self) -> float:
-        return self._baseline_accuracy
+        return float((self.baseline_predictions() == self.labels).mean())
+
+    def baseline_predictions(self) -> np.ndarray:
+        """[n_images] the unablated model's predicted class of every cached image."""
+        return self._baseline_predictions
 
     @functools.cached_property
-    def _baseline_accuracy(self) -> float:
+    def _baseline_predictions(self) -> np.ndarray:
         # once per cache: an arg-max over every image's logits (50 M numbers at 50 k images × 1,000 classes)
-        return float((np.asarray(self.base_logits).argmax(1) == self.labels).mean())
+        return np.asarray(self.base_logits).argmax(1)
 
 
 def _string_list(path: Path) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ class ProbeResult:
         push = (self.scores[image] - cache.score_mean) * cache.pc_logits[:, :, cls]  # [U, n_pcs]
         flat = np.argsort(-push, axis=None)[:top]
         units, pcs = np.unravel_index(flat, push.shape)
-        return [(int(u // cache.n_heads), int(u % cache.n_heads), int(k), float(push[u, k])) for u, k in zip(units, pcs)]
+        return [(*cache.units.head_at(u), int(k), float(push[u, k])) for u, k in zip(units, pcs)]
 
 
 def _percentiles(cache: Cache, scores: np.ndarray) -> np.ndarray:

@@ -21,18 +21,17 @@ unit = {"evr1": "share", "participation_ratio": "PCs", "k90": "PCs", "contributi
 fig = figures.heads_heatmap(values, HEAD_METRICS[ss.metric], unit, selected=(ss.layer, ss.head))
 event = st.plotly_chart(fig, key="heads_map_chart", on_select="rerun", selection_mode="points",
                         config=figures.PNG_CONFIG)
-points = event.selection.points if event and event.selection else []
-if points:
-    ss.layer = int(str(points[0]["y"]).lstrip("L"))
-    ss.head = int(str(points[0]["x"]).lstrip("H"))
+cell = figures.picked(event)
+if cell:
+    ss.layer, ss.head = cell[:2]
     ss.pc = 0
     st.switch_page("dashboard/pages/2_head_explorer.py")
 if ss.metric in ("contribution_norm", "cosine_to_output"):
-    labels = ["emb"] + [f"L{l}MLP" for l in range(cache.n_layers)]
+    labels = cache.units.labels[:cache.units.first_head_row]  # emb, then the MLPs
     st.plotly_chart(figures.units_strip(other_metrics(cache)[ss.metric], labels, "emb and MLP units", unit),
                     config=figures.PNG_CONFIG)
 table = pd.DataFrame({name: v.ravel() for name, v in metrics.items()})
-table.insert(0, "head", [f"L{l}H{h}" for l in range(cache.n_layers) for h in range(cache.n_heads)])
+table.insert(0, "head", cache.units.head_labels())
 cols = st.columns([1, 1, 3])
 if cols[0].button("Open the selected head", help="or click a cell of the map"):
     st.switch_page("dashboard/pages/2_head_explorer.py")

@@ -7,6 +7,7 @@ import streamlit as st
 from dashboard import figures
 from dashboard.sidebar import page_cache
 from dashboard.state import embedding_2d
+from residual_core.units import head_label
 
 cache = page_cache("Head explorer")
 ss = st.session_state
@@ -15,7 +16,7 @@ c1.selectbox("Layer", range(cache.n_layers), key="layer", format_func=lambda l: 
 c2.selectbox("Head", range(cache.n_heads), key="head", format_func=lambda h: f"H{h}")
 c3.selectbox("Principal component", range(cache.n_pcs), key="pc", format_func=lambda k: f"PC{k + 1}")
 unit = cache.head_index(ss.layer, ss.head)
-label = f"L{ss.layer}H{ss.head}"
+label = head_label(ss.layer, ss.head)
 left, right = st.columns([3, 2])
 left.plotly_chart(figures.spectrum(np.asarray(cache.head_eigenvalues[unit]), f"Spectrum of {label}"),
                   config=figures.PNG_CONFIG)

@@ -14,6 +14,7 @@ from residual_core.datasets import DatasetUnavailableError, ImageReadError, load
 from residual_core.images import budget_text, open_uploads
 from residual_core.models import ModelLoadError
 from residual_core.probe import counterfactual_probs
+from residual_core.units import head_label, pc_label
 
 cache = page_cache("Probe")
 ss = st.session_state
@@ -61,7 +62,7 @@ c1.plotly_chart(figures.heads_heatmap(pct[:, :, 0], "PC1 coefficient as a datase
 unit = cache.head_index(ss.layer, ss.head)
 c2.plotly_chart(figures.bars([f"PC{k + 1}" for k in range(min(12, cache.n_pcs))],
                              list(result.percentiles[choice, unit, :12]),
-                             f"L{ss.layer}H{ss.head}: percentile of each PC coefficient", "percentile"),
+                             f"{head_label(ss.layer, ss.head)}: percentile of each PC coefficient", "percentile"),
                 config=figures.PNG_CONFIG)
 push = pd.DataFrame(result.pc_push(choice, predicted, cache), columns=["layer", "head", "pc", "logit push"])
 push["pc"] += 1
@@ -69,10 +70,10 @@ st.subheader(f"PCs that push most toward '{cache.classnames[predicted]}'")
 st.dataframe(push, hide_index=True)
 st.download_button("PCs (CSV)", push.to_csv(index=False), "probe_pcs.csv", "text/csv")
 st.subheader("Counterfactual: switch components off")
-heads = [(l, h) for l in range(cache.n_layers) for h in range(cache.n_heads)]
-off_heads = st.multiselect("Heads off", heads, format_func=lambda lh: f"L{lh[0]}H{lh[1]}", key="probe_heads")
+heads = [cache.units.head_at(u) for u in range(cache.units.n_heads_total)]
+off_heads = st.multiselect("Heads off", heads, format_func=lambda lh: head_label(*lh), key="probe_heads")
 off_pcs = st.multiselect("PCs off", [(int(r.layer), int(r.head), int(r.pc) - 1) for r in push.itertuples()],
-                         format_func=lambda p: f"L{p[0]}H{p[1]} PC{p[2] + 1}", key="probe_pcs")
+                         format_func=lambda p: pc_label(*p), key="probe_pcs")
 mode = st.radio("Replace by", ["mean", "zero"], horizontal=True, key="probe_mode")
 mask = AblationMask(heads=frozenset(off_heads), pcs=frozenset(off_pcs), mode=mode)
 probs = counterfactual_probs(result, cache, mask)[choice]

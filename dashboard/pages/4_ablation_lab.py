@@ -10,16 +10,17 @@ import streamlit as st
 from dashboard import figures
 from dashboard.sidebar import page_cache
 from dashboard.state import plain, view_state, write_url
-from residual_core.ablation import AblationMask, LogitState
+from residual_core.ablation import AblationMask, LogitState, confusion, per_class_accuracy
+from residual_core.units import head_label
 
 cache = page_cache("Ablation lab")
 ss = st.session_state
-HEADS = [(l, h) for l in range(cache.n_layers) for h in range(cache.n_heads)]
+HEADS = [cache.units.head_at(u) for u in range(cache.units.n_heads_total)]
 N_PILLS = min(cache.n_pcs, 24)
 
 
 def head_name(lh: tuple[int, int]) -> str:
-    return f"L{lh[0]}H{lh[1]}"
+    return head_label(*lh)
 
 
 if ss.get("_lab_cache") != str(cache.path):  # a new cache: fresh running logits for this session
@@ -89,11 +90,9 @@ def lab() -> None:
         m1, m2, m3 = st.columns(3)
         m1.metric("Accuracy", f"{result.accuracy:.2%}", f"{result.delta:+.2%}")
         m2.metric("Unablated", f"{result.baseline_accuracy:.2%}")
-        flipped = np.flatnonzero(result.predictions != cache.base_logits.argmax(1))
+        flipped = np.flatnonzero(result.predictions != cache.baseline_predictions())
         m3.metric("Predictions changed", f"{len(flipped)}", f"of {cache.n_images}", delta_color="off")
-        baseline = np.bincount(cache.labels, weights=cache.base_logits.argmax(1) == cache.labels,
-                               minlength=len(cache.classnames)) / np.maximum(np.bincount(cache.labels,
-                                                                                         minlength=len(cache.classnames)), 1)
+        baseline = per_class_accuracy(cache, cache.baseline_predictions())
         st.plotly_chart(figures.per_class_bars(cache.classnames, baseline, result.per_class_accuracy),
                         config=figures.PNG_CONFIG)
         state_json = json.dumps(view_state() | {"accuracy": result.accuracy}, indent=1)
@@ -103,12 +102,8 @@ def lab() -> None:
         d2.download_button("Per-class accuracy (CSV)", per_class.to_csv(index=False), "per_class.csv", "text/csv")
     flip_gallery(flipped, result.predictions)
     if len(cache.classnames) <= 60:
-        c = len(cache.classnames)
-        before = np.zeros((c, c), int)
-        after = np.zeros((c, c), int)
-        np.add.at(before, (cache.labels, cache.base_logits.argmax(1)), 1)
-        np.add.at(after, (cache.labels, result.predictions), 1)
-        st.plotly_chart(figures.confusion_diff(after - before, cache.classnames), config=figures.PNG_CONFIG)
+        change = confusion(cache, result.predictions) - confusion(cache, cache.baseline_predictions())
+        st.plotly_chart(figures.confusion_diff(change, cache.classnames), config=figures.PNG_CONFIG)
     write_url()
 
 
@@ -117,7 +112,7 @@ def flip_gallery(flipped: np.ndarray, predictions: np.ndarray) -> None:
     if len(flipped) == 0:
         st.caption("No prediction changed.")
         return
-    old = cache.base_logits.argmax(1)[flipped]
+    old = cache.baseline_predictions()[flipped]
     new = predictions[flipped]
     pairs = pd.Series(list(zip(old, new))).value_counts().head(6)
     for (a, b), count in pairs.items():

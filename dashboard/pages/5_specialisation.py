@@ -11,6 +11,7 @@ from dashboard import figures
 from dashboard.state import current_spec, find_cache, get_cache, get_offer, lookup_cache, plain
 from residual_core.pipeline import precompute
 from residual_core.specialize import jaccard_matrix, specialize, top_k
+from residual_core.units import head_label
 
 st.title("Specialisation")
 ss = st.session_state
@@ -91,4 +92,4 @@ if len(present) >= 2:
     overlap, sets = jaccard_matrix([get_cache(val_paths[d]) for d in present])
     st.plotly_chart(figures.jaccard_heatmap(overlap, present), config=figures.PNG_CONFIG)
     st.dataframe(pd.DataFrame({"dataset": present, "top heads by S": [
-        ", ".join(f"L{u // shape[1]}H{u % shape[1]}" for u in heads) for heads in sets]}), hide_index=True)
+        ", ".join(head_label(*divmod(int(u), shape[1])) for u in heads) for heads in sets]}), hide_index=True)

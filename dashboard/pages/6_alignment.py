@@ -13,6 +13,7 @@ from residual_core.ablation import AblationMask
 from residual_core.align import (METHODS, align, head_lambda_path, lambda_scales, result_tag, save_result,
                                  saved_head_lambdas, saved_results)
 from residual_core.pipeline import precompute
+from residual_core.units import head_label
 
 st.title("Alignment")
 ss = st.session_state
@@ -89,13 +90,12 @@ spread = np.nanmean(np.abs(lam - 1), axis=1).reshape(shape)
 event = st.plotly_chart(figures.heads_heatmap(np.nan_to_num(spread), "mean |λ − 1| per head (click to pick)",
                                               "|λ − 1|", selected=(ss.layer, ss.head)),
                         key="align_heads", on_select="rerun", selection_mode="points", config=figures.PNG_CONFIG)
-points = event.selection.points if event and event.selection else []
-if points:
-    ss.layer = int(str(points[0]["y"]).lstrip("L"))
-    ss.head = int(str(points[0]["x"]).lstrip("H"))
-u = ss.layer * train.n_heads + ss.head
+cell = figures.picked(event)
+if cell:
+    ss.layer, ss.head = cell[:2]
+u = train.head_index(ss.layer, ss.head)
 st.plotly_chart(figures.lambda_spectrum(lam[u], np.asarray(train.head_eigenvalues[u]),
-                                        f"L{ss.layer}H{ss.head}: λ per principal component"),
+                                        f"{head_label(ss.layer, ss.head)}: λ per principal component"),
                 config=figures.PNG_CONFIG)
 b1, b2 = st.columns(2)
 if b1.button(f"Open L{ss.layer}H{ss.head} in the head explorer"):

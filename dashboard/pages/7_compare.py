@@ -8,6 +8,7 @@ from dashboard import figures
 from dashboard.sidebar import page_cache
 from dashboard.state import get_cache, get_offer
 from residual_core.geometry import head_matched_pcs, head_spectral_cosine
+from residual_core.units import head_label
 
 cache = page_cache("Compare")
 ss = st.session_state
@@ -53,17 +54,16 @@ def cosines(a: str, b: str, tau: float) -> np.ndarray:
     return head_spectral_cosine(get_cache(a), get_cache(b), tau)
 
 
-heads = [f"L{l}H{h}" for l in range(shape[0]) for h in range(shape[1])]
 matrix = np.stack([cosines(str(cache.path), p, tau).ravel() for p in chosen])  # [n_others, n_heads]
 names = [label(by_path[p]) for p in chosen]
-event = st.plotly_chart(figures.compare_heatmap(matrix, names, heads, "Spectral cosine with the active cache"),
+event = st.plotly_chart(figures.compare_heatmap(matrix, names, cache.units, "Spectral cosine with the active cache"),
                         key="compare_map", on_select="rerun", selection_mode="points", config=figures.PNG_CONFIG)
-points = event.selection.points if event and event.selection else []
-if points:
-    ss.layer, ss.head = (int(x) for x in str(points[0]["x"]).lstrip("L").split("H"))
-    ss.compare_other = chosen[names.index(points[0]["y"])]
+cell = figures.picked(event)
+if cell:
+    ss.layer, ss.head, row = cell
+    ss.compare_other = chosen[row]
 table = pd.DataFrame(matrix.T, columns=names)
-table.insert(0, "head", heads)
+table.insert(0, "head", cache.units.head_labels())
 st.download_button("Spectral cosines (CSV)", table.to_csv(index=False), "spectral_cosine.csv", "text/csv")
 
 st.subheader("Matched principal components")
@@ -73,9 +73,9 @@ other_path = c1.selectbox("Other cache", chosen, format_func=lambda p: label(by_
 c2.selectbox("Layer", range(shape[0]), key="layer", format_func=lambda l: f"L{l}")
 c3.selectbox("Head", range(shape[1]), key="head", format_func=lambda h: f"H{h}")
 other = get_cache(other_path)
-unit = ss.layer * shape[1] + ss.head
+unit = cache.head_index(ss.layer, ss.head)
 pairs = head_matched_pcs(cache, other, unit, tau)
-st.caption(f"L{ss.layer}H{ss.head}: spectral cosine {matrix[chosen.index(other_path), unit]:.3f}; PCs matched "
+st.caption(f"{head_label(ss.layer, ss.head)}: spectral cosine {matrix[chosen.index(other_path), unit]:.3f}; PCs matched "
            "greedily by |cos| weighted by both eigenvalues. A negative cosine flips the other side's poles.")
 
 

@@ -20,6 +20,7 @@ from residual_core.world import FACTORS
 from residual_core.models import ASSETS
 from residual_core.pipeline import PrecomputeSpec, precompute
 from residual_core.specialize import jaccard, top_heads, top_k
+from residual_core.units import head_label
 
 OUT = ASSETS / "demo" / "evaluation.json"
 
@@ -53,12 +54,11 @@ def run(model: str, cache_dir: str | None, factors: tuple[str, str], limit: int 
     report: dict = {"model": model, "n_test": test[factors[0]].n_images, "n_val": val[factors[0]].n_images,
                     "zero_shot_test_accuracy": {f: c.baseline_accuracy() for f, c in test.items()},
                     "decomposition_rel_err": max(c.manifest["max_rel_err"] for c in test.values())}
-    n_total = test[factors[0]].n_layers * test[factors[0]].n_heads
-    k = top_k(n_total)  # 5 % of the heads, at least 2
-    n_heads = test[factors[0]].n_heads
-    chosen = {f: [(u // n_heads, u % n_heads) for u in top_heads(val[f], k)] for f in factors}
+    units = test[factors[0]].units
+    k = top_k(units.n_heads_total)  # 5 % of the heads, at least 2
+    chosen = {f: [units.head_at(u) for u in top_heads(val[f], k)] for f in factors}
     report["k"] = k
-    report["top_heads"] = {f: [f"L{l}H{h}" for l, h in v] for f, v in chosen.items()}
+    report["top_heads"] = {f: [head_label(l, h) for l, h in v] for f, v in chosen.items()}
     report["jaccard"] = jaccard(chosen[factors[0]], chosen[factors[1]])
     rng = np.random.default_rng(0)
     all_heads = [(l, h) for l in range(test[factors[0]].n_layers) for h in range(test[factors[0]].n_heads)]
