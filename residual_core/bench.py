@@ -6,6 +6,8 @@ toggle_head_ms_p50     one whole head toggled + accuracy, same cache
 cache_bytes_per_image  per-image bytes of a real ViT-B-32 cache (fixed-size arrays reported apart); _fp32 for
                        a --dtype float32 cache; cache_reconstruction_rel_err(_fp32): Σ stored units vs encode_image
 digest_seconds_per_gb  the xxh3-128 digest every cache file is verified with, per GB
+lookup_s_<model>       "is this cache built?" for a built cache, no model loaded (median of 3 in one process);
+                       lookup_first_s_<model>: the first such call in a fresh process (reads labels, digests)
 rel_err                max |Σ units − encode_image| / max |encode_image| on the traced batch
 align_fine_seconds     fine-variant λ training (…_with_subnormals: the same without flushing subnormals,
                        with --with-subnormals) (early stopping, ≤ 30 epochs) on 10,000 synthetic ViT-B-32-shaped
@@ -147,6 +149,44 @@ def cache_size(arch: str, limit: int, folder: Path) -> dict[str, float]:
     return report
 
 
+LOOKUP_MODELS = ("demo", "hf-random:tiny", "ViT-B-32", "ViT-L-14")
+_LOOKUP_PROBE = """
+import json, sys, time
+from residual_core.pipeline import PrecomputeSpec, lookup
+spec = PrecomputeSpec(**json.loads(sys.argv[1]))
+times = []
+for _ in range(4):
+    start = time.perf_counter()
+    assert lookup(spec).ready
+    times.append(time.perf_counter() - start)
+print(json.dumps(times))
+"""
+
+
+def lookup_timing(folder: Path, models: tuple[str, ...] = LOOKUP_MODELS) -> dict[str, float]:
+    """Seconds for ``pipeline.lookup`` of a built cache, in a fresh process (imports excluded): the first
+    call (dataset labels and file digests read once per process) and the median of three more (memoised)."""
+    import subprocess
+    import sys
+
+    from residual_core.pipeline import PrecomputeSpec, precompute
+
+    bank = folder / "bank.txt"
+    bank.write_text("a red square\na blue circle\n")
+    report = {}
+    for model in models:
+        fields = dict(model=model, dataset="demo-world/colour", limit=8, cache_dir=str(folder), text_bank=str(bank),
+                      batch_size=8)
+        precompute(PrecomputeSpec(**fields))
+        out = subprocess.run([sys.executable, "-c", _LOOKUP_PROBE, json.dumps(fields)], capture_output=True,
+                             text=True, check=True)
+        times = json.loads(out.stdout.strip().splitlines()[-1])
+        name = model.replace(":", "_").replace("-", "_").lower()
+        report[f"lookup_first_s_{name}"] = times[0]
+        report[f"lookup_s_{name}"] = statistics.median(times[1:])
+    return report
+
+
 def digest_cost(folder: Path, megabytes: int = 256) -> dict[str, float]:
     """Seconds per GB to hash a file with the cache's digest (best of 3, file in the page cache)."""
     path = folder / "blob.bin"
@@ -175,4 +215,6 @@ def run_bench(args: argparse.Namespace) -> dict[str, float]:
         report |= cache_size(args.arch, 128, Path(tmp))
     with tempfile.TemporaryDirectory() as tmp:
         report |= digest_cost(Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        report |= lookup_timing(Path(tmp))
     return report

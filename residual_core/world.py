@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from residual_core.sources import ImageSource, mnist_5k, stratified_split
+from residual_core.sources import ImageSource, mnist_5k, mnist_5k_labels, stratified_split
 
 SIZE = 48
 # Bumped whenever rendering changes, so caches of the old pictures are rebuilt, never reused.
@@ -155,9 +155,14 @@ def render(scene: Scene, digits: np.ndarray, seed: int) -> np.ndarray:
     return np.asarray(image.resize((SIZE, SIZE), Image.LANCZOS))
 
 
+def _digit_rows(split: str) -> np.ndarray:
+    """Rows of mnist_5k that a split's scenes draw their digits from (disjoint across splits)."""
+    return dict(zip(("train", "val", "test"), stratified_split(mnist_5k_labels(), (0.6, 0.2, 0.2))))[split]
+
+
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     pixels, labels = mnist_5k()
-    part = dict(zip(("train", "val", "test"), stratified_split(labels, (0.6, 0.2, 0.2))))[split]
+    part = _digit_rows(split)
     return pixels[part], labels[part]
 
 
@@ -173,7 +178,7 @@ def scenes_of(split: str, n: int | None = None) -> tuple[Scene, ...]:
     if split not in SPLIT_SEEDS:
         raise ValueError(f"demo-world splits are {', '.join(SPLIT_SEEDS)}; got {split!r}")
     n = SPLIT_SIZES[split] if n is None else n
-    return tuple(sample_scenes(n, SPLIT_SEEDS[split], _digits(split)[1]))
+    return tuple(sample_scenes(n, SPLIT_SEEDS[split], mnist_5k_labels()[_digit_rows(split)]))
 
 
 @functools.lru_cache(maxsize=4)

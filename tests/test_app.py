@@ -172,3 +172,27 @@ def test_specialisation_shows_jaccard_across_datasets(app):
         app.run()
     _no_errors(app)
     assert any("Jaccard" in str(c.proto.spec) for c in app.get("plotly_chart"))
+
+
+def test_every_page_works_on_a_transformers_clip_cache(tmp_path, monkeypatch):
+    # the second model family end to end: a cache of a transformers CLIPModel behind every page
+    from residual_core.pipeline import PrecomputeSpec, precompute
+
+    precompute(PrecomputeSpec(model="hf-tiny-random", dataset="demo-world/shape", split="test", limit=60,
+                              cache_dir=str(tmp_path), batch_size=30))
+    monkeypatch.setenv("RESIDUAL_CACHE", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params.update({"model": "hf-tiny-random", "dataset": "demo-world/shape", "split": "test", "n": "60"})
+    at.run()
+    _no_errors(at)
+    caption = at.caption[0].value.replace("\\", "")  # markdown-escaped
+    assert caption.startswith("hf-tiny-random on demo-world/shape (60 images")
+    for page in PAGES:
+        at.switch_page(page).run()
+        _no_errors(at)
+    at.switch_page("dashboard/pages/3_probe.py").run()
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), "red").save(buffer, "PNG")
+    at.file_uploader(key="uploads").set_value([("red.png", buffer.getvalue(), "image/png")]).run()
+    _no_errors(at)
+    assert at.get("plotly_chart")

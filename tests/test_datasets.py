@@ -73,3 +73,10 @@ def test_text_bank_is_large_and_covers_every_vocabulary():
 def test_templates_are_format_strings_with_one_slot():
     for info in REGISTRY.values():
         assert all(isinstance(t, str) and t.count("{}") == 1 for t in info.templates), info.name
+
+
+def test_mnist_labels_alone_equal_the_full_parse():
+    from residual_core.sources import mnist_5k, mnist_5k_labels
+
+    labels = mnist_5k_labels()
+    assert labels.shape == (5000,) and np.array_equal(labels, mnist_5k()[1])
