@@ -41,7 +41,10 @@ def picked(event) -> tuple[int, ...] | None:
     points = event.selection.points if event and event.selection else []
     if not points or "customdata" not in points[0]:
         return None
-    data = [int(round(float(v))) for v in points[0]["customdata"]]
+    raw = points[0]["customdata"]
+    if isinstance(raw, dict):  # the browser sends an array as {"0": …, "1": …}
+        raw = [raw[k] for k in sorted(raw, key=int)]
+    data = [int(round(float(v))) for v in raw]
     return (data[0], data[1], *data[3:])
 
 

@@ -6,7 +6,6 @@ Names: the paper's ten datasets (through torchvision where it can fetch them), `
 Splits are deterministic: stratified with seed 42 wherever a split is carved out of another.
 """
 
-import functools
 import importlib.util
 import os
 import stat
@@ -19,8 +18,7 @@ from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
 from PIL import Image
 
 from residual_core import world
-from residual_core.sources import (DatasetUnavailableError, ImageReadError, ImageSource, mnist_5k,  # noqa: F401
-                                   stratified_split)
+from residual_core.sources import DatasetUnavailableError, ImageSource, mnist_5k, stratified_split
 
 SPLITS = ("train", "val", "test", "all")
 DATA_ROOT = Path(os.environ.get("RESIDUAL_DATA", Path.home() / ".cache" / "residual" / "datasets"))

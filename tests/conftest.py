@@ -43,3 +43,32 @@ def pytest_configure(config):
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture()
+def cache_root(tiny_cache_dir, tmp_path) -> Path:
+    """This test's own cache folder, holding a copy of the session's tiny cache and nothing else: what a
+    test builds there (val caches, λ) no other test sees."""
+    import shutil
+
+    root = tmp_path / "caches"
+    shutil.copytree(tiny_cache_dir, root / tiny_cache_dir.name)
+    return root
+
+
+@pytest.fixture()
+def open_app(monkeypatch):
+    """open_app(root, query) -> the app run once on cache folder ``root`` with URL ``query``. The server's
+    offer is cached per process, so it is cleared first: no test sees another's folder."""
+    from streamlit.testing.v1 import AppTest
+
+    def run(root: Path, query: dict) -> AppTest:
+        from dashboard.state import _process_offer
+
+        monkeypatch.setenv("RESIDUAL_CACHE", str(root))
+        _process_offer.clear()
+        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+        at.query_params.update(query)
+        return at.run()
+
+    return run

@@ -14,22 +14,8 @@ PAGES = ["dashboard/pages/1_heads_map.py", "dashboard/pages/2_head_explorer.py",
 
 
 @pytest.fixture()
-def cache_root(tiny_cache_dir, tmp_path) -> Path:
-    """This test's own cache folder, holding a copy of the session's tiny cache and nothing else: what a
-    test builds there (val caches, λ) no other test sees."""
-    import shutil
-
-    root = tmp_path / "caches"
-    shutil.copytree(tiny_cache_dir, root / tiny_cache_dir.name)
-    return root
-
-
-@pytest.fixture()
-def app(cache_root, monkeypatch):
-    monkeypatch.setenv("RESIDUAL_CACHE", str(cache_root))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.query_params.update({"model": "tiny-random", "dataset": "mnist-offline", "split": "test", "n": "300"})
-    return at.run()
+def app(cache_root, open_app):
+    return open_app(cache_root, {"model": "tiny-random", "dataset": "mnist-offline", "split": "test", "n": "300"})
 
 
 def _no_errors(at: AppTest) -> None:
@@ -174,16 +160,13 @@ def test_specialisation_shows_jaccard_across_datasets(app):
     assert any("Jaccard" in str(c.proto.spec) for c in app.get("plotly_chart"))
 
 
-def test_every_page_works_on_a_transformers_clip_cache(tmp_path, monkeypatch):
+def test_every_page_works_on_a_transformers_clip_cache(tmp_path, open_app):
     # the second model family end to end: a cache of a transformers CLIPModel behind every page
     from residual_core.pipeline import PrecomputeSpec, precompute
 
     precompute(PrecomputeSpec(model="hf-tiny-random", dataset="demo-world/shape", split="test", limit=60,
                               cache_dir=str(tmp_path), batch_size=30))
-    monkeypatch.setenv("RESIDUAL_CACHE", str(tmp_path))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.query_params.update({"model": "hf-tiny-random", "dataset": "demo-world/shape", "split": "test", "n": "60"})
-    at.run()
+    at = open_app(tmp_path, {"model": "hf-tiny-random", "dataset": "demo-world/shape", "split": "test", "n": "60"})
     _no_errors(at)
     caption = at.caption[0].value.replace("\\", "")  # markdown-escaped
     assert caption.startswith("hf-tiny-random on demo-world/shape (60 images")

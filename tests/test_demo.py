@@ -78,6 +78,7 @@ def test_captions_name_the_scene_and_classnames_are_in_label_order():
     assert CLASSNAMES["colour"][2].startswith("blue") and CLASSNAMES["digit"][7].endswith("7")
 
 
+@pytest.mark.slow
 def test_world_renders_in_parallel_and_lazily_to_the_same_pixels():
     from residual_core.world import render_one
 

@@ -56,6 +56,7 @@ def _same_arrays(a: Path, b: Path, atol: float = 1e-6) -> None:
             assert (a / name).read_text() == (b / name).read_text(), name
 
 
+@pytest.mark.slow
 def test_two_ranks_build_the_same_cache_as_one_process(single, tmp_path):
     done = _torchrun(tmp_path / "caches", "--keep-shards")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -27,6 +27,8 @@ if CHROMIUM is None and not os.environ.get("CI"):
 sync_api = pytest.importorskip("playwright.sync_api")
 N_IMAGES = 10_000
 
+pytestmark = pytest.mark.slow  # a real browser and server: minutes, not seconds
+
 
 @pytest.fixture(scope="module")
 def big_cache(tmp_path_factory) -> tuple[Path, str]:

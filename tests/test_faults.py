@@ -162,6 +162,7 @@ def _run(code: str, *args: str, wait: bool = True):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_two_shards", "inside_a_shard", "inside_finalize", "before_the_manifest"])
 def test_kill_9_then_resume_gives_the_same_arrays(reference, tmp_path, point):
     done = _run(KILLER.format(shard=SHARD), point, str(tmp_path))
@@ -182,6 +183,7 @@ print(pc.precompute(pc.PrecomputeSpec(model="tiny-random", dataset="mnist-offlin
 """
 
 
+@pytest.mark.slow
 def test_two_writers_at_once_build_one_intact_cache(reference, tmp_path):
     writers = [_run(WRITER.format(shard=SHARD), str(tmp_path), wait=False) for _ in range(2)]
     outputs = [w.communicate(timeout=300) for w in writers]
@@ -225,6 +227,7 @@ def test_a_full_disk_gives_one_line_and_leaves_no_temporary_file(tmpfs):
     assert _leftovers(full) == []
 
 
+@pytest.mark.slow
 def test_a_read_only_folder_gives_one_line(tmpfs):
     read_only = tmpfs("ro", "ro,size=64k")
     with pytest.raises(store.CacheWriteError, match="read-only"):

@@ -3,15 +3,12 @@
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
 from dashboard.offer import encode_mask
 from residual_core.ablation import AblationMask
@@ -99,6 +96,7 @@ def test_an_upload_request_has_a_file_and_pixel_budget():
     assert len(batch.images) == 3 and "MP per upload" in batch.errors[0]
 
 
+@pytest.mark.slow
 def test_verify_refuses_a_resnet_tower_in_one_line():
     done = subprocess.run([sys.executable, "-m", "residual_core", "verify", "--model", "RN50", "--random-weights",
                            "--n-images", "1"], capture_output=True, text=True, cwd=ROOT,
@@ -118,20 +116,6 @@ def test_a_foreign_file_as_checkpoint_is_a_message(tmp_path):
 
 
 # --- URLs through the real app --------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def cache_root(tiny_cache_dir, tmp_path) -> Path:
-    root = tmp_path / "caches"
-    shutil.copytree(tiny_cache_dir, root / tiny_cache_dir.name)
-    return root
-
-
-def _open(cache_root: Path, monkeypatch, query: dict) -> AppTest:
-    monkeypatch.setenv("RESIDUAL_CACHE", str(cache_root))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.query_params.update(query)
-    return at.run()
 
 
 BASE = {"model": "tiny-random", "dataset": "mnist-offline", "split": "test", "n": "300"}
@@ -155,9 +139,9 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("change, what", HOSTILE, ids=[f"{k}={v[:24]}" for (c, _) in HOSTILE for k, v in c.items()])
-def test_a_hostile_url_falls_back_with_a_notice_and_builds_nothing(cache_root, monkeypatch, change, what):
+def test_a_hostile_url_falls_back_with_a_notice_and_builds_nothing(cache_root, open_app, change, what):
     before = sorted(p.name for p in cache_root.iterdir())
-    at = _open(cache_root, monkeypatch, BASE | change)
+    at = open_app(cache_root, BASE | change)
     assert not at.exception, at.exception
     assert any(what in w.value for w in at.warning), [w.value for w in at.warning]
     assert at.session_state["model"] in ("demo", "tiny-random")
@@ -166,23 +150,23 @@ def test_a_hostile_url_falls_back_with_a_notice_and_builds_nothing(cache_root, m
     assert at.title[0].value == "Heads map"
 
 
-def test_a_mask_of_the_wrong_shape_or_size_is_refused(cache_root, monkeypatch, tiny_cache):
+def test_a_mask_of_the_wrong_shape_or_size_is_refused(cache_root, open_app, tiny_cache):
     import base64
     import zlib
 
     wrong = base64.urlsafe_b64encode(zlib.compress(json.dumps({"heads": 5}).encode())).decode()
-    at = _open(cache_root, monkeypatch, BASE | {"mask": wrong})
+    at = open_app(cache_root, BASE | {"mask": wrong})
     assert not at.exception and any("mask" in w.value for w in at.warning)
     outside = AblationMask(heads=frozenset({(tiny_cache.n_layers, 0)}))  # one layer past the model
-    at = _open(cache_root, monkeypatch, BASE | {"mask": encode_mask(outside)})
+    at = open_app(cache_root, BASE | {"mask": encode_mask(outside)})
     assert not at.exception and any("not in this" in w.value for w in at.warning)
     assert at.session_state["mask"] == AblationMask()
 
 
-def test_a_first_open_with_no_cache_builds_nothing_until_a_click(tmp_path, monkeypatch):
+def test_a_first_open_with_no_cache_builds_nothing_until_a_click(tmp_path, open_app):
     empty = tmp_path / "empty"
     empty.mkdir()
-    at = _open(empty, monkeypatch, {})
+    at = open_app(empty, {})
     assert not at.exception
     assert list(empty.iterdir()) == []
     assert [b.label for b in at.button if b.key == "build_main"] == ["Build the cache"]

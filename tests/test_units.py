@@ -35,3 +35,5 @@ def test_a_clicked_heatmap_cell_carries_its_layer_and_head():
     fig = figures.compare_heatmap(matrix, ["a", "b"], UnitTable(3, 4), "t")
     assert figures.picked(_click(fig, 12 + UnitTable(3, 4).head_index(1, 3))) == (1, 3, 1)  # row b
     assert figures.picked(SimpleNamespace(selection=SimpleNamespace(points=[]))) is None
+    browser = SimpleNamespace(selection=SimpleNamespace(points=[{"customdata": {"1": 3, "0": 1, "2": 0.25}}]))
+    assert figures.picked(browser) == (1, 3)  # what a real browser sends (seen in Chromium)

@@ -10,7 +10,8 @@ from dashboard import figures
 from dashboard.sidebar import page_cache
 from dashboard.state import plain, probe_cached
 from residual_core.ablation import AblationMask
-from residual_core.datasets import DatasetUnavailableError, ImageReadError, load_dataset
+from residual_core.datasets import load_dataset
+from residual_core.sources import DatasetUnavailableError, ImageReadError
 from residual_core.images import budget_text, open_uploads
 from residual_core.models import ModelLoadError
 from residual_core.probe import counterfactual_probs
