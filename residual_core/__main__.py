@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import torch
 
+from residual_core import cli_tables as tables
+
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from residual_core.decompose import decompose_images
@@ -33,6 +35,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
               "max_abs_err": err, "rel_err": rel, "n_units": loaded.arch.n_units,
               "n_heads": loaded.arch.n_layers * loaded.arch.n_heads, "n_layers": loaded.arch.n_layers,
               "d_embed": loaded.arch.d_embed, "ok": rel <= 1e-4}
+    print(tables.verify_table(report), file=sys.stderr)
     print(json.dumps(report))
     return 0 if rel <= 1e-4 else 1
 
@@ -68,7 +71,7 @@ def _cmd_precompute(args: argparse.Namespace) -> int:
                           "max_rel_err": manifest["max_rel_err"], "skipped_images": skipped}))
         return 0
     cache = load_cache(folder)
-    print(f"cache ready at {folder}", file=sys.stderr)
+    print(tables.precompute_table(cache, skipped), file=sys.stderr)
     print(json.dumps({"cache": str(folder), "n_images": cache.n_images, "n_classes": len(cache.classnames),
                       "zeroshot_accuracy": cache.manifest["zeroshot_accuracy"], "dtype": cache.manifest["dtype"],
                       "max_rel_err": cache.manifest["max_rel_err"], "skipped_images": skipped}))
@@ -85,32 +88,10 @@ def _cmd_specialize(args: argparse.Namespace) -> int:
     val = load_cache(precompute(PrecomputeSpec(split=args.val_split, **common)))
     test = load_cache(precompute(PrecomputeSpec(split=args.test_split, **common)))
     report = specialize(val, test, n_random=args.n_random, reference_compat=args.reference_compat)
-    print(specialize_table(report, val), file=sys.stderr)
+    print(tables.specialize_table(report, val), file=sys.stderr)
     print(json.dumps({"model": args.model, "dataset": args.dataset, "val": args.val_split,
                       "test": args.test_split} | report))
     return 0
-
-
-def specialize_table(report: dict, val) -> str:
-    """Top heads per score and the top-k curves, as text for a terminal."""
-    from residual_core.units import head_label
-
-    lines = [f"val {val.n_images} images · {report['n_heads']} heads · baselines: all heads "
-             f"{report['baselines']['H_zero']:.1%} (zero) / {report['baselines']['H_mean']:.1%} (mean), "
-             f"full model {report['baselines']['B']:.1%}"]
-    for method in ("S", "U|T", "U"):
-        scores = np.array(report["scores"][method])
-        best = np.argsort(-scores, kind="stable")[:5]
-        heads = ", ".join(f"{head_label(*val.units.head_at(u))} ({scores[u]:.3f})" for u in best)
-        lines.append(f"top heads by {method:<3}: {heads}")
-    lines.append("test accuracy of the top-k heads (zero / mean ablation of every other unit):")
-    lines.append("  k     " + "".join(f"{m:>15}" for m in ("S", "U|T", "U", "random")))
-    for i, k in enumerate(report["k"]):
-        cells = [f"{report['curves'][m]['zero'][i]:6.1%} /{report['curves'][m]['mean'][i]:6.1%}" for m in ("S", "U|T", "U")]
-        rand = report["curves"]["random"]
-        cells.append(f"{rand['zero']['mean'][i]:6.1%} /{rand['mean']['mean'][i]:6.1%}")
-        lines.append(f"  {k:<6}" + "".join(f"{c:>15}" for c in cells))
-    return "\n".join(lines)
 
 
 def _cmd_align(args: argparse.Namespace) -> int:
@@ -120,13 +101,23 @@ def _cmd_align(args: argparse.Namespace) -> int:
         model=args.model, dataset=args.dataset, limit=args.limit, seed=args.seed, device=args.device,
         cache_dir=args.cache_dir, random_weights=args.random_weights, batch_size=args.batch_size,
         basis_from=args.basis_from)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=args.epochs, desc=f"training {args.method}", unit="epoch", file=sys.stderr, disable=None)
+
+    def progress(epoch: int, epochs: int, val_acc: float) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"val {val_acc:.1%}")
+
     result = align(train, val, test, args.method, epochs=args.epochs, seed=args.align_seed,
-                   reference_compat=args.reference_compat, identity_start=args.identity_start)
+                   reference_compat=args.reference_compat, identity_start=args.identity_start, progress=progress)
+    bar.close()
     settings = {"model": args.model, "dataset": args.dataset, "limit": args.limit, "epochs": args.epochs,
                 "seed": args.align_seed, "reference_compat": args.reference_compat,
                 "identity_start": args.identity_start}
     tag = result_tag(args.method, args.reference_compat, args.identity_start)
     report = {k: v for k, v in save_result(train_dir, result, tag, settings).items() if k != "history"}
+    print(tables.align_table(report, train.n_images, val.n_images, test.n_images), file=sys.stderr)
     print(json.dumps(report))
     return 0
 
@@ -186,6 +177,15 @@ def _cmd_textbank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _limit(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("--limit is a positive number of images, or 'all'")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from residual_core.pipeline import DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir
 
@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=_limit, default=None, help="images (default: the whole split; 2,000 for the demo "
+                                                                "world's test split)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cache-dir", default=default_cache_dir(), help="also settable as RESIDUAL_CACHE")
     p.add_argument("--text-bank", default=None, help="text file, one description per line")
@@ -230,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--val-split", default="val")
     p.add_argument("--test-split", default="test")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=_limit, default=2_000,
+                   help="images per split (default 2,000: minutes on 2 CPU cores with the demo model; 'all' for all)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--n-random", type=int, default=10, help="random-score seeds")
     p.add_argument("--reference-compat", action="store_true",
@@ -242,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--method", default="fine", choices=["zeroshot", "coarse", "fine", "full", "linear", "spectral"])
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=_limit, default=10_000,
+                   help="images per split (default 10,000: the train split is cut to that, val and test of the demo "
+                        "world have 2,000; a few minutes on 2 CPU cores; 'all' for the whole splits)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--align-seed", type=int, default=42)
     p.add_argument("--reference-compat", action="store_true", help="reproduce the reference code's quirks")
@@ -257,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=_limit, default=2_000, help="images (default 2,000; 'all' for the whole split)")
     p.add_argument("--compare", nargs="*", metavar="DATASET", help="datasets whose head bases to compare with")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cache-dir", default=default_cache_dir())

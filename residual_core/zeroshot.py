@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from residual_core.models import LoadedClip
 
@@ -35,8 +36,9 @@ def _require_text(loaded: LoadedClip) -> None:
 def embed_texts(loaded: LoadedClip, texts: list[str], batch_size: int = 256, device: str = "cpu") -> Tensor:
     """L2-normalised text embeddings [n_texts, d_embed]."""
     _require_text(loaded)
-    return torch.cat([loaded.encode_texts(texts[i:i + batch_size]).float().cpu()
-                      for i in range(0, len(texts), batch_size)])
+    starts = range(0, len(texts), batch_size)
+    bar = tqdm(starts, desc="embedding texts", unit="batch", disable=None if len(starts) > 1 else True)
+    return torch.cat([loaded.encode_texts(texts[i:i + batch_size]).float().cpu() for i in bar])
 
 
 def logit_scale(loaded: LoadedClip) -> float:

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from residual_core.__main__ import main
 
 
@@ -57,3 +59,22 @@ def test_geometry_reports_every_head_and_cosines_to_another_dataset(tmp_path, ca
     same = report["spectral_cosine"]["mnist-offline"]
     assert all(abs(v - 1) < 1e-3 for row in same for v in row)  # a cache against itself
     assert any(v < 0.999 for row in report["spectral_cosine"]["demo-world/colour"] for v in row)
+
+
+def test_defaults_finish_in_minutes_and_all_means_the_whole_split():
+    from residual_core.__main__ import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["align"]).limit == 10_000 and parser.parse_args(["specialize"]).limit == 2_000
+    assert parser.parse_args(["align", "--limit", "all"]).limit is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["align", "--limit", "0"])
+
+
+def test_commands_print_a_table_on_stderr_before_the_json(tmp_path, capsys):
+    args = ["--model", "tiny-random", "--dataset", "mnist-offline", "--limit", "80", "--cache-dir", str(tmp_path)]
+    assert main(["align", *args, "--method", "coarse", "--epochs", "1"]) == 0
+    captured = capsys.readouterr()
+    header = captured.err.splitlines()[-3]
+    assert header.split()[:2] == ["method", "λ"] and "coarse" in captured.err.splitlines()[-1]
+    assert json.loads(captured.out.strip().splitlines()[-1])["method"] == "coarse"
