@@ -1,13 +1,18 @@
 """ResiDual explorer: ``streamlit run app.py``. Shared sidebar + page router; no math here."""
 
 import logging
+from pathlib import Path
 
 import streamlit as st
 
+from dashboard import theme
 from dashboard.sidebar import sidebar
 from dashboard.state import init_state, plain, show_notices, write_url
 
-st.set_page_config(page_title="ResiDual explorer", page_icon=":material/biotech:", layout="wide")
+# a local file, not an icon font: the favicon must load on a machine without internet
+st.set_page_config(page_title="ResiDual explorer", page_icon=str(Path(__file__).parent / "assets" / "favicon.png"),
+                   layout="wide")
+theme.apply()
 init_state()
 show_notices()
 sidebar()

@@ -2,11 +2,35 @@
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from residual_core.units import UnitTable
 
-FONT = dict(size=15)  # legible on a projector at 1280×720
-LAYOUT = dict(font=FONT, margin=dict(l=60, r=20, t=50, b=50), template="plotly_white")
+FONT = dict(size=16, color="#1f2328")  # legible on a projector at 1280×720
+_AXIS = dict(tickfont=dict(size=15), title=dict(font=dict(size=16)))
+TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
+TEMPLATE.layout.update(font=FONT, xaxis=_AXIS, yaxis=_AXIS, title=dict(font=dict(size=19)),
+                       legend=dict(font=dict(size=15)), hoverlabel=dict(font=dict(size=15)))
+LAYOUT = dict(margin=dict(l=70, r=20, t=56, b=56), template=TEMPLATE)
+# one palette for classes that are not colours: the same class has the same colour in every figure
+PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b", "#9d755d", "#ff9da6",
+           "#bab0ac")
+# a class named by a colour is drawn in that colour (readable on white: yellow and cyan a little darker)
+COLOUR_WORDS = {"red": "#e42626", "green": "#28b43c", "blue": "#3060f0", "yellow": "#d9c400", "magenta": "#e030dc",
+                "cyan": "#14b8c4", "orange": "#fa8c18", "purple": "#823cc8", "pink": "#f28cb4", "brown": "#8c5a2c",
+                "black": "#202020", "grey": "#8c8c8c", "gray": "#8c8c8c", "white": "#d0d0d0", "violet": "#8f5fd7"}
+
+
+def class_colours(classnames: tuple[str, ...]) -> list[str]:
+    """A colour per class: the colour a class is named after when every class names exactly one distinct
+    colour (the demo world's colour factor), otherwise the shared palette by class index."""
+    named = []
+    for name in classnames:
+        words = {w.strip(".,:;()").lower() for w in name.split()} & COLOUR_WORDS.keys()
+        named.append(COLOUR_WORDS[words.pop()] if len(words) == 1 else None)
+    if None not in named and len(set(named)) == len(named):
+        return named
+    return [PALETTE[i % len(PALETTE)] for i in range(len(classnames))]
 PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -30,9 +54,10 @@ def heads_heatmap(values: np.ndarray, title: str, unit: str, selected: tuple[int
     if selected is not None:
         fig.add_shape(type="rect", x0=selected[1] - 0.5, x1=selected[1] + 0.5, y0=selected[0] - 0.5,
                       y1=selected[0] + 0.5, line=dict(color="red", width=3))
-    fig.update_layout(title=title, yaxis=dict(range=[n_layers - 0.5, -0.5], title="layer"),
-                      xaxis=dict(title="head", range=[-0.5, n_heads - 0.5]),
-                      height=max(320, 48 * n_layers + 120), **LAYOUT)
+    every = 1 if n_heads <= 24 else None  # name every head up to 24 (plotly skips every second one)
+    fig.update_layout(title=title, yaxis=dict(range=[n_layers - 0.5, -0.5], title="layer", dtick=1),
+                      xaxis=dict(title="head", range=[-0.5, n_heads - 0.5], dtick=every),
+                      height=max(360, 44 * n_layers + 150), **LAYOUT)
     return fig
 
 
@@ -74,25 +99,30 @@ def spectrum(eigenvalues: np.ndarray, title: str) -> go.Figure:
 def coefficient_histogram(coefficients: np.ndarray, labels: np.ndarray, classnames: tuple[str, ...],
                           title: str) -> go.Figure:
     fig = go.Figure()
+    colours = class_colours(classnames)
     for c, name in enumerate(classnames):
         values = coefficients[labels == c]
         if len(values):
-            fig.add_histogram(x=values, name=name, opacity=0.6, nbinsx=40)
+            fig.add_histogram(x=values, name=name, opacity=0.6, nbinsx=40, marker_color=colours[c])
     fig.update_layout(barmode="overlay", title=title, xaxis_title="coefficient on the PC (joint-space units)",
                       yaxis_title="images", height=360, **LAYOUT)
     return fig
 
 
 def class_scatter(xy: np.ndarray, labels: np.ndarray, classnames: tuple[str, ...], title: str,
-                  axis: tuple[str, str]) -> go.Figure:
+                  axis: tuple[str, str], image_rows: np.ndarray | None = None) -> go.Figure:
+    """xy [m, 2], labels [m]; a point carries its image row (``image_rows`` [m], default 0..m-1) as customdata."""
     fig = go.Figure()
+    colours = class_colours(classnames)
+    image_rows = np.arange(len(xy)) if image_rows is None else np.asarray(image_rows)
     for c, name in enumerate(classnames):
         rows = np.flatnonzero(labels == c)
         if len(rows):
-            fig.add_scattergl(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, customdata=rows,
-                              marker=dict(size=6, opacity=0.7),
+            fig.add_scattergl(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, customdata=image_rows[rows],
+                              marker=dict(size=7, opacity=0.75, color=colours[c]),
                               hovertemplate="image %{customdata}<extra>" + name + "</extra>")
-    fig.update_layout(title=title, xaxis_title=axis[0], yaxis_title=axis[1], height=460, dragmode="lasso", **LAYOUT)
+    fig.update_layout(title=title, xaxis_title=axis[0], yaxis_title=axis[1], height=460, dragmode="lasso",
+                      clickmode="event+select", **LAYOUT)
     return fig
 
 
@@ -166,4 +196,27 @@ def jaccard_heatmap(values: np.ndarray, names: list[str]) -> go.Figure:
                                texttemplate="%{z:.2f}", colorbar=dict(title=dict(text="Jaccard", side="right"))))
     fig.update_layout(title="Jaccard overlap of the top heads", yaxis=dict(autorange="reversed"),
                       height=max(320, 40 * len(names) + 200), **LAYOUT)
+    return fig
+
+
+def topk_curves(report: dict, mode: str) -> go.Figure:
+    """Test accuracy of the top-k heads per score, random band, and the H and B baselines (specialize report)."""
+    ks = report["k"]
+    rand = report["curves"]["random"][mode]
+    mean, std = np.array(rand["mean"]), np.array(rand["std"])
+    fig = go.Figure()
+    fig.add_scatter(x=ks + ks[::-1], y=list(mean + std) + list((mean - std)[::-1]), fill="toself", mode="lines",
+                    line=dict(width=0), fillcolor="rgba(150,150,150,0.3)", name="random ± std")
+    fig.add_scatter(x=ks, y=mean, mode="lines", line=dict(color="grey", dash="dash"), name="random (mean of 10)")
+    for i, name in enumerate(("S", "U|T", "U")):
+        fig.add_scatter(x=ks, y=report["curves"][name][mode], mode="lines+markers", name=name,
+                        line=dict(color=PALETTE[i]))
+    baselines = (("all heads (H)", report["baselines"][f"H_{mode}"]), ("full model (B)", report["baselines"]["B"]))
+    # the two lines can sit close together: one label above its line on the left, the other below on the right
+    for (label, value), position in zip(baselines, ("top left", "bottom right")):
+        fig.add_hline(y=value, line_dash="dot", annotation_text=f"{label}: {value:.1%}",
+                      annotation_position=position, annotation_font=dict(size=15))
+    fig.update_layout(title="Test accuracy of the top-k heads", yaxis_title="accuracy", height=440,
+                      xaxis=dict(title="k (heads kept, log scale)", type="log", tickmode="array", tickvals=ks,
+                                 ticktext=[str(k) for k in ks]), **LAYOUT)
     return fig

@@ -27,6 +27,15 @@ def _open_existing() -> None:
         ss.model, ss.dataset, ss.split, ss.limit = row.model, row.dataset, row.split, row.limit or row.n_images
 
 
+def _distinct(built: tuple) -> list:
+    """One entry per view it opens (model, dataset, split, size): caches that differ only in basis or storage
+    open the same view, so listing each would show identical lines."""
+    seen = {}
+    for row in built:
+        seen.setdefault((row.model, row.dataset, row.split, row.limit or row.n_images), row)
+    return list(seen.values())
+
+
 def _limit_label(n: int) -> str:
     return f"{n:,} images"
 
@@ -36,9 +45,10 @@ def sidebar() -> None:
     offer = get_offer()
     with st.sidebar:
         st.header("Model and data")
-        if offer.built:
-            st.selectbox("Open a cache already built", offer.built, index=None, key="_existing",
-                         on_change=_open_existing, placeholder=f"{len(offer.built)} built",
+        built = _distinct(offer.built)
+        if built:
+            st.selectbox("Open a cache already built", built, index=None, key="_existing",
+                         on_change=_open_existing, placeholder=f"{len(built)} built",
                          format_func=lambda r: f"{r.model} · {r.dataset} · {r.split} · {r.n_images} img")
         for key, options in (("model", offer.models), ("dataset", offer.datasets)):
             if ss[key] not in options:

@@ -144,19 +144,12 @@ def active_cache() -> Cache | None:
     return cache
 
 
-@st.cache_data(show_spinner="computing the 2-D map (once per head) …", max_entries=64)
-def embedding_2d(path: str, unit: int, method: str):
-    """[n_images, 2] coordinates of one head's contributions, and the axis titles."""
-    from residual_core.cache import as_f32
+@st.cache_data(show_spinner="drawing the map …", max_entries=32)
+def head_map(path: str, unit: int, method: str):
+    """(rows, xy, axis titles) of one head's 2-D map (residual_core.geometry.head_map_2d), once per choice."""
+    from residual_core.geometry import head_map_2d
 
-    cache = get_cache(path)
-    scores = as_f32(cache.head_scores[unit])  # [n_pcs, n_images]
-    if method.startswith("PCA"):
-        return scores[:2].T.copy(), ("PC1 coefficient", "PC2 coefficient")
-    import umap
-
-    reducer = umap.UMAP(n_components=2, random_state=0, n_neighbors=15, min_dist=0.1)
-    return reducer.fit_transform(scores.T), ("UMAP 1", "UMAP 2")
+    return head_map_2d(get_cache(path), unit, method)
 
 
 @st.cache_resource(show_spinner="decomposing …", max_entries=16)

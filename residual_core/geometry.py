@@ -82,3 +82,34 @@ def head_spectral_cosine(a: Cache, b: Cache, tau: float = 0.9) -> np.ndarray:
 def head_matched_pcs(a: Cache, b: Cache, unit: int, tau: float = 0.9) -> list[tuple[int, int, float, float]]:
     """One head's PCs in cache a matched to its PCs in cache b (see match_pcs), bases pruned to τ EVR."""
     return match_pcs(*_pruned(a, unit, tau), *_pruned(b, unit, tau))
+
+
+MAP_METHODS = {"PCA": "PC1 vs PC2 (instant)", "t-SNE": "t-SNE of the coefficients (about 10 s)",
+               "UMAP": "UMAP of the coefficients (the first one in a process compiles: about a minute)"}
+MAP_SAMPLE = 3_000  # non-linear maps work on at most this many images (a stated sample)
+
+
+def head_map_2d(cache: Cache, unit: int, method: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
+    """(rows [m] of the images drawn, xy [m, 2], axis titles): a 2-D map of one head's contributions.
+
+    PCA draws every image; t-SNE and UMAP a seeded sample of at most MAP_SAMPLE (their cost grows faster than n).
+    """
+    if method not in MAP_METHODS:
+        raise ValueError(f"unknown map {method!r}; choose one of {', '.join(MAP_METHODS)}")
+    scores = as_f32(cache.head_scores[unit])  # [n_pcs, n_images]
+    if method == "PCA":
+        return np.arange(cache.n_images), scores[:2].T.copy(), ("PC1 coefficient", "PC2 coefficient")
+    rows = np.arange(cache.n_images)
+    if len(rows) > MAP_SAMPLE:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, MAP_SAMPLE, replace=False))
+    points = scores[:, rows].T  # [m, n_pcs]
+    if method == "t-SNE":
+        from sklearn.manifold import TSNE
+
+        xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, max(2.0, len(rows) / 4 - 1)),
+                  max_iter=500).fit_transform(points)
+        return rows, xy.astype(np.float32), ("t-SNE 1", "t-SNE 2")
+    import umap
+
+    xy = umap.UMAP(n_components=2, random_state=seed, n_neighbors=15, min_dist=0.1).fit_transform(points)
+    return rows, xy.astype(np.float32), ("UMAP 1", "UMAP 2")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -106,6 +107,13 @@ class LoadedClip:
 
     def logit_scale(self) -> float:
         return families.by_name(self.spec.family).logit_scale(self.model)
+
+    def input_pixels(self, batch: torch.Tensor) -> np.ndarray:
+        """batch [n, 3, H, W] as preprocessed -> [n, H, W, 3] uint8: the normalisation undone, so what the model
+        sees (its resolution, crop and colours) can be shown."""
+        mean, std = families.by_name(self.spec.family).normalisation(self.preprocess)
+        pixels = batch.float() * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+        return (pixels.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def weights_id(spec: ModelSpec) -> str:

@@ -25,3 +25,21 @@ def test_probing_a_cached_image_reproduces_its_cached_coordinates(tiny, tiny_cac
     assert np.allclose(same, result.probs, atol=1e-5)
     changed = counterfactual_probs(result, tiny_cache, AblationMask(heads=frozenset({(1, 0), (1, 1)}), mode="zero"))
     assert not np.allclose(changed, result.probs, atol=1e-4)
+
+
+def test_the_model_input_and_an_unusual_image_are_reported(tiny, tiny_cache):
+    from PIL import Image
+
+    source = load_dataset("mnist-offline", "test")
+    digit = source.image(int(tiny_cache.positions[3]))
+    noise = Image.fromarray((np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8))
+    result = probe_images(tiny, tiny_cache, [digit, noise])
+    assert result.inputs.shape == (2, 32, 32, 3) and result.inputs.dtype == np.uint8
+    # the digit, resized by the model's own preprocessing, is what the model saw
+    expected = np.asarray(digit.convert("RGB").resize((32, 32), Image.BICUBIC), dtype=np.float32)
+    assert np.abs(result.inputs[0].astype(np.float32) - expected).mean() < 12
+    assert not result.is_unusual(0) and result.typicality[0] > 0.05
+    assert result.is_unusual(1) and result.typicality[1] < result.typicality[0]
+    heads = result.driving_heads(0, result.top_classes(0)[0][0], tiny_cache, top=3)
+    attribution = result.head_logit_attribution(0, result.top_classes(0)[0][0], tiny_cache)
+    assert attribution[heads[0]] == attribution.max() and len(set(heads)) == 3

@@ -7,6 +7,7 @@ from dashboard import figures
 from dashboard.sidebar import page_cache
 from dashboard.state import plain
 from residual_core.cache import HEAD_METRICS, head_metrics, other_metrics
+from residual_core.units import head_label
 
 cache = page_cache("Heads map")
 ss = st.session_state
@@ -20,7 +21,7 @@ unit = {"evr1": "share", "participation_ratio": "PCs", "k90": "PCs", "contributi
         "cosine_to_output": "cosine", "accuracy_alone": "accuracy", "delta_acc_mean_ablated": "Δ accuracy"}[ss.metric]
 fig = figures.heads_heatmap(values, HEAD_METRICS[ss.metric], unit, selected=(ss.layer, ss.head))
 event = st.plotly_chart(fig, key="heads_map_chart", on_select="rerun", selection_mode="points",
-                        config=figures.PNG_CONFIG)
+                        config=figures.PNG_CONFIG, theme=None)
 cell = figures.picked(event)
 if cell:
     ss.layer, ss.head = cell[:2]
@@ -29,11 +30,11 @@ if cell:
 if ss.metric in ("contribution_norm", "cosine_to_output"):
     labels = cache.units.labels[:cache.units.first_head_row]  # emb, then the MLPs
     st.plotly_chart(figures.units_strip(other_metrics(cache)[ss.metric], labels, "emb and MLP units", unit),
-                    config=figures.PNG_CONFIG)
+                    config=figures.PNG_CONFIG, theme=None)
 table = pd.DataFrame({name: v.ravel() for name, v in metrics.items()})
 table.insert(0, "head", cache.units.head_labels())
-cols = st.columns([1, 1, 3])
-if cols[0].button("Open the selected head", help="or click a cell of the map"):
+cols = st.columns([2, 2, 3])
+if cols[0].button(f"Open {head_label(ss.layer, ss.head)} in the explorer", help="or click a cell of the map"):
     st.switch_page("dashboard/pages/2_head_explorer.py")
 cols[1].download_button("Table (CSV)", table.to_csv(index=False), "heads.csv", "text/csv")
 with st.expander("All metrics as a table"):

@@ -1,4 +1,4 @@
-"""Head explorer: the spectrum of one head, and each PC's texts, images and class structure."""
+"""Head explorer: the spectrum of one head, and each PC's images, texts and class structure."""
 
 import numpy as np
 import pandas as pd
@@ -6,7 +6,8 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.sidebar import page_cache
-from dashboard.state import embedding_2d
+from dashboard.state import head_map
+from residual_core.geometry import MAP_METHODS
 from residual_core.units import head_label
 
 cache = page_cache("Head explorer")
@@ -17,40 +18,61 @@ c2.selectbox("Head", range(cache.n_heads), key="head", format_func=lambda h: f"H
 c3.selectbox("Principal component", range(cache.n_pcs), key="pc", format_func=lambda k: f"PC{k + 1}")
 unit = cache.head_index(ss.layer, ss.head)
 label = head_label(ss.layer, ss.head)
-left, right = st.columns([3, 2])
-left.plotly_chart(figures.spectrum(np.asarray(cache.head_eigenvalues[unit]), f"Spectrum of {label}"),
-                  config=figures.PNG_CONFIG)
+pc = f"PC{ss.pc + 1}"
+
+
+def strip(rows: np.ndarray, texts: list[str], title: str) -> None:
+    """A pole at a glance: its images (upscaled as pixels) and its three nearest texts."""
+    st.markdown(f"**{title}** · {'; '.join(texts[:3])}")
+    st.image(np.concatenate(list(cache.thumbs[rows]), axis=1), width="stretch",
+             caption=", ".join(pd.Series([cache.classnames[cache.labels[r]] for r in rows]).value_counts()
+                               .head(3).index))
+
+
+# above the fold at 1280×720 and 1920×1080: the spectrum beside both poles' images and nearest texts
+left, right = st.columns([2, 3])
+fig = figures.spectrum(np.asarray(cache.head_eigenvalues[unit]), f"Spectrum of {label}")
+fig.update_layout(height=330)
+left.plotly_chart(fig, config=figures.PNG_CONFIG, theme=None)
 with right:
-    st.subheader(f"Nearest texts of {label} PC{ss.pc + 1}")
+    strip(cache.pole_top[unit, ss.pc][:8], [cache.texts[i] for i in cache.text_pos_idx[unit, ss.pc]],
+          f"{pc} + pole")
+    strip(cache.pole_bottom[unit, ss.pc][:8], [cache.texts[i] for i in cache.text_neg_idx[unit, ss.pc]],
+          f"{pc} − pole")
+
+texts, histogram = st.columns([2, 3])
+with texts:
+    st.subheader(f"Nearest texts of {label} {pc}")
     pos = pd.DataFrame({"+ pole": [cache.texts[i] for i in cache.text_pos_idx[unit, ss.pc]],
                         "cos": np.round(cache.text_pos_score[unit, ss.pc], 3)})
     neg = pd.DataFrame({"− pole": [cache.texts[i] for i in cache.text_neg_idx[unit, ss.pc]],
                         "cos": np.round(cache.text_neg_score[unit, ss.pc], 3)})
     st.dataframe(pos, hide_index=True)
     st.dataframe(neg, hide_index=True)
-
-
-def strip(rows: np.ndarray, title: str) -> None:
-    st.markdown(f"**{title}**")
-    cols = st.columns(len(rows))
-    for col, row in zip(cols, rows):
-        col.image(cache.thumbs[row], caption=cache.classnames[cache.labels[row]], width="stretch")
-
-
-strip(cache.pole_top[unit, ss.pc][:12], f"Images with the highest PC{ss.pc + 1} coefficient (+ pole)")
-strip(cache.pole_bottom[unit, ss.pc][:12], f"Images with the lowest PC{ss.pc + 1} coefficient (− pole)")
 scores = cache.scores(ss.layer, ss.head)  # [n_pcs, n_images]
-st.plotly_chart(figures.coefficient_histogram(scores[ss.pc], cache.labels, cache.classnames,
-                                              f"{label} PC{ss.pc + 1} coefficients by class"), config=figures.PNG_CONFIG)
-method = st.radio("2-D map of the head's contributions", ["PCA (PC1 vs PC2)", "UMAP"], horizontal=True)
-xy, axes = embedding_2d(str(cache.path), unit, method)
-event = st.plotly_chart(figures.class_scatter(xy, cache.labels, cache.classnames, f"{label}: {method}", axes),
-                        key="map2d", on_select="rerun", selection_mode=("points", "box", "lasso"),
-                        config=figures.PNG_CONFIG)
+histogram.plotly_chart(figures.coefficient_histogram(scores[ss.pc], cache.labels, cache.classnames,
+                                                     f"{label} {pc} coefficients by class"),
+                       config=figures.PNG_CONFIG, theme=None)
+
+method = st.radio("2-D map of the head's contributions", list(MAP_METHODS), horizontal=True, key="map_method",
+                  captions=list(MAP_METHODS.values()))
+rows, xy, axes = head_map(str(cache.path), unit, method)
+sampled = f" (a seeded sample of {len(rows):,} of {cache.n_images:,} images)" if len(rows) < cache.n_images else ""
+chart, preview = st.columns([3, 1])
+event = chart.plotly_chart(figures.class_scatter(xy, cache.labels[rows], cache.classnames, f"{label}: {method}{sampled}",
+                                                 axes, rows), key="map2d", on_select="rerun",
+                           selection_mode=("points", "box", "lasso"), config=figures.PNG_CONFIG, theme=None)
 points = event.selection.points if event and event.selection else []
-if points:
-    rows = [int(p["customdata"]) for p in points if "customdata" in p][:24]
-    st.markdown(f"**{len(points)} selected** (showing {len(rows)})")
-    cols = st.columns(min(len(rows), 12) or 1)
-    for i, row in enumerate(rows):
-        cols[i % len(cols)].image(cache.thumbs[row], caption=cache.classnames[cache.labels[row]])
+picked = [int(p["customdata"]) for p in points if "customdata" in p][:12]
+with preview:
+    if not picked:
+        st.caption("Click a point (or draw a lasso) to see its image here.")
+    elif len(picked) == 1:
+        row = picked[0]
+        st.image(cache.thumbs[row], width=192, caption=f"{cache.image_ids[row]}: {cache.classnames[cache.labels[row]]}, "
+                                                       f"{pc} = {scores[ss.pc, row]:.3f}")
+    else:
+        st.markdown(f"**{len(points)} selected** (showing {len(picked)})")
+        st.image(np.concatenate(list(cache.thumbs[picked[:6]]), axis=1), width="stretch")
+        if len(picked) > 6:
+            st.image(np.concatenate(list(cache.thumbs[picked[6:12]]), axis=1), width="stretch")

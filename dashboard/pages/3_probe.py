@@ -49,22 +49,33 @@ except (ModelLoadError, ValueError) as err:
 choice = st.selectbox("Image", range(len(images)), format_func=lambda i: names[i]) if len(images) > 1 else 0
 top = result.top_classes(choice)
 predicted = top[0][0]
-left, right = st.columns([1, 2])
-left.image(images[choice], caption=names[choice], width="stretch")
+shown, seen, right = st.columns([1, 1, 3])
+shown.image(images[choice], caption=f"{names[choice]} (as given)", width="stretch")
+size = result.inputs.shape[1]
+seen.image(result.inputs[choice], caption=f"what the model sees ({size}×{size})", width="stretch")
 right.plotly_chart(figures.bars([cache.classnames[c] for c, _ in top], [p for _, p in top], "Top-5 prediction",
-                                "probability"), config=figures.PNG_CONFIG)
+                                "probability"), config=figures.PNG_CONFIG, theme=None)
+typical = float(result.typicality[choice])
+if result.is_unusual(choice):
+    st.warning(f"This image is unlike the {cache.n_images:,} images of this cache: its embedding is further from "
+               f"them than {1 - typical:.0%} of their own are. The model still ranks the classes, but the "
+               "prediction may mean little.")
+else:
+    st.caption(f"Typicality: more like this cache's images than {typical:.0%} of them are (below 1 % gets a warning).")
 attribution = result.head_logit_attribution(choice, predicted, cache)
 st.plotly_chart(figures.heads_heatmap(attribution, f"Each head's direct push toward '{cache.classnames[predicted]}'",
-                                      "logit units"), config=figures.PNG_CONFIG)
+                                      "logit units"), config=figures.PNG_CONFIG, theme=None)
 pct = result.percentiles[choice].reshape(cache.n_layers, cache.n_heads, -1)
 c1, c2 = st.columns(2)
 c1.plotly_chart(figures.heads_heatmap(pct[:, :, 0], "PC1 coefficient as a dataset percentile", "percentile"),
-                config=figures.PNG_CONFIG)
-unit = cache.head_index(ss.layer, ss.head)
+                config=figures.PNG_CONFIG, theme=None)
+driving = result.driving_heads(choice, predicted, cache)  # the panel follows what drives this prediction
+lh = c2.selectbox("Head (strongest push first)", driving, format_func=lambda h: head_label(*h), key="probe_head")
+unit = cache.head_index(*lh)
 c2.plotly_chart(figures.bars([f"PC{k + 1}" for k in range(min(12, cache.n_pcs))],
                              list(result.percentiles[choice, unit, :12]),
-                             f"{head_label(ss.layer, ss.head)}: percentile of each PC coefficient", "percentile"),
-                config=figures.PNG_CONFIG)
+                             f"{head_label(*lh)}: percentile of each PC coefficient", "percentile"),
+                config=figures.PNG_CONFIG, theme=None)
 push = pd.DataFrame(result.pc_push(choice, predicted, cache), columns=["layer", "head", "pc", "logit push"])
 push["pc"] += 1
 st.subheader(f"PCs that push most toward '{cache.classnames[predicted]}'")
@@ -80,4 +91,4 @@ mask = AblationMask(heads=frozenset(off_heads), pcs=frozenset(off_pcs), mode=mod
 probs = counterfactual_probs(result, cache, mask)[choice]
 order = np.argsort(-probs)[:5]
 st.plotly_chart(figures.bars([cache.classnames[c] for c in order], list(probs[order]),
-                             "Top-5 with those components off", "probability"), config=figures.PNG_CONFIG)
+                             "Top-5 with those components off", "probability"), config=figures.PNG_CONFIG, theme=None)

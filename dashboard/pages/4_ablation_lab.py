@@ -88,13 +88,16 @@ def lab() -> None:
     result = state.result()
     with results:
         m1, m2, m3 = st.columns(3)
-        m1.metric("Accuracy", f"{result.accuracy:.2%}", f"{result.delta:+.2%}")
+        moved = abs(result.delta) >= 5e-5  # "+0.00 %" with a green arrow would claim a gain that is not there
+        m1.metric("Accuracy", f"{result.accuracy:.2%}", f"{result.delta:+.2%}" if moved else "no change",
+                  delta_color="normal" if moved else "off", delta_arrow="auto" if moved else "off")
         m2.metric("Unablated", f"{result.baseline_accuracy:.2%}")
         flipped = np.flatnonzero(result.predictions != cache.baseline_predictions())
-        m3.metric("Predictions changed", f"{len(flipped)}", f"of {cache.n_images}", delta_color="off")
+        m3.metric("Predictions changed", f"{len(flipped)}", f"of {cache.n_images:,}", delta_color="off",
+                  delta_arrow="off")
         baseline = per_class_accuracy(cache, cache.baseline_predictions())
         st.plotly_chart(figures.per_class_bars(cache.classnames, baseline, result.per_class_accuracy),
-                        config=figures.PNG_CONFIG)
+                        config=figures.PNG_CONFIG, theme=None)
         state_json = json.dumps(view_state() | {"accuracy": result.accuracy}, indent=1)
         d1, d2 = st.columns(2)
         d1.download_button("View state (JSON)", state_json, "residual_view.json", "application/json")
@@ -103,7 +106,7 @@ def lab() -> None:
     flip_gallery(flipped, result.predictions)
     if len(cache.classnames) <= 60:
         change = confusion(cache, result.predictions) - confusion(cache, cache.baseline_predictions())
-        st.plotly_chart(figures.confusion_diff(change, cache.classnames), config=figures.PNG_CONFIG)
+        st.plotly_chart(figures.confusion_diff(change, cache.classnames), config=figures.PNG_CONFIG, theme=None)
     write_url()
 
 
@@ -116,13 +119,15 @@ def flip_gallery(flipped: np.ndarray, predictions: np.ndarray) -> None:
     new = predictions[flipped]
     pairs = pd.Series(list(zip(old, new))).value_counts().head(6)
     for (a, b), count in pairs.items():
-        rows = flipped[(old == a) & (new == b)][:12]
-        fixed = (cache.labels[rows] == b).sum()
-        st.markdown(f"**{plain(cache.classnames[a])} → {plain(cache.classnames[b])}**: {count} images "
-                    f"({fixed} of those shown now correct)")
-        # One strip per group: a single image element keeps a toggle's rerun light.
-        st.image(np.concatenate(list(cache.thumbs[rows]), axis=1), width=min(96 * len(rows), 1100),
-                 caption="true: " + ", ".join(cache.classnames[cache.labels[r]] for r in rows))
+        rows = flipped[(old == a) & (new == b)][:10]
+        fixed = int((cache.labels[rows] == b).sum())
+        images = "image" if count == 1 else "images"
+        st.markdown(f"**{plain(cache.classnames[a])} → {plain(cache.classnames[b])}**: {count} {images} "
+                    f"({fixed} of the {len(rows)} shown are now correct)")
+        true = pd.Series([cache.classnames[cache.labels[r]] for r in rows]).value_counts()
+        # One strip per group: a single image element keeps a toggle's rerun light; 64 px a thumbnail fits a column.
+        st.image(np.concatenate(list(cache.thumbs[rows]), axis=1), width=64 * len(rows),
+                 caption="true class: " + ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in true.items()))
 
 
 lab()

@@ -4,7 +4,6 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import figures
@@ -47,24 +46,13 @@ method = st.radio("Score", ["S", "U|T", "U"], horizontal=True, key="spec_method"
                        "and the sum of all heads, along an orthonormal basis of the class embeddings. U: the same "
                        "along a QR basis of the model's full outputs (the whole joint space).")
 st.plotly_chart(figures.heads_heatmap(np.array(report["scores"][method]).reshape(shape), f"{method} score per head",
-                                      method), config=figures.PNG_CONFIG)
+                                      method), config=figures.PNG_CONFIG, theme=None)
 mode = st.radio("Every unit not kept", ["zero", "mean"], horizontal=True, key="spec_mode",
                 help="zero: removed. mean: replaced by its mean over the test images. This applies to the other "
                      "heads, the MLPs and the embedding alike, as the reference's Residual.ablate does.")
-fig = go.Figure()
 ks = report["k"]
-rand = report["curves"]["random"][mode]
-mean, std = np.array(rand["mean"]), np.array(rand["std"])
-fig.add_scatter(x=ks + ks[::-1], y=list(mean + std) + list((mean - std)[::-1]), fill="toself", mode="lines", line=dict(width=0),
-                fillcolor="rgba(150,150,150,0.3)", name="random ± std")
-fig.add_scatter(x=ks, y=mean, mode="lines", line=dict(color="grey", dash="dash"), name="random (mean of 10)")
-for name in ("S", "U|T", "U"):
-    fig.add_scatter(x=ks, y=report["curves"][name][mode], mode="lines+markers", name=name)
-for label, value in (("all heads (H)", report["baselines"][f"H_{mode}"]), ("full model (B)", report["baselines"]["B"])):
-    fig.add_hline(y=value, line_dash="dot", annotation_text=f"{label}: {value:.1%}")
-fig.update_layout(title="Test accuracy of the top-k heads", xaxis_title="k (heads kept)", yaxis_title="accuracy",
-                  xaxis_type="log", height=420, **figures.LAYOUT)
-st.plotly_chart(fig, config=figures.PNG_CONFIG)
+mean = np.array(report["curves"]["random"][mode]["mean"])
+st.plotly_chart(figures.topk_curves(report, mode), config=figures.PNG_CONFIG, theme=None)
 table = pd.DataFrame({"k": ks} | {m: report["curves"][m][mode] for m in ("S", "U|T", "U")} | {"random": mean})
 st.download_button("Curves (CSV)", table.to_csv(index=False), "specialisation.csv", "text/csv")
 
@@ -90,6 +78,6 @@ if absent:
 present = [d for d in datasets if val_paths[d]]
 if len(present) >= 2:
     overlap, sets = jaccard_matrix([get_cache(val_paths[d]) for d in present])
-    st.plotly_chart(figures.jaccard_heatmap(overlap, present), config=figures.PNG_CONFIG)
+    st.plotly_chart(figures.jaccard_heatmap(overlap, present), config=figures.PNG_CONFIG, theme=None)
     st.dataframe(pd.DataFrame({"dataset": present, "top heads by S": [
         ", ".join(head_label(*divmod(int(u), shape[1])) for u in heads) for heads in sets]}), hide_index=True)

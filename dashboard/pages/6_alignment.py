@@ -89,14 +89,14 @@ shape = (train.n_layers, train.n_heads)
 spread = np.nanmean(np.abs(lam - 1), axis=1).reshape(shape)
 event = st.plotly_chart(figures.heads_heatmap(np.nan_to_num(spread), "mean |λ − 1| per head (click to pick)",
                                               "|λ − 1|", selected=(ss.layer, ss.head)),
-                        key="align_heads", on_select="rerun", selection_mode="points", config=figures.PNG_CONFIG)
+                        key="align_heads", on_select="rerun", selection_mode="points", config=figures.PNG_CONFIG, theme=None)
 cell = figures.picked(event)
 if cell:
     ss.layer, ss.head = cell[:2]
 u = train.head_index(ss.layer, ss.head)
 st.plotly_chart(figures.lambda_spectrum(lam[u], np.asarray(train.head_eigenvalues[u]),
                                         f"{head_label(ss.layer, ss.head)}: λ per principal component"),
-                config=figures.PNG_CONFIG)
+                config=figures.PNG_CONFIG, theme=None)
 b1, b2 = st.columns(2)
 if b1.button(f"Open L{ss.layer}H{ss.head} in the head explorer"):
     st.switch_page("dashboard/pages/2_head_explorer.py")

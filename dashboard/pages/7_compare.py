@@ -13,7 +13,7 @@ from residual_core.units import head_label
 cache = page_cache("Compare")
 ss = st.session_state
 st.caption("Weighted spectral cosine between a head's principal subspace here and in another cache: 1 when the "
-           "head spans the same directions with the same weights, 0 when the subspaces are orthogonal (SPEC §6). "
+           "head spans the same directions with the same weights, 0 when the subspaces are orthogonal. "
            "PCA never sees labels: datasets that share their images (the demo world's factors) share their bases.")
 
 
@@ -57,7 +57,7 @@ def cosines(a: str, b: str, tau: float) -> np.ndarray:
 matrix = np.stack([cosines(str(cache.path), p, tau).ravel() for p in chosen])  # [n_others, n_heads]
 names = [label(by_path[p]) for p in chosen]
 event = st.plotly_chart(figures.compare_heatmap(matrix, names, cache.units, "Spectral cosine with the active cache"),
-                        key="compare_map", on_select="rerun", selection_mode="points", config=figures.PNG_CONFIG)
+                        key="compare_map", on_select="rerun", selection_mode="points", config=figures.PNG_CONFIG, theme=None)
 cell = figures.picked(event)
 if cell:
     ss.layer, ss.head, row = cell

@@ -92,3 +92,7 @@ class Family:
 
     def logit_scale(self, model: nn.Module) -> float:
         return float(model.logit_scale.exp().item())
+
+    def normalisation(self, preprocess: Callable) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per channel that ``preprocess`` normalises with (to show what the model receives)."""
+        raise NotImplementedError

@@ -130,6 +130,10 @@ class HfClip(Family):
 
         return model, preprocess, encode_texts
 
+    def normalisation(self, preprocess) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        processor = preprocess.processor
+        return tuple(map(float, processor.image_mean)), tuple(map(float, processor.image_std))
+
     def tower(self, model: nn.Module) -> Tower:
         if not self.owns(model):
             raise UnsupportedModelError(f"{type(model).__name__} is not a transformers CLIPModel")

@@ -183,6 +183,14 @@ class OpenClip(Family):
                                   f"once so the config is cached ({type(err).__name__}: {first_line(err)})")
         return ModelLoadError(f"could not build {spec.name}: {type(err).__name__}: {first_line(err)}")
 
+    def normalisation(self, preprocess) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        from torchvision.transforms import Normalize
+
+        found = [t for t in getattr(preprocess, "transforms", []) if isinstance(t, Normalize)]
+        if not found:
+            return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        return tuple(map(float, found[-1].mean)), tuple(map(float, found[-1].std))
+
     def tower(self, model: nn.Module) -> Tower:
         visual = getattr(model, "visual", None)
         _check_visual(visual)
