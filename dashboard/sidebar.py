@@ -90,16 +90,21 @@ def sidebar() -> None:
             st.warning(plain(f"The cache on disk was not usable and will be rebuilt: {found.problem}"))
         st.info("No cache for this choice yet: encoding runs the model once, then every view is arithmetic.")
         if st.button("Build the cache", type="primary", key="build_sidebar"):
-            build(spec)
+            ss._build_requested = True  # built in the main area, where its progress can be seen
 
 
 def build_prompt() -> None:
-    """The main area of a page without a cache: what would be built, and the button that builds it."""
+    """The main area of a page without a cache: what would be built, the button, and the build's progress."""
     ss = st.session_state
-    st.info(plain(f"No cache yet for {ss.model} on {ss.dataset} ({ss.split} split, {ss.limit:,} images). Building it "
-                  "runs the model once over the images; afterwards every view is arithmetic on the cache."))
-    if st.button("Build the cache", type="primary", key="build_main"):
+    what = f"{ss.model} on {ss.dataset} ({ss.split} split, {ss.limit:,} images)"
+    if ss.pop("_build_requested", False) or st.button("Build the cache", type="primary", key="build_main"):
+        st.subheader(plain(f"Building the cache: {what}"))
+        st.caption("The model runs once over the images (about 10 s for the demo model's 1,000 images on 2 CPU "
+                   "cores); afterwards every view is arithmetic on the cache. The other pages are in the sidebar.")
         build(current_spec())
+        return
+    st.info(plain(f"No cache yet for {what}. Building it runs the model once over the images; afterwards every view "
+                  "is arithmetic on the cache."))
 
 
 def page_cache(title: str) -> Cache:
@@ -120,11 +125,14 @@ def _basis_matches(folder: str, model: str, dataset: str) -> bool:
     return (spec.get("model"), spec.get("dataset")) == (model, dataset)
 
 
+STAGES = {"encode": "encoding images with the model", "finalize": "fitting each head's PCA and its nearest texts"}
+
+
 def build(spec) -> None:
     bar = st.progress(0.0, text="loading the model and the images …")
 
     def report(stage: str, done: int, total: int) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"{stage}: {done}/{total} images")
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{STAGES.get(stage, stage)}: {done:,} of {total:,}")
 
     try:
         precompute(spec, progress=report)

@@ -5,7 +5,7 @@ from dataclasses import replace
 import streamlit as st
 
 from dashboard.offer import Offer, built_caches, encode_mask, offer_from_process, parse_view
-from residual_core.cache import Cache, load_cache
+from residual_core.cache import Cache, load_cache, most_important_head
 from residual_core.models import LoadedClip, load_clip, parse_model_spec
 from residual_core.pipeline import CacheLookup, PrecomputeSpec, lookup
 from residual_core.store import CacheError, read_manifest
@@ -38,7 +38,9 @@ def init_state() -> None:
             else:
                 ss[key] = ss[f"_keep_{key}"]
         return
-    view, notices = parse_view(st.query_params.to_dict(), get_offer())
+    query = st.query_params.to_dict()
+    view, notices = parse_view(query, get_offer())
+    ss._head_from_url = "layer" in query or "head" in query
     for name in ("model", "dataset", "split", "limit", "layer", "head", "pc", "metric", "mask", "basis_from"):
         ss[name] = getattr(view, name)
     ss.url_notices = notices
@@ -133,6 +135,10 @@ def active_cache() -> Cache | None:
         st.error(plain(f"The cache could not be used: {err}"))
         return None
     ss = st.session_state
+    if not ss.get("_head_from_url") and ss.get("_head_default_for") != path:
+        # no head in the link: open on the head that matters most here, where a toggle visibly moves accuracy
+        ss.layer, ss.head = most_important_head(cache)
+        ss._head_default_for = path
     ss.layer = min(ss.layer, cache.n_layers - 1)
     ss.head = min(ss.head, cache.n_heads - 1)
     ss.pc = min(ss.pc, cache.n_pcs - 1)

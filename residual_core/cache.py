@@ -224,6 +224,11 @@ def head_metrics(cache: Cache) -> dict[str, np.ndarray]:
     }
 
 
+def most_important_head(cache: Cache) -> tuple[int, int]:
+    """(layer, head) whose mean ablation lowers accuracy most (ties: the first in head order)."""
+    return cache.units.head_at(int(np.argmin(np.asarray(cache.head_ablated_acc), axis=None)))
+
+
 def other_metrics(cache: Cache) -> dict[str, np.ndarray]:
     """Metrics of the emb and MLP units, each [1 + n_layers] in table order (emb first)."""
     n_other = 1 + cache.n_layers

@@ -15,7 +15,8 @@ from residual_core.sources import ImageSource
 from residual_core.models import LoadedClip, ModelSpec, load_clip
 
 DEFAULT_MODEL = "demo"
-DEFAULT_DATASET = "demo-world/colour"
+# shape, not colour: on colour no single head moves accuracy, on shape switching one off visibly does
+DEFAULT_DATASET = "demo-world/shape"
 DTYPES = ("float16", "float32")
 DEFAULT_CACHE = str(Path.home() / ".cache" / "residual" / "caches")
 

@@ -155,12 +155,14 @@ def render(scene: Scene, digits: np.ndarray, seed: int) -> np.ndarray:
     return np.asarray(image.resize((SIZE, SIZE), Image.LANCZOS))
 
 
+@functools.lru_cache(maxsize=4)
 def _digit_rows(split: str) -> np.ndarray:
     """Rows of mnist_5k that a split's scenes draw their digits from (disjoint across splits)."""
     return dict(zip(("train", "val", "test"), stratified_split(mnist_5k_labels(), (0.6, 0.2, 0.2))))[split]
 
 
-def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=4)
+def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:  # once per split: every rendered image reads it
     pixels, labels = mnist_5k()
     part = _digit_rows(split)
     return pixels[part], labels[part]

@@ -40,9 +40,19 @@ def test_heads_map_metric_goes_to_the_url(app):
 def test_head_explorer_follows_the_selected_head_and_pc(app):
     app.switch_page("dashboard/pages/2_head_explorer.py").run()
     app.selectbox(key="layer").set_value(1).run()
+    app.selectbox(key="head").set_value(2).run()
     app.selectbox(key="pc").set_value(2).run()
     _no_errors(app)
-    assert any("L1H0 PC3" in s.value for s in app.subheader)
+    assert any("L1H2 PC3" in s.value for s in app.subheader)
+
+
+def test_without_a_head_in_the_link_the_most_important_one_is_open(app, tiny_cache):
+    from residual_core.cache import most_important_head
+
+    app.switch_page("dashboard/pages/4_ablation_lab.py").run()
+    expected = most_important_head(tiny_cache)
+    assert (app.session_state.layer, app.session_state.head) == expected
+    assert np.asarray(tiny_cache.head_ablated_acc).min() == tiny_cache.head_ablated_acc[tiny_cache.head_index(*expected)]
 
 
 def test_ablation_lab_changes_the_accuracy(app, tiny_cache):
