@@ -15,7 +15,6 @@ st.set_page_config(page_title="ResiDual explorer", page_icon=str(Path(__file__).
 theme.apply()
 init_state()
 show_notices()
-sidebar()
 PAGES = [
     st.Page("dashboard/pages/1_heads_map.py", title="Heads map", icon=":material/grid_on:", default=True),
     st.Page("dashboard/pages/2_head_explorer.py", title="Head explorer", icon=":material/search:", url_path="head_explorer"),
@@ -25,12 +24,17 @@ PAGES = [
             url_path="specialisation"),
     st.Page("dashboard/pages/6_alignment.py", title="Alignment", icon=":material/tune:", url_path="alignment"),
     st.Page("dashboard/pages/7_compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+    st.Page("dashboard/pages/8_present.py", title="Present", icon=":material/slideshow:", url_path="present"),
 ]
 page = st.navigation(PAGES)
+presenting = page.url_path == "present"  # full-screen: no sidebar, and the link is the tour's, not a view's
+if not presenting:
+    sidebar(page)
 try:
     page.run()
 except Exception as err:  # a page must never show a raw traceback; Streamlit's reruns are BaseExceptions
     logging.getLogger("residual").exception("page failed")
     st.error(plain(f"This view failed: {type(err).__name__}: {err}. Change the selection or rebuild the cache; "
                    "the details are in the server log."))
-write_url()
+if not presenting:
+    write_url()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard import tours
 from dashboard.offer import FALLBACK_MODEL
 from dashboard.state import active_cache, current_spec, get_offer, lookup_cache, plain
 from residual_core.cache import Cache
@@ -16,6 +17,7 @@ from residual_core.decompose import UnsupportedModelError
 from residual_core.models import ModelLoadError
 from residual_core.pipeline import precompute
 from residual_core.store import CacheError, read_manifest
+from residual_core.units import head_label
 
 USER_ERRORS = (ModelLoadError, DatasetUnavailableError, UnsupportedModelError, CacheError, ValueError, OSError)
 
@@ -40,9 +42,12 @@ def _limit_label(n: int) -> str:
     return f"{n:,} images"
 
 
-def sidebar() -> None:
+def sidebar(page=None) -> None:
     ss = st.session_state
     offer = get_offer()
+    if page is not None:
+        with st.sidebar:
+            tour_recorder(page)
     with st.sidebar:
         st.header("Model and data")
         built = _distinct(offer.built)
@@ -128,7 +133,7 @@ def _basis_matches(folder: str, model: str, dataset: str) -> bool:
 STAGES = {"encode": "encoding images with the model", "finalize": "fitting each head's PCA and its nearest texts"}
 
 
-def build(spec) -> None:
+def build(spec, rerun: bool = True) -> None:
     bar = st.progress(0.0, text="loading the model and the images …")
 
     def report(stage: str, done: int, total: int) -> None:
@@ -140,4 +145,39 @@ def build(spec) -> None:
         st.error(plain(f"Could not build the cache: {err}"))
         return
     lookup_cache.clear()
-    st.rerun()
+    if rerun:
+        st.rerun()
+
+
+SLIDE_OF_PAGE = {"": "heads_map", "head_explorer": "head", "ablation_lab": "ablation", "probe": "probe",
+                 "alignment": "alignment", "specialisation": "heads_map", "compare": "heads_map"}
+
+
+def tour_recorder(page) -> None:
+    """Record a tour while exploring: each click adds the current view as a step; present, save or load it."""
+    ss = st.session_state
+    with st.expander(f"Tour ({len(ss.tour_draft.steps)} steps)" if ss.get("tour_draft") else "Tour"):
+        if st.button("Add this view", key="tour_add", help="the page, model, dataset, head, PC and ablation now shown"):
+            params = dict(st.query_params)  # the view as the last run wrote it to the link
+            params.update({"layer": str(ss.layer), "head": str(ss.head), "pc": str(ss.pc), "metric": ss.metric})
+            step = tours.step_from_view(params, SLIDE_OF_PAGE.get(page.url_path, "heads_map"),
+                                        f"{page.title}: {head_label(ss.layer, ss.head)}")
+            draft = ss.get("tour_draft") or tours.Tour("My tour", ())
+            ss.tour_draft = tours.Tour(draft.title, (draft.steps + (step,))[:tours.MAX_STEPS])
+        upload = st.file_uploader("Load a tour (JSON)", type=["json"], key="tour_upload")
+        if upload is not None and ss.get("_tour_upload_id") != upload.file_id:
+            ss._tour_upload_id = upload.file_id
+            try:
+                ss.tour_draft, notices = tours.from_json_text(upload.getvalue(), get_offer())
+                for notice in notices:
+                    st.warning(plain(notice))
+            except ValueError as err:
+                st.error(plain(f"Could not load the tour: {err}"))
+        draft = ss.get("tour_draft")
+        if draft:
+            st.markdown(f"[Present it full-screen](./present?tour_data={tours.encode(draft)})")
+            st.download_button("Save it (JSON)", draft.to_json(), "tour.json", "application/json")
+            if st.button("Clear it", key="tour_clear"):
+                ss.tour_draft = None
+                st.rerun()
+        st.markdown("[Present the demo tour](./present?tour=demo)")

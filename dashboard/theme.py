@@ -23,3 +23,27 @@ h2, h3 {padding-top: 0.4rem !important;}
 
 def apply() -> None:
     st.markdown(CSS, unsafe_allow_html=True)
+
+
+PRESENTING = """
+<style>
+[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], [data-testid="stHeader"],
+[data-testid="stToolbar"], [data-testid="stDecoration"] {display: none !important;}
+.block-container, [data-testid="stMainBlockContainer"] {padding: 1rem 2.2rem 1rem 2.2rem !important;
+  max-width: 100% !important;}
+html, body, [data-testid="stAppViewContainer"] {font-size: 19px;}
+.tour-title {font-size: 2.3rem; font-weight: 700; line-height: 1.15;}
+.tour-count {font-size: 1.05rem; color: #555;}
+[data-testid="stMetricValue"] {font-size: 3.4rem !important;}
+[data-testid="stMetricLabel"] p {font-size: 1.3rem !important;}
+[data-testid="stMetricDelta"] {font-size: 1.4rem !important;}
+.stButton button p {font-size: 1.25rem;}
+/* the clicker's extra keys (Page Up/Down, Space) live on buttons nobody needs to see */
+.st-key-clicker_keys {position: absolute; left: -10000px; height: 0; overflow: hidden;}
+</style>
+"""
+
+
+def presenting() -> None:
+    """Full-screen slides: no sidebar or header, type sized for a room."""
+    st.markdown(PRESENTING, unsafe_allow_html=True)

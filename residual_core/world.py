@@ -222,3 +222,19 @@ def load_world_dataset(name: str, split: str):
     # rendered lazily, image by image: a --limit subset of the 60,000 train scenes renders only itself
     return ImageSource(name, split, CLASSNAMES[factor], TEMPLATES[factor], labels_of(scenes, factor), ids,
                        lambda i: Image.fromarray(render_one(split, int(i))), version=WORLD_VERSION)
+
+
+def draw(values: dict[str, str], seed: int = 0) -> Image.Image:
+    """A scene drawn to order: ``values`` names a value per factor (missing ones: the first), e.g.
+    {"shape": "star", "colour": "red"}; the digit's pixels come from the test split. ValueError names a bad value."""
+    index = {}
+    for name, options in FACTORS.items():
+        value = values.get(name, options[0])
+        if value not in options:
+            raise ValueError(f"the world has no {name} {value!r}; choose one of {', '.join(options)}")
+        index[name] = options.index(value)
+    digits, labels = _digits("test")
+    row = int(np.flatnonzero(labels == index["digit"])[0])
+    scene = Scene(index["shape"], index["colour"], index["size"], index["position"], index["texture"], index["count"],
+                  index["digit"], row)
+    return Image.fromarray(render(scene, digits, seed))

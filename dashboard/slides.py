@@ -1,0 +1,150 @@
+"""The slides of presenter mode: one renderer per step kind, each drawing its view's key figure large.
+
+Slides read cached arrays only (the probe slide runs the model once per drawn image, as the Probe page does).
+"""
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import figures, sidebar
+from dashboard.offer import Offer, ViewState
+from dashboard.state import find_cache, get_cache, plain, probe_cached
+from dashboard.tours import Step, step_view
+from residual_core.ablation import AblationMask, evaluate, per_class_accuracy
+from residual_core.cache import HEAD_METRICS, Cache, head_metrics, most_important_head
+from residual_core.pipeline import PrecomputeSpec
+from residual_core.units import head_label
+
+BIG = dict(font=dict(size=20), title=dict(font=dict(size=24)))  # figures on a projector, across a room
+
+
+def _chart(fig, height: int | None = None, key: str | None = None) -> None:
+    fig.update_layout(**BIG, **({"height": height} if height else {}))
+    st.plotly_chart(fig, config=figures.PNG_CONFIG, theme=None, key=key)
+
+
+def _spec(view: ViewState, offer: Offer, dataset: str | None = None, split: str | None = None) -> PrecomputeSpec:
+    return PrecomputeSpec(model=view.model, dataset=dataset or view.dataset, split=split or view.split,
+                          limit=view.limit, cache_dir=offer.cache_dir)
+
+
+def cache_or_build(spec: PrecomputeSpec, key: str) -> Cache | None:
+    """The cache of ``spec``, or a button that builds it here (with its progress); None until it exists."""
+    path = find_cache(spec)
+    if path is not None:
+        return get_cache(path)
+    st.info(plain(f"This step needs the cache of {spec.model} on {spec.dataset} ({spec.split}, {spec.limit:,} images)."))
+    if st.button("Build it now", type="primary", key=f"build_{key}"):
+        sidebar.build(spec)
+    return None
+
+
+def needed(step: Step, offer: Offer) -> list[PrecomputeSpec]:
+    """The caches a step draws from (to prepare a whole tour before a talk)."""
+    view, _ = step_view(step, offer)
+    specs = [_spec(view, offer)]
+    if step.view.get("also"):
+        specs.append(_spec(view, offer, dataset=step.view["also"]))
+    if step.slide == "alignment":
+        specs = [_spec(view, offer, split=s) for s in ("train", "val", "test")]
+    return specs
+
+
+def _head(step: Step, view: ViewState, auto: bool, cache: Cache) -> tuple[int, int]:
+    if auto:
+        return most_important_head(cache)
+    return min(view.layer, cache.n_layers - 1), min(view.head, cache.n_heads - 1)
+
+
+def render(step: Step, index: int, offer: Offer) -> None:
+    view, auto = step_view(step, offer)
+    cache = cache_or_build(_spec(view, offer), f"step{index}")
+    if cache is None:
+        return
+    {"heads_map": _heads_map, "head": _head_slide, "ablation": _ablation, "probe": _probe,
+     "alignment": _alignment}[step.slide](step, index, view, auto, cache, offer)
+
+
+def _heads_map(step, index, view, auto, cache, offer) -> None:
+    values = head_metrics(cache)[view.metric]
+    _chart(figures.heads_heatmap(values, HEAD_METRICS[view.metric], view.metric.replace("_", " ")), 560)
+
+
+def _head_slide(step, index, view, auto, cache, offer) -> None:
+    layer, head = _head(step, view, auto, cache)
+    unit, pc = cache.head_index(layer, head), min(view.pc, cache.n_pcs - 1)
+    left, right = st.columns([2, 3])
+    with left:
+        _chart(figures.spectrum(np.asarray(cache.head_eigenvalues[unit]), f"{head_label(layer, head)}: its spectrum"),
+               430)
+    with right:
+        for name, rows, texts in (("+ pole", cache.pole_top, cache.text_pos_idx),
+                                  ("− pole", cache.pole_bottom, cache.text_neg_idx)):
+            st.markdown(f"### PC{pc + 1} {name}: " + plain("; ".join(cache.texts[i] for i in texts[unit, pc][:3])))
+            st.image(np.concatenate(list(cache.thumbs[rows[unit, pc][:6]]), axis=1), width="stretch")
+
+
+def _ablation(step, index, view, auto, cache, offer) -> None:
+    layer, head = _head(step, view, auto, cache)
+    key = f"tour_off_{index}"
+    off = st.session_state.get(key, False)
+    label = f"Switch {head_label(layer, head)} {'back on' if off else 'off'}   (T)"
+    if st.button(label, type="primary", key=f"toggle_{index}", shortcut="T"):
+        st.session_state[key] = off = not off
+    mask = AblationMask(heads=frozenset({(layer, head)}) if off else frozenset())
+    panels = [(cache, view.dataset)]
+    if step.view.get("also"):
+        other = cache_or_build(_spec(view, offer, dataset=step.view["also"]), f"also{index}")
+        if other is not None:
+            panels.append((other, step.view["also"]))
+    columns = st.columns(len(panels))
+    for column, (data, name) in zip(columns, panels):
+        result = evaluate(data, mask)
+        column.metric(f"{name.split('/')[-1]} accuracy", f"{result.accuracy:.1%}",
+                      f"{result.delta:+.1%}" if off else "all heads on", delta_color="normal" if off else "off",
+                      delta_arrow="auto" if off else "off")
+    baseline = per_class_accuracy(cache, cache.baseline_predictions())
+    _chart(figures.per_class_bars(cache.classnames, baseline, evaluate(cache, mask).per_class_accuracy), 380)
+
+
+def _probe(step, index, view, auto, cache, offer) -> None:
+    from residual_core.world import draw
+
+    try:
+        image = draw(step.draw)
+    except ValueError as err:
+        st.error(plain(f"This step's drawing is not possible: {err}"))
+        return
+    digest = (hashlib.sha256(image.tobytes()).hexdigest(),)
+    spec = cache.manifest["spec"]
+    result = probe_cached(str(cache.path), spec["model"], spec["random_weights"], spec["seed"], digest, [image])
+    top = result.top_classes(0)
+    drawn, seen, bars = st.columns([1, 1, 2])
+    drawn.image(np.asarray(image), caption="as drawn", width="stretch")
+    seen.image(result.inputs[0], caption="what the model sees", width="stretch")
+    with bars:
+        _chart(figures.bars([cache.classnames[c] for c, _ in top[:3]], [p for _, p in top[:3]], "Prediction",
+                            "probability"), 300)
+    typical = float(result.typicality[0])
+    note = "unlike the images it knows: treat the answer with care" if result.is_unusual(0) else \
+        f"more like the model's images than {typical:.0%} of them"
+    st.markdown(f"### Typicality: {note}")
+
+
+def _alignment(step, index, view, auto, cache, offer) -> None:
+    from residual_core.align import saved_results
+
+    train_path = find_cache(_spec(view, offer, split="train"))
+    reports = saved_results(train_path) if train_path else []
+    if not reports:
+        st.info(plain(f"No alignment trained yet on {view.dataset}. Before the talk: python -m residual_core align "
+                      f"--dataset {view.dataset} --method fine (a few minutes), or the Alignment page."))
+        st.metric("zero-shot accuracy (this split)", f"{cache.baseline_accuracy():.1%}")
+        return
+    table = pd.DataFrame([{"method": r["tag"].removeprefix("align_"), "test accuracy": r["test_acc"],
+                           "parameters": r["n_params"]} for r in reports])
+    _chart(figures.bars(list(table["method"]), list(table["test accuracy"]), f"{view.dataset}: test accuracy",
+                        "accuracy"), 420)

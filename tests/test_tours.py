@@ -1,0 +1,100 @@
+"""Tours: the shipped one parses against the offer, hostile tour files and links are refused in one line, and
+the presenter page steps through a tour with its buttons and keeps its place in the link."""
+
+import json
+
+import pytest
+
+from dashboard import tours
+from dashboard.offer import server_offer
+
+
+@pytest.fixture()
+def offer(tmp_path):
+    return server_offer([], {"RESIDUAL_CACHE": str(tmp_path)})
+
+
+def test_the_demo_tour_parses_cleanly_and_tells_the_story(offer):
+    tour, notices = tours.load_shipped("demo", offer)
+    assert notices == ()
+    assert 6 <= len(tour.steps) <= 8
+    slides = [s.slide for s in tour.steps]
+    assert slides[0] == "heads_map" and "ablation" in slides and "probe" in slides and slides[-1] == "alignment"
+    assert any(s.control == "head" and s.view.get("also") for s in tour.steps)  # one toggle, two datasets
+    assert all(s.notes for s in tour.steps)
+
+
+def test_a_tour_survives_the_link_and_the_file(offer):
+    tour, _ = tours.load_shipped("demo", offer)
+    again, notices = tours.decode(tours.encode(tour), offer)
+    assert again == tour and notices == ()
+    assert tours.from_json_text(tour.to_json(), offer)[0] == tour
+
+
+@pytest.mark.parametrize("data,match", [
+    ([], "JSON object"),
+    ({"steps": []}, "1 to"),
+    ({"steps": [{"slide": "rm -rf"}]}, "slide must be"),
+    ({"steps": [{"slide": "head", "control": "eval"}]}, "control must be"),
+    ({"steps": [{"slide": "head", "view": {"layer": 3}}]}, "view must map"),
+    ({"steps": [{"slide": "head", "title": "x" * 5000}]}, "at most"),
+    ({"steps": [{"slide": "head"}] * 41}, "1 to 40"),
+])
+def test_malformed_tours_are_refused_naming_the_problem(offer, data, match):
+    with pytest.raises(ValueError, match=match):
+        tours.parse_tour(data, offer)
+
+
+def test_a_hostile_view_in_a_tour_is_a_notice_not_an_action(offer):
+    data = {"steps": [{"slide": "heads_map", "view": {"model": "ViT-B-32:/etc/shadow", "dataset": "folder:/root",
+                                                       "also": "folder:/"}}]}
+    tour, notices = tours.parse_tour(data, offer)
+    assert len(notices) == 3 and "also" not in tour.steps[0].view
+    view, _ = tours.step_view(tour.steps[0], offer)
+    assert view.model == offer.default_model and view.dataset == offer.default_dataset
+
+
+def test_links_that_inflate_or_are_garbage_are_refused(offer):
+    import base64
+    import zlib
+
+    bomb = base64.urlsafe_b64encode(zlib.compress(b"{" + b" " * 10_000_000 + b"}", 9)).decode()
+    for text in (bomb, "%%%not-base64", "A" * 50_000):
+        with pytest.raises(ValueError):
+            tours.decode(text, offer)
+    with pytest.raises(ValueError, match="not JSON"):
+        tours.from_json_text(b"\xff\xfe{", offer)
+
+
+def test_the_presenter_steps_through_a_tour_and_toggles_a_head(cache_root, open_app, tiny_cache):
+    from residual_core.ablation import AblationMask, evaluate
+    from residual_core.cache import most_important_head
+
+    steps = [{"title": "Map", "slide": "heads_map", "view": {"model": "tiny-random", "dataset": "mnist-offline",
+                                                            "n": "300", "metric": "evr1"}},
+             {"title": "Off", "slide": "ablation", "control": "head",
+              "view": {"model": "tiny-random", "dataset": "mnist-offline", "n": "300", "layer": "auto", "head": "auto"}}]
+    data = tours.encode(tours.Tour("Test tour", tuple(tours.Step(**s) for s in steps)))
+    at = open_app(cache_root, {"tour_data": data})
+    at.switch_page("dashboard/pages/8_present.py").run()
+    assert not at.exception and "Map" in at.markdown[2].value
+    at.button(key="next").click().run()
+    assert not at.exception and at.query_params["step"] in ("2", ["2"])
+    assert at.metric[0].value == f"{tiny_cache.baseline_accuracy():.1%}"
+    at.button(key="toggle_1").click().run()
+    off = evaluate(tiny_cache, AblationMask(heads=frozenset({most_important_head(tiny_cache)})))
+    assert not at.exception and at.metric[0].value == f"{off.accuracy:.1%}"
+    at.button(key="prev").click().run()
+    assert at.query_params["step"] in ("1", ["1"])
+
+
+def test_recording_a_tour_adds_the_current_view(cache_root, open_app):
+    at = open_app(cache_root, {"model": "tiny-random", "dataset": "mnist-offline", "split": "test", "n": "300",
+                               "layer": "1", "head": "2"})
+    at.button(key="tour_add").click().run()
+    at.switch_page("dashboard/pages/2_head_explorer.py").run()
+    at.button(key="tour_add").click().run()
+    draft = at.session_state.tour_draft
+    assert [s.slide for s in draft.steps] == ["heads_map", "head"]
+    assert draft.steps[1].view["layer"] == "1" and draft.steps[1].view["head"] == "2"
+    assert json.loads(draft.to_json())["steps"][1]["slide"] == "head"
