@@ -1,0 +1,136 @@
+"""Projector layout in a real browser, every page at 1280×720 and 1920×1080 on the demo model: nothing overflows
+sideways, the page's key figure or number is on screen without scrolling, axis labels are at least 14 px,
+thumbnails are upscaled as pixels, and there is no exception box and no console error."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and not os.environ.get("CI"):
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.slow
+
+SIZES = [(1280, 720), (1920, 1080)]
+BASE = "model=demo&dataset=demo-world/shape&split=test&n=1000"
+# page path, what must be fully on screen (a CSS selector), and its title
+PAGES = [("/", ".js-plotly-plot", "Heads map"),
+         ("/head_explorer", '[data-testid="stImage"]', "Head explorer"),
+         ("/probe", ".js-plotly-plot", "Probe"),
+         ("/ablation_lab", '[data-testid="stMetricValue"]', "Ablation lab"),
+         ("/specialisation", ".js-plotly-plot", "Specialisation"),
+         ("/alignment", '[data-testid="stAlert"], .js-plotly-plot', "Alignment"),
+         ("/compare", ".js-plotly-plot", "Compare")]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from residual_core.pipeline import PrecomputeSpec, precompute
+
+    caches = tmp_path_factory.mktemp("layout")
+    for dataset, split in (("demo-world/shape", "test"), ("demo-world/shape", "val"), ("demo-world/colour", "test")):
+        precompute(PrecomputeSpec(model="demo", dataset=dataset, split=split, limit=1000, cache_dir=str(caches)))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1"], cwd=ROOT, env=dict(os.environ, RESIDUAL_CACHE=str(caches)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage",
+                                                                     "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+def _open(browser, url: str, size: tuple[int, int], title: str | None):
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # Streamlit itself first asks <page>/_stcore/health and host-config on a page's own URL (404), then the root
+    page.on("response", lambda r: errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400
+            and not re.search(r"/_stcore/(health|host-config)$", r.url) else None)
+    page.goto(url)
+    if title:
+        page.get_by_role("heading", name=title).first.wait_for(timeout=180_000)
+    page.wait_for_timeout(500)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=180_000)
+    page.wait_for_timeout(1500)  # figures draw after the script finishes
+    return page, errors
+
+
+def _check(page, errors: list[str], selector: str, size: tuple[int, int]) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0
+    overflow = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMain"], [data-testid="stMain"] *')]
+        .filter(e => e.scrollWidth > e.clientWidth + 2 && e.clientWidth > 20
+                     && ['auto', 'scroll'].includes(getComputedStyle(e).overflowX)
+                     && !e.closest('[data-testid="stDataFrame"]') && !e.closest('.js-plotly-plot'))
+        .map(e => (e.getAttribute('data-testid') || e.className || e.tagName) + ' ' + e.scrollWidth + '>' + e.clientWidth)""")
+    assert not overflow, f"scrolls sideways at {size}: {overflow[:3]}"
+    wide = page.evaluate("""() => Math.max(...[...document.querySelectorAll('[data-testid="stMain"] *')]
+        .map(e => e.getBoundingClientRect().right))""")
+    assert wide <= size[0] + 1, f"something reaches {wide:.0f} px on a {size[0]} px screen"
+    key = page.locator(selector).first
+    key.wait_for(timeout=120_000)
+    box = key.bounding_box()
+    assert box and box["y"] >= 0 and box["y"] + min(box["height"], 0.6 * size[1]) <= size[1] + 1, \
+        f"{selector} is at y={box and box['y']:.0f} (height {box and box['height']:.0f}) on a {size[1]} px screen"
+    ticks = page.evaluate("() => [...document.querySelectorAll('.xtick text, .ytick text')]"
+                          ".map(t => parseFloat(getComputedStyle(t).fontSize))")
+    assert not ticks or min(ticks) >= 14, f"axis labels of {min(ticks)} px"
+    blurry = page.evaluate("() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+                           ".filter(i => getComputedStyle(i).imageRendering !== 'pixelated').length")
+    assert blurry == 0
+    real = [e for e in errors if not e.startswith("Failed to load resource")]  # the responses say which
+    assert not real, real[:3]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+@pytest.mark.parametrize("path,selector,title", PAGES, ids=[p[2] for p in PAGES])
+def test_every_page_fits_a_projector(browser, server, size, path, selector, title):
+    page, errors = _open(browser, f"{server}{path}?{BASE}", size, title)
+    try:
+        _check(page, errors, selector, size)
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+def test_presenter_mode_fits_and_follows_the_keyboard(browser, server, size):
+    page, errors = _open(browser, f"{server}/present?tour=demo&step=1", size, None)
+    try:
+        page.locator(".tour-title").wait_for(timeout=120_000)
+        assert page.locator('[data-testid="stSidebar"]').is_hidden()
+        _check(page, errors, ".js-plotly-plot", size)
+        for key, step in (("ArrowRight", "2"), ("PageDown", "3"), ("Space", "4"), ("PageUp", "3"), ("ArrowLeft", "2")):
+            page.locator("body").press(key)
+            page.wait_for_function(f"() => location.search.includes('step={step}')", timeout=60_000)
+        page.wait_for_timeout(1500)
+        assert "shape head" in page.locator(".tour-title").inner_text().lower()
+    finally:
+        page.close()
