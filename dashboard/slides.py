@@ -107,7 +107,7 @@ def _ablation(step, index, view, auto, cache, offer) -> None:
                       f"{result.delta:+.1%}" if off else "all heads on", delta_color="normal" if off else "off",
                       delta_arrow="auto" if off else "off")
     baseline = per_class_accuracy(cache, cache.baseline_predictions())
-    _chart(figures.per_class_bars(cache.classnames, baseline, evaluate(cache, mask).per_class_accuracy), 380)
+    _chart(figures.per_class_bars(cache.classnames, baseline, evaluate(cache, mask).per_class_accuracy), 300)
 
 
 def _probe(step, index, view, auto, cache, offer) -> None:

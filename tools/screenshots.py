@@ -1,19 +1,14 @@
 """Take the README's screenshots from the real app: ``python tools/screenshots.py [--size 1920x1080]``.
 
-Builds the caches the pages show (what the dashboard's "Build the cache" buttons would build: the default
-view, the shape val/test caches of the Specialisation page, the shape train/val/test caches of the
-Alignment page at 10,000 train images, the last as ``python tools/results_table.py`` leaves them), starts
+Builds the caches the pages show (what the dashboard's "Build" buttons would build: the default view, the shape
+val cache of the Specialisation page, the shape train/val/test caches of the Alignment page at 10,000 train images,
+the colour cache the Compare page and the demo tour need, MNIST's alignment for the tour's last step), starts
 `streamlit run app.py` on a free local port, opens each page in headless Chromium and writes
 docs/screenshots/*.png at 1280×720, or out/screenshots/<size>/*.png at another --size.
 """
 
 import argparse
-import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -21,24 +16,34 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+sys.path.insert(0, str(ROOT / "tools"))
+from serve import CHROMIUM_ARGS, chromium, running_app  # noqa: E402
+
 OUT = ROOT / "docs" / "screenshots"
-VIEWS = [("heads_map", "/?metric=accuracy_alone", "Heads map"),
-         ("head_explorer", "/head_explorer?layer=3&head=6&pc=0", "Head explorer"),
-         ("probe", "/probe?probe_row=0", "Probe"),
-         ("ablation_lab", "/ablation_lab?layer=3&head=6", "Ablation lab"),
-         ("specialisation", "/specialisation?dataset=demo-world/shape", "Specialisation"),
-         ("alignment", "/alignment?dataset=demo-world/shape&n=10000", "Alignment"),
-         ("compare", "/compare", "Compare")]
+BASE = "model=demo&dataset=demo-world/shape&split=test&n=1000"
+VIEWS = [("heads_map", f"/?{BASE}&metric=delta_acc_mean_ablated", "Heads map"),
+         ("head_explorer", f"/head_explorer?{BASE}&pc=0", "Head explorer"),
+         ("probe", f"/probe?{BASE}&probe_row=0", "Probe"),
+         ("ablation_lab", f"/ablation_lab?{BASE}", "Ablation lab"),
+         ("specialisation", f"/specialisation?{BASE}", "Specialisation"),
+         ("alignment", "/alignment?model=demo&dataset=demo-world/shape&n=10000", "Alignment"),
+         ("compare", f"/compare?{BASE}", "Compare"),
+         ("present", "/present?tour=demo&step=3", None)]
 
 
 def build_caches() -> None:
-    from residual_core.align import split_caches
-    from residual_core.pipeline import DEFAULT_DATASET, PrecomputeSpec, precompute
+    from residual_core.align import align, result_tag, save_result, saved_results, split_caches
+    from residual_core.pipeline import PrecomputeSpec, precompute
 
-    precompute(PrecomputeSpec(model="demo", dataset=DEFAULT_DATASET, split="test", limit=2000))
-    for split in ("val", "test"):
-        precompute(PrecomputeSpec(model="demo", dataset="demo-world/shape", split=split, limit=2000))
+    for dataset, split in (("demo-world/shape", "test"), ("demo-world/shape", "val"), ("demo-world/colour", "test")):
+        precompute(PrecomputeSpec(model="demo", dataset=dataset, split=split, limit=1000))
     split_caches(model="demo", dataset="demo-world/shape", limit=10_000)
+    train_dir, train, val, test = split_caches(model="demo", dataset="mnist-offline", limit=10_000)
+    done = {r["method"] for r in saved_results(train_dir)}
+    for method in ("zeroshot", "fine"):
+        if method not in done:
+            save_result(train_dir, align(train, val, test, method), result_tag(method),
+                        {"model": "demo", "dataset": "mnist-offline", "limit": 10_000})
 
 
 def main() -> None:
@@ -48,37 +53,22 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
     out = OUT if args.size == "1280x720" else ROOT / "out" / "screenshots" / args.size
     build_caches()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                               "--server.address", "127.0.0.1"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        out.mkdir(parents=True, exist_ok=True)
-        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": width, "height": height})
-            for name, path, title in VIEWS:
-                page.goto(f"http://127.0.0.1:{port}{path}")
-                page.get_by_role("heading", name=title).wait_for(timeout=600_000)
-                try:  # a page shows its figures once its caches (and, on Alignment, a trained method) exist
-                    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-                except PlaywrightTimeout:
-                    print("no figure on", name, "after 60 s: the screenshot shows the page as it is")
-                page.wait_for_timeout(4000)
-                page.screenshot(path=str(out / f"{name}.png"), full_page=True)
-                print("wrote", out / f"{name}.png")
-            browser.close()
-    finally:
-        server.terminate()
+    out.mkdir(parents=True, exist_ok=True)
+    with running_app() as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        for name, path, title in VIEWS:
+            page.goto(f"{url}{path}")
+            target = page.get_by_role("heading", name=title).first if title else page.locator(".tour-title")
+            target.wait_for(timeout=600_000)
+            try:  # a page shows its figures once its caches (and, on Alignment, a trained method) exist
+                page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            except PlaywrightTimeout:
+                print("no figure on", name, "after 60 s: the screenshot shows the page as it is")
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(out / f"{name}.png"))
+            print("wrote", out / f"{name}.png")
+        browser.close()
 
 
 if __name__ == "__main__":
