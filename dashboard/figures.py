@@ -92,7 +92,7 @@ def spectrum(eigenvalues: np.ndarray, title: str) -> go.Figure:
         fig.add_hline(y=tau, line_dash=dash, line_color="grey",
                       annotation_text=f"{tau:g}: k={min(k, len(share))}", annotation_position="bottom right")
     fig.update_layout(title=title, xaxis_title="principal component", yaxis_title="share of the head's variance",
-                      yaxis_range=[0, 1.02], height=380, legend=dict(orientation="h", y=1.12), **LAYOUT)
+                      yaxis_range=[0, 1.02], height=380, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right", bgcolor="rgba(0,0,0,0)"), **LAYOUT)
     return fig
 
 
@@ -143,7 +143,7 @@ def per_class_bars(classnames: tuple[str, ...], baseline: np.ndarray, ablated: n
     fig.add_bar(x=list(classnames), y=baseline, name="unablated", marker_color="#9ecae9")
     fig.add_bar(x=list(classnames), y=ablated, name="ablated", marker_color="#e45756")
     fig.update_layout(barmode="group", title="Per-class accuracy", yaxis_title="accuracy", yaxis_range=[0, 1],
-                      height=380, legend=dict(orientation="h", y=1.12), **LAYOUT)
+                      height=380, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right", bgcolor="rgba(0,0,0,0)"), **LAYOUT)
     return fig
 
 
@@ -169,7 +169,7 @@ def lambda_spectrum(lam: np.ndarray, eigenvalues: np.ndarray, title: str) -> go.
     fig.update_layout(title=title, xaxis_title="principal component", yaxis=dict(title="λ"),
                       yaxis2=dict(title="share of variance", overlaying="y", side="right", showgrid=False,
                                   rangemode="tozero"),
-                      height=380, legend=dict(orientation="h", y=1.12), **LAYOUT)
+                      height=380, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right", bgcolor="rgba(0,0,0,0)"), **LAYOUT)
     return fig
 
 

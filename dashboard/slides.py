@@ -90,10 +90,13 @@ def _head_slide(step, index, view, auto, cache, offer) -> None:
 def _ablation(step, index, view, auto, cache, offer) -> None:
     layer, head = _head(step, view, auto, cache)
     key = f"tour_off_{index}"
+
+    def flip() -> None:  # a callback, so the label drawn below already says what the next press does
+        st.session_state[key] = not st.session_state.get(key, False)
+
     off = st.session_state.get(key, False)
     label = f"Switch {head_label(layer, head)} {'back on' if off else 'off'}   (T)"
-    if st.button(label, type="primary", key=f"toggle_{index}", shortcut="T"):
-        st.session_state[key] = off = not off
+    st.button(label, type="primary", key=f"toggle_{index}", shortcut="T", on_click=flip)
     mask = AblationMask(heads=frozenset({(layer, head)}) if off else frozenset())
     panels = [(cache, view.dataset)]
     if step.view.get("also"):
@@ -103,9 +106,10 @@ def _ablation(step, index, view, auto, cache, offer) -> None:
     columns = st.columns(len(panels))
     for column, (data, name) in zip(columns, panels):
         result = evaluate(data, mask)
-        column.metric(f"{name.split('/')[-1]} accuracy", f"{result.accuracy:.1%}",
-                      f"{result.delta:+.1%}" if off else "all heads on", delta_color="normal" if off else "off",
-                      delta_arrow="auto" if off else "off")
+        moved = off and abs(result.delta) >= 5e-4
+        delta = f"{result.delta:+.1%}" if moved else ("no change" if off else "all heads on")
+        column.metric(f"{name.split('/')[-1]} accuracy", f"{result.accuracy:.1%}", delta,
+                      delta_color="normal" if moved else "off", delta_arrow="auto" if moved else "off")
     baseline = per_class_accuracy(cache, cache.baseline_predictions())
     _chart(figures.per_class_bars(cache.classnames, baseline, evaluate(cache, mask).per_class_accuracy), 300)
 

@@ -15,7 +15,21 @@ SHARED_KEYS = ("model", "dataset", "split", "limit", "layer", "head", "pc", "met
 
 @st.cache_resource(show_spinner=False)
 def _process_offer() -> Offer:
+    configure_threads()
     return offer_from_process()
+
+
+def configure_threads() -> int:
+    """One torch thread per operation in the server (RESIDUAL_THREADS overrides): sessions run in their own
+    threads, so concurrent toggles use both cores side by side, and no two-thread kernel waits on a core that
+    another session holds (tools/concurrent_toggles.py measures both settings)."""
+    import os
+
+    import torch
+
+    threads = int(os.environ.get("RESIDUAL_THREADS", "1"))
+    torch.set_num_threads(max(1, threads))
+    return torch.get_num_threads()
 
 
 def get_offer() -> Offer:

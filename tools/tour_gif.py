@@ -45,9 +45,10 @@ def main() -> None:
                 page.locator("body").press("ArrowRight")
                 page.wait_for_function(f"() => location.search.includes('step={number + 1}')", timeout=60_000)
         browser.close()
-    small = [frame.convert("RGB").resize((960, 540), Image.LANCZOS) for frame, _ in frames]
+    # every frame whole, with its own palette: delta frames let one slide's bars show through the next
+    small = [frame.convert("RGB").resize((960, 540), Image.LANCZOS).quantize(colors=128) for frame, _ in frames]
     small[0].save(OUT, save_all=True, append_images=small[1:], duration=[d for _, d in frames], loop=0,
-                  optimize=True)
+                  optimize=False, disposal=2)
     print("wrote", OUT, f"{len(small)} frames, {OUT.stat().st_size / 1e6:.1f} MB")
 
 
