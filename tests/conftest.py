@@ -72,3 +72,4 @@ def open_app(monkeypatch):
         return at.run()
 
     return run
+

@@ -8,9 +8,6 @@ upload an image in the probe. Skipped only where no chromium is installed and CI
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -19,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from browser_server import serve_dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -52,27 +51,7 @@ def big_cache(tmp_path_factory) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def server(big_cache):
-    caches, _ = big_cache
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, RESIDUAL_CACHE=str(caches))
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    yield from serve_dashboard(big_cache[0])
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +137,7 @@ def test_upload_an_image_in_the_probe(page, server, big_cache, tmp_path):
     broken.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     page.goto(f"{server}/probe?{_query(big_cache[1])}")
     page.get_by_role("heading", name="Probe").wait_for(timeout=120_000)
-    page.locator('input[type="file"]').set_input_files([str(image), str(broken)])
+    page.locator('[data-testid="stMain"] input[type="file"]').set_input_files([str(image), str(broken)])
     try:
         page.get_by_text("broken.jpg is").first.wait_for(timeout=60_000)
         page.get_by_text("Counterfactual").wait_for(timeout=60_000)
