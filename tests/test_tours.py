@@ -98,3 +98,21 @@ def test_recording_a_tour_adds_the_current_view(cache_root, open_app):
     assert [s.slide for s in draft.steps] == ["heads_map", "head"]
     assert draft.steps[1].view["layer"] == "1" and draft.steps[1].view["head"] == "2"
     assert json.loads(draft.to_json())["steps"][1]["slide"] == "head"
+
+
+@pytest.mark.parametrize("query,warning", [({"tour_data": "%%%garbage"}, "cannot be read"),
+                                           ({"tour": "../../etc/passwd"}, "no shipped tour")])
+def test_a_hostile_tour_link_plays_the_demo_tour_with_a_notice(tmp_path, monkeypatch, query, warning):
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.state import _process_offer
+
+    monkeypatch.setenv("RESIDUAL_CACHE", str(tmp_path))
+    _process_offer.clear()
+    at = AppTest.from_file(str(tours.TOURS_DIR.parent.parent / "app.py"), default_timeout=120)
+    at.query_params.update(query)
+    at.switch_page("dashboard/pages/8_present.py").run()  # the link opens the presenter directly
+    assert not at.exception
+    assert warning in at.warning[0].value.replace("\\", "") and "demo tour" in at.warning[0].value
+    assert at.session_state.tour == tours.load_shipped("demo", _process_offer())[0]
+    assert not list(tmp_path.iterdir())  # nothing was built
