@@ -163,6 +163,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.scale:
+        from residual_core.scale_bench import run_scale
+
+        print(json.dumps(run_scale()))
+        return 0
     from residual_core.bench import run_bench
 
     print(json.dumps(run_bench(args)))
@@ -278,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--with-subnormals", action="store_true",
                    help="also time λ training with subnormal arithmetic on (what flushing them saves; slow)")
+    p.add_argument("--scale", action="store_true",
+                   help="instead: toggles, head metrics and peak RSS at 10 k, 100 k and 1 M images (10 and 1,000 "
+                        "classes), and the scaling exponent")
     p.set_defaults(func=_cmd_bench)
     return parser
 

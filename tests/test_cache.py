@@ -172,3 +172,15 @@ def test_the_key_depends_on_the_weights_not_on_the_checkpoint_path(tmp_path):
     except Exception:  # damaged safetensors may not load at all
         return
     assert other != prepare(replace(base, model="demo")).key
+
+
+@pytest.mark.slow
+def test_the_scale_bench_reports_each_size_and_a_scaling_exponent():
+    from residual_core.scale_bench import run_scale
+
+    report = run_scale(sizes=(2_000, 4_000), classes=(10,))
+    rows = report["scale"]
+    assert [r["n_images"] for r in rows] == [2_000, 4_000] and all("error" not in r for r in rows)
+    assert all(r["pc_p50_ms"] > 0 and r["rss_mb"] > 0 and r["heads_stored"] == 144 for r in rows)
+    expected = np.log(rows[1]["pc_p50_ms"] / rows[0]["pc_p50_ms"]) / np.log(2)
+    assert report["toggle_scaling_exponent"]["10"] == pytest.approx(expected)
