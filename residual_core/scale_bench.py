@@ -20,6 +20,7 @@ CLASSES = (10, 1_000)
 
 _PROBE = """
 import json, resource, statistics, sys, time
+from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(1)
 from residual_core.ablation import AblationMask, LogitState
