@@ -7,12 +7,13 @@ import streamlit as st
 
 from dashboard import theme
 from dashboard.sidebar import sidebar
-from dashboard.state import init_state, plain, show_notices, write_url
+from dashboard.state import configure_threads, init_state, plain, show_notices, write_url
 
 # a local file, not an icon font: the favicon must load on a machine without internet
 st.set_page_config(page_title="ResiDual explorer", page_icon=str(Path(__file__).parent / "assets" / "favicon.png"),
                    layout="wide")
 theme.apply()
+configure_threads()  # once per server process
 init_state()
 show_notices()
 PAGES = [

@@ -15,10 +15,10 @@ SHARED_KEYS = ("model", "dataset", "split", "limit", "layer", "head", "pc", "met
 
 @st.cache_resource(show_spinner=False)
 def _process_offer() -> Offer:
-    configure_threads()
     return offer_from_process()
 
 
+@st.cache_resource(show_spinner=False)
 def configure_threads() -> int:
     """One torch thread per operation in the server (RESIDUAL_THREADS overrides): sessions run in their own
     threads, so concurrent toggles use both cores side by side, and no two-thread kernel waits on a core that
