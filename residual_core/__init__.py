@@ -17,12 +17,13 @@ from residual_core.decompose import (  # noqa: E402
 from residual_core.units import UnitTable  # noqa: E402
 from residual_core.pipeline import PrecomputeSpec, precompute  # noqa: E402
 from residual_core.cache import Cache, load_cache  # noqa: E402
-from residual_core.ablation import AblationMask, AblationResult, LogitState, ablate_embeddings, evaluate  # noqa: E402
+from residual_core.ablation import (  # noqa: E402
+    AblationMask, AblationResult, AblationSummary, LogitState, ablate_embeddings, evaluate, evaluate_streamed)
 from residual_core.probe import ProbeResult, probe_images  # noqa: E402
 
 __all__ = [
     "LoadedClip", "ModelLoadError", "ModelSpec", "load_clip", "parse_model_spec", "DecompositionError",
     "ResidualDecomposition", "UnitTable", "UnsupportedModelError", "decompose_images", "PrecomputeSpec",
-    "precompute", "Cache", "load_cache", "AblationMask", "AblationResult", "LogitState", "ablate_embeddings",
-    "evaluate", "ProbeResult", "probe_images",
+    "precompute", "Cache", "load_cache", "AblationMask", "AblationResult", "AblationSummary", "LogitState",
+    "ablate_embeddings", "evaluate", "evaluate_streamed", "ProbeResult", "probe_images",
 ]

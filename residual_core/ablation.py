@@ -107,8 +107,9 @@ def _tuples(data: dict, name: str, width: int, last_float: bool = False) -> list
 
 
 @dataclass(frozen=True)
-class AblationResult:
-    logits: np.ndarray  # [n_images, n_classes] unnormalised (argmax-equivalent to CLIP's)
+class AblationSummary:
+    """What an ablation does to the cached images' predictions (any cache size: logits are not kept)."""
+
     predictions: np.ndarray  # [n_images]
     accuracy: float
     per_class_accuracy: np.ndarray  # [n_classes] (nan for a class with no image)
@@ -117,6 +118,11 @@ class AblationResult:
     @property
     def delta(self) -> float:
         return self.accuracy - self.baseline_accuracy
+
+
+@dataclass(frozen=True)
+class AblationResult(AblationSummary):
+    logits: np.ndarray  # [n_images, n_classes] unnormalised (argmax-equivalent to CLIP's)
 
 
 @dataclass(frozen=True)
@@ -158,8 +164,8 @@ def pc_coefficients(cache: Cache, unit: int, mode: str, pcs: np.ndarray | None =
 
 def _apply(cache: Cache, mask: AblationMask, out: _Readout, stats: Cache | None = None) -> np.ndarray:
     """The readout of ``cache``'s images under ``mask``: [n_images, X]. Mean replacements are ``stats``'s
-    means (default: the same images); probed images pass the dataset's cache there."""
-    stats = cache if stats is None else stats
+    means (default: the whole cache's, also for ``rows`` of it); probed images pass the dataset's cache there."""
+    stats = cache.whole if stats is None else stats
     mask.check_fits(cache.n_layers, cache.n_heads, cache.n_pcs)
     result = torch.tensor(np.asarray(out.base, dtype=np.float32))
     index = cache.units.head_index
@@ -189,8 +195,7 @@ def _apply(cache: Cache, mask: AblationMask, out: _Readout, stats: Cache | None 
     others = [("mlp", layer) for layer in mask.mlps] + ([("emb", -1)] if mask.embed else [])
     for kind, layer in others:
         contrib = _t(as_f32(cache.mlps[:, layer] if kind == "mlp" else cache.embed))  # [n, d_embed]
-        removed = contrib if mask.mode == "zero" else contrib - _t(as_f32(
-            stats.mlps[:, layer] if kind == "mlp" else stats.embed)).mean(0)
+        removed = contrib if mask.mode == "zero" else contrib - _t(stats.unit_mean(layer if kind == "mlp" else None))
         result -= removed if out.matrix is None else removed @ _t(out.matrix)
     return result.numpy()
 
@@ -210,38 +215,68 @@ def confusion(cache: Cache, predictions: np.ndarray) -> np.ndarray:
     return np.bincount(cache.labels * n_classes + predictions, minlength=n_classes * n_classes).reshape(n_classes, -1)
 
 
+def _summary(cache: Cache, predictions: np.ndarray) -> AblationSummary:
+    return AblationSummary(predictions=predictions, accuracy=float((predictions == cache.labels).mean()),
+                           per_class_accuracy=per_class_accuracy(cache, predictions),
+                           baseline_accuracy=cache.baseline_accuracy())
+
+
 def _result(cache: Cache, logits: np.ndarray) -> AblationResult:
     predictions = logits.argmax(1)  # numpy's runs at memory bandwidth; torch's took 5× longer (50 k × 1,000)
-    return AblationResult(logits, predictions, float((predictions == cache.labels).mean()),
-                          per_class_accuracy(cache, predictions), cache.baseline_accuracy())
+    return AblationResult(logits=logits, **vars(_summary(cache, predictions)))
 
 
-def keep_heads(cache: Cache, heads, mode: str = "zero") -> AblationResult:
+def _streamed(cache: Cache, logits_of, progress=None) -> AblationSummary:
+    """Predictions from ``logits_of(chunk) -> [n_chunk, n_classes]``, one chunk of images at a time."""
+    parts = []
+    for i, part in enumerate(cache.chunks()):
+        parts.append(np.asarray(logits_of(part)).argmax(1))
+        if progress is not None:
+            progress(min((i + 1) * part.n_images, cache.n_images) / max(cache.n_images, 1))
+    return _summary(cache, np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
+
+
+def keep_heads(cache: Cache, heads, mode: str = "zero") -> AblationSummary:
     """Keep only ``heads`` (flat indices); every other unit, heads, MLPs and emb alike, is removed (zero) or
     replaced by its mean over the cached images (mean): the reference's ``Residual.ablate(keep_units, …)``.
 
     The same semantics as ``evaluate`` with every other unit in the mask, computed by summing the kept heads
-    (so a single kept head is not the small difference of two large sums).
+    (so a single kept head is not the small difference of two large sums), a chunk of images at a time.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     keep = np.zeros(cache.n_layers * cache.n_heads, dtype=bool)
     keep[np.asarray(heads, dtype=int)] = True
-    logits = torch.zeros(cache.n_images, cache.classifier.shape[1])
+    constant = torch.zeros(cache.classifier.shape[1])  # [n_classes] what every image gets alike
     for u in np.flatnonzero(keep):
-        logits += _t(cache.mean_logits[u]) + _t(as_f32(cache.head_scores[u])).T @ _t(cache.pc_logits[u])
+        constant += _t(cache.mean_logits[u])
     if mode == "mean":
         rest = ~keep
         heads_mean = cache.mean_logits[rest].sum(0) + np.einsum("uk,ukc->c", cache.score_mean[rest],
                                                                  cache.pc_logits[rest])  # [n_classes]
-        others = _t(as_f32(cache.embed)).mean(0) + _t(as_f32(cache.mlps)).mean(0).sum(0)  # [d_embed]
-        logits += _t(heads_mean.astype(np.float32)) + others @ _t(cache.classifier)
-    return _result(cache, logits.numpy())
+        others = cache.unit_mean(None) + sum(cache.unit_mean(layer) for layer in range(cache.n_layers))  # [d_embed]
+        constant += _t(heads_mean.astype(np.float32)) + _t(others) @ _t(cache.classifier)
+
+    def logits_of(part: Cache) -> torch.Tensor:
+        logits = constant.expand(part.n_images, -1).clone()  # [n_chunk, n_classes]
+        for u in np.flatnonzero(keep):
+            logits += _t(as_f32(part.head_scores[u])).T @ _t(cache.pc_logits[u])
+        return logits.numpy()
+
+    return _streamed(cache, logits_of)
 
 
 def evaluate(cache: Cache, mask: AblationMask) -> AblationResult:
-    """Accuracy, predictions and per-class accuracy of the cached images under ``mask``."""
+    """Accuracy, predictions, per-class accuracy and logits of the cached images under ``mask``, in RAM
+    (``evaluate_streamed`` answers the same without the logits for a cache of any size)."""
     return _result(cache, _apply(cache, mask, _readout(cache, logits=True)))
+
+
+def evaluate_streamed(cache: Cache, mask: AblationMask, progress=None) -> AblationSummary:
+    """``evaluate`` a chunk of images at a time: memory bounded by the chunk, not by the cache.
+    ``progress(fraction)`` is called after each chunk."""
+    mask.check_fits(cache.n_layers, cache.n_heads, cache.n_pcs)
+    return _streamed(cache, lambda part: _apply(part, mask, _readout(part, logits=True)), progress)
 
 
 def ablate_embeddings(cache: Cache, mask: AblationMask, stats: Cache | None = None) -> np.ndarray:
@@ -344,24 +379,28 @@ class LogitState:
         return _result(self.cache, self.logits)
 
 
-def head_accuracy_tables(scores: np.ndarray, arrays: dict[str, np.ndarray], classifier: np.ndarray
-                         ) -> dict[str, np.ndarray]:
-    """Per head: accuracy of the head alone and of the model with it mean-ablated; mean score per PC."""
-    labels = arrays["labels"]
-    comps = arrays["head_components"].reshape(scores.shape[0], scores.shape[1], -1)  # [U, n_pcs, d_embed]
-    means = arrays["head_mean"].reshape(scores.shape[0], -1)  # [U, d_embed]
-    base = arrays["output"] @ classifier  # [n, C]
-    alone, ablated = np.zeros(scores.shape[0]), np.zeros(scores.shape[0])
-    score_mean = np.zeros(scores.shape[:2], dtype=np.float32)
-    base_t, labels_t = _t(base.astype(np.float32)), _t(labels)
-    for u in range(scores.shape[0]):
-        s = _t(as_f32(scores[u]))  # [n_pcs, n]
-        mean_s = s.mean(1)
-        score_mean[u] = mean_s.numpy()
-        pcw = _t(comps[u] @ classifier)  # [n_pcs, C]
-        alone_logits = _t(means[u] @ classifier) + s.T @ pcw
-        alone[u] = (alone_logits.argmax(1) == labels_t).float().mean().item()
-        ablated_logits = base_t - (s - mean_s[:, None]).T @ pcw
-        ablated[u] = (ablated_logits.argmax(1) == labels_t).float().mean().item()
-    return {"head_alone_acc": alone.astype(np.float32), "head_ablated_acc": ablated.astype(np.float32),
-            "head_score_mean": score_mean}
+def head_accuracy_tables(scores: np.ndarray, arrays: dict[str, np.ndarray], classifier: np.ndarray,
+                         chunk: int = 16_384) -> dict[str, np.ndarray]:
+    """Per head: accuracy of the head alone and of the model with it mean-ablated; mean score per PC.
+
+    ``scores`` [U, n_pcs, n] (memory-mapped); a chunk of images at a time, so memory does not grow with n."""
+    labels = np.asarray(arrays["labels"])
+    n_total, n = scores.shape[0], scores.shape[2]
+    comps = arrays["head_components"].reshape(n_total, scores.shape[1], -1)  # [U, n_pcs, d_embed]
+    means = arrays["head_mean"].reshape(n_total, -1)  # [U, d_embed]
+    weights = _t(np.asarray(classifier, dtype=np.float32))  # [d_embed, C]
+    score_mean = np.stack([as_f32(scores[u]).mean(1, dtype=np.float64) for u in range(n_total)]).astype(np.float32)
+    pcw = [_t(comps[u] @ classifier) for u in range(n_total)]  # [n_pcs, C] each
+    mean_logits = [_t(means[u] @ classifier) for u in range(n_total)]  # [C] each
+    alone, ablated = np.zeros(n_total), np.zeros(n_total)
+    for start in range(0, n, chunk):
+        rows = slice(start, min(start + chunk, n))
+        base = _t(as_f32(arrays["output"][rows])) @ weights  # [n_chunk, C]
+        truth = _t(labels[rows])
+        for u in range(n_total):
+            s = _t(as_f32(scores[u][:, rows]))  # [n_pcs, n_chunk]
+            alone[u] += (torch.addmm(mean_logits[u], s.T, pcw[u]).argmax(1) == truth).sum().item()
+            centred = s - _t(score_mean[u])[:, None]
+            ablated[u] += (torch.addmm(base, centred.T, pcw[u], alpha=-1).argmax(1) == truth).sum().item()
+    return {"head_alone_acc": (alone / max(n, 1)).astype(np.float32),
+            "head_ablated_acc": (ablated / max(n, 1)).astype(np.float32), "head_score_mean": score_mean}

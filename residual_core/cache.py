@@ -3,7 +3,7 @@
 import functools
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,25 @@ def as_f32(array: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only input: we only read it
         return torch.from_numpy(np.asarray(array)).float().numpy()
+
+
+IN_RAM_LOGITS = 64_000_000  # 256 MB of float32 logits: 64 k images × 1,000 classes, 6.4 M images × 10
+LIVE_IMAGES = 50_000  # a live view's sample (``sample``): one-PC toggle ≈ 50 ms at 1,000 classes (bench --scale)
+CHUNK_IMAGES = 16_384  # rows per chunk of a streamed pass: 64 MB of logits at 1,000 classes
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b in float32 through torch: it keeps to the server's thread setting, where NumPy's BLAS takes every
+    core (measured: the same product at half the CPU time)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only inputs: only read
+        left, right = (torch.from_numpy(np.ascontiguousarray(x, np.float32)) for x in (a, b))
+        return (left @ right).numpy()
+
+
+def sample_stride(n_images: int, limit: int) -> int:
+    """k of ``Cache.sample``: the smallest stride that leaves at most ``limit`` of ``n_images``."""
+    return max(1, -(-n_images // max(limit, 1)))
 
 
 @dataclass(frozen=True)
@@ -55,9 +74,9 @@ class Cache:
     head_ablated_acc: np.ndarray  # [n_heads_total] accuracy with the head mean-ablated
     pc_logits: np.ndarray  # [n_heads_total, n_pcs, n_classes] components · W
     mean_logits: np.ndarray  # [n_heads_total, n_classes] head mean · W
-    base_logits: np.ndarray  # [n_images, n_classes] output · W
-    score_mean: np.ndarray  # [n_heads_total, n_pcs] mean coefficient over these images (≈0 for an own basis)
+    score_mean: np.ndarray  # [n_heads_total, n_pcs] mean coefficient over the dataset (≈0 for an own basis)
     mean_proj: np.ndarray  # [n_heads_total, n_pcs] head mean · component
+    population: "Cache | None" = None  # the whole cache, when this one is a sample of its images (``sample``)
 
     @property
     def n_images(self) -> int:
@@ -138,10 +157,20 @@ class Cache:
             text_neg_score=get("text_neg_score"), unit_norm=get("unit_norm"), unit_cos=get("unit_cos"),
             head_alone_acc=get("head_alone_acc"), head_ablated_acc=get("head_ablated_acc"),
             pc_logits=np.einsum("ukd,dc->ukc", comps, classifier),  # [n_heads_total, n_pcs, n_classes]
-            mean_logits=mean @ classifier, base_logits=output @ classifier,
+            mean_logits=mean @ classifier,
             score_mean=np.asarray(score_mean, dtype=np.float32),
             mean_proj=np.einsum("ud,ukd->uk", mean, comps),  # [n_heads_total, n_pcs]
         )
+
+    @functools.cached_property
+    def base_logits(self) -> np.ndarray:
+        """[n_images, n_classes] float32 output · W, held in RAM: for caches up to ``IN_RAM_LOGITS`` numbers;
+        larger ones are read in chunks (``chunks``, ``ablation.evaluate_streamed``) or through ``sample``."""
+        return _matmul(self.output, self.classifier)
+
+    @property
+    def logits_fit_in_ram(self) -> bool:
+        return self.n_images * self.classifier.shape[1] <= IN_RAM_LOGITS
 
     def baseline_accuracy(self) -> float:
         return float((self.baseline_predictions() == self.labels).mean())
@@ -152,8 +181,62 @@ class Cache:
 
     @functools.cached_property
     def _baseline_predictions(self) -> np.ndarray:
-        # once per cache: an arg-max over every image's logits (50 M numbers at 50 k images × 1,000 classes)
-        return np.asarray(self.base_logits).argmax(1)
+        # once per cache: an arg-max over every image's logits, a chunk of images at a time beyond RAM's budget
+        if self.logits_fit_in_ram:
+            return np.asarray(self.base_logits).argmax(1)
+        return np.concatenate([_matmul(part.output, self.classifier).argmax(1) for part in self.chunks()])
+
+    def rows(self, start: int, stop: int, step: int = 1) -> "Cache":
+        """The images ``start:stop:step`` as a Cache of views (no copy). Means (mean-mode ablation) stay the
+        whole cache's, so an ablation on the rows answers for them what the whole cache answers for each."""
+        take = slice(start, stop, step)
+        return replace(self, head_scores=self.head_scores[:, :, take], mlps=self.mlps[take], embed=self.embed[take],
+                       output=self.output[take], labels=self.labels[take], positions=self.positions[take],
+                       thumbs=self.thumbs[take], image_ids=self.image_ids[take], population=self.whole)
+
+    @property
+    def whole(self) -> "Cache":
+        """The cache whose images define the dataset (itself unless this is ``rows`` of another)."""
+        return self.population if self.population is not None else self
+
+    def chunks(self, size: int | None = None):
+        """Consecutive ``rows`` of at most ``size`` images (default ``CHUNK_IMAGES``), covering each image once."""
+        size = size or CHUNK_IMAGES
+        for start in range(0, self.n_images, size):
+            yield self.rows(start, min(start + size, self.n_images))
+
+    def sample(self, limit: int) -> "Cache":
+        """Every k-th image, the smallest k that leaves at most ``limit`` (itself when it already fits).
+
+        A stride rather than a random draw keeps memory-mapped arrays as views, and spreads the sample over a
+        dataset stored class by class (an ImageFolder) as evenly as over a shuffled one."""
+        step = sample_stride(self.n_images, limit)
+        if step == 1:
+            return self
+        if step not in self._samples:  # memoised: a sample's baseline logits are worth keeping across reruns
+            self._samples[step] = self.rows(0, self.n_images, step)
+        return self._samples[step]
+
+    def unit_mean(self, layer: int | None) -> np.ndarray:
+        """[d_embed] float32 mean over the dataset's images of MLP ``layer``'s contribution (None: emb).
+        Read in chunks and memoised on the whole cache."""
+        whole = self.whole
+        memo = whole._unit_means
+        if layer not in memo:
+            total = np.zeros(self.output.shape[1], np.float64)
+            for part in whole.chunks():
+                values = part.embed if layer is None else part.mlps[:, layer]
+                total += as_f32(values).sum(0, dtype=np.float64)
+            memo[layer] = (total / max(whole.n_images, 1)).astype(np.float32)
+        return memo[layer]
+
+    @functools.cached_property
+    def _unit_means(self) -> dict:
+        return {}
+
+    @functools.cached_property
+    def _samples(self) -> dict:
+        return {}
 
 
 def _string_list(path: Path) -> tuple[str, ...]:

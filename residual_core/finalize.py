@@ -109,8 +109,10 @@ def _write_derived(plan: BuildPlan, spec: PrecomputeSpec, pca: HeadPCA, folder: 
     store.atomic_write_text(folder / "image_ids.json", json.dumps([source.ids[int(i)] for i in positions]))
     streamed = ["head_scores", "mlps", "embed", "output", "ln", "thumbs", "positions", "labels"]
     files = [*(f"{k}.npy" for k in streamed), *(f"{k}.npy" for k in arrays), "texts.json", "image_ids.json"]
-    predictions = (np.asarray(output) @ classifier.numpy()).argmax(1)
-    model_acc = float((predictions == labels).mean())
+    weights, step = classifier.numpy(), 16_384  # a chunk of images at a time: no [n, C] logits in RAM
+    hits = sum(int(((np.asarray(output[i:i + step]) @ weights).argmax(1) == labels[i:i + step]).sum())
+               for i in range(0, n, step))
+    model_acc = hits / max(n, 1)
     store.write_manifest(folder, {
         "schema_version": store.SCHEMA_VERSION, "key": plan.key, "inputs": plan.inputs,
         "spec": asdict(spec), "arch": asdict(loaded.arch), "n_images": n, "n_pcs": int(pca.components.shape[2]),

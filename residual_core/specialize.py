@@ -21,7 +21,7 @@ Conventions that differ from the reference, each switched by ``reference_compat`
 import numpy as np
 import torch
 
-from residual_core.ablation import AblationMask, _t, evaluate, keep_heads
+from residual_core.ablation import AblationMask, _t, evaluate_streamed, keep_heads
 from residual_core.cache import Cache, as_f32
 
 METHODS = ("S", "U|T", "U", "random")
@@ -35,26 +35,33 @@ def k_values(n_heads: int) -> list[int]:
 
 
 def _head_in_basis(cache: Cache, unit: int, basis: torch.Tensor) -> torch.Tensor:
-    """c_u · basis for every image: [n, k] from the cached coefficients; basis [d_embed, k] (float64)."""
-    scores = _t(as_f32(cache.head_scores[unit])).double()  # [n_pcs, n]
-    comps = _t(cache.head_components[unit]).double()  # [n_pcs, d_embed]
-    return _t(cache.head_mean[unit]).double() @ basis + scores.T @ (comps @ basis)
+    """(c_u − mean c_u) · basis up to a constant, for every image of ``cache``: [n, k] (float64) from the
+    coefficients centred on the dataset's mean coefficient (constants leave a Pearson correlation unchanged,
+    and near-zero means keep the one-pass sums below exact); basis [d_embed, k] (float64)."""
+    scores = _t(as_f32(cache.head_scores[unit])).double() - _t(cache.score_mean[unit]).double()[:, None]  # [n_pcs, n]
+    return scores.T @ (_t(cache.head_components[unit]).double() @ basis)
 
 
 def _unit_correlation(cache: Cache, basis: torch.Tensor, reference_compat: bool) -> np.ndarray:
-    """Per head: mean over basis columns of Pearson_n(c_u·q, o·q), o = Σ_heads c_u (two passes, O(n·k) memory)."""
-    n_total = cache.n_layers * cache.n_heads
-    target = sum(_head_in_basis(cache, u, basis) for u in range(n_total))  # [n, k]
-    target = target - target.mean(0)
-    target_norm = target.norm(dim=0)
-    out = np.zeros(n_total)
-    for u in range(n_total):
-        unit = _head_in_basis(cache, u, basis)
-        unit = unit - unit.mean(0)
-        corr = (unit * target).sum(0) / (unit.norm(dim=0) * target_norm).clamp_min(1e-300)  # [k]
-        out[u] = corr.mean().item()
+    """Per head: mean over basis columns of Pearson_n(c_u·q, o·q), o = Σ_heads c_u, from sums accumulated a
+    chunk of images at a time (memory O(chunk · k), independent of the number of images)."""
+    n_total, k = cache.n_layers * cache.n_heads, basis.shape[1]
+    sum_t, sum_tt = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+    sum_u, sum_uu, sum_ut = (torch.zeros(n_total, k, dtype=torch.float64) for _ in range(3))
+    for part in cache.chunks():
+        target = sum(_head_in_basis(part, u, basis) for u in range(n_total))  # [n_chunk, k]
+        sum_t += target.sum(0)
+        sum_tt += (target * target).sum(0)
+        for u in range(n_total):
+            unit = _head_in_basis(part, u, basis)  # [n_chunk, k]
+            sum_u[u] += unit.sum(0)
+            sum_uu[u] += (unit * unit).sum(0)
+            sum_ut[u] += (unit * target).sum(0)
     n = cache.n_images
-    return out * ((n - 1) / n if reference_compat else 1.0)
+    cov = sum_ut - sum_u * sum_t / n  # [U, k] n × covariance
+    var_u, var_t = sum_uu - sum_u * sum_u / n, sum_tt - sum_t * sum_t / n
+    corr = cov / (var_u.clamp_min(0) * var_t.clamp_min(0)).sqrt().clamp_min(1e-300)  # [U, k]
+    return corr.mean(1).numpy() * ((n - 1) / n if reference_compat else 1.0)
 
 
 def head_scores(cache: Cache, method: str, seed: int = 0, reference_compat: bool = False) -> np.ndarray:
@@ -67,7 +74,9 @@ def head_scores(cache: Cache, method: str, seed: int = 0, reference_compat: bool
     if method == "U|T":
         basis = torch.linalg.qr(_t(cache.classifier).double()).Q  # [d_embed, n_classes], orthonormal columns
     elif method == "U":
-        basis = torch.linalg.qr(_t(cache.output).double().T).Q  # [d_embed, min(d_embed, n)] from the full outputs
+        # Q of QR(outputsᵀ) [d_embed, min(d_embed, n)]: Householder QR builds Q from the first d_embed columns
+        # alone, so those images give the very Q of all of them without reading the rest
+        basis = torch.linalg.qr(_t(as_f32(cache.output[: cache.output.shape[1]])).double().T).Q
     else:
         raise ValueError(f"unknown scoring method {method!r}; choose one of {', '.join(METHODS)}")
     return _unit_correlation(cache, basis, reference_compat)
@@ -108,7 +117,7 @@ def specialize(val: Cache, test: Cache, n_random: int = 10, reference_compat: bo
     everything = np.arange(n_total)
     others = AblationMask(mlps=frozenset(range(test.n_layers)), embed=True, mode="mean")
     report["baselines"] = {"H_zero": topk_accuracy(test, everything, "zero"),
-                           "H_mean": evaluate(test, others).accuracy, "B": test.baseline_accuracy()}
+                           "H_mean": evaluate_streamed(test, others).accuracy, "B": test.baseline_accuracy()}
     return report
 
 

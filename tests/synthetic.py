@@ -41,7 +41,7 @@ def subset(cache: Cache, rows: np.ndarray) -> Cache:
 
     scores = cache.head_scores[:, :, rows]
     return replace(cache, head_scores=scores, output=cache.output[rows], labels=cache.labels[rows],
-                   embed=cache.embed[rows], mlps=cache.mlps[rows], base_logits=cache.base_logits[rows],
+                   embed=cache.embed[rows], mlps=cache.mlps[rows],
                    positions=cache.positions[rows], score_mean=scores.mean(2))
 
 

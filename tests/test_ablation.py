@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
+import torch
 
 from residual_core.ablation import AblationMask, LogitState, ablate_embeddings, evaluate
 
 
 def test_empty_mask_is_the_baseline_exactly(tiny_cache):
     result = evaluate(tiny_cache, AblationMask())
-    assert np.array_equal(result.logits, tiny_cache.output @ tiny_cache.classifier)
+    assert np.array_equal(result.logits, (torch.from_numpy(tiny_cache.output) @ torch.from_numpy(tiny_cache.classifier)).numpy())
     assert result.accuracy == tiny_cache.baseline_accuracy() == pytest.approx(tiny_cache.manifest["zeroshot_accuracy"])
     assert np.array_equal(ablate_embeddings(tiny_cache, AblationMask()), tiny_cache.output)
 
