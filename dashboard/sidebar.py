@@ -11,7 +11,7 @@ import streamlit as st
 from dashboard import tours
 from dashboard.offer import FALLBACK_MODEL
 from dashboard.state import active_cache, current_spec, get_offer, lookup_cache, plain
-from residual_core.cache import Cache
+from residual_core.cache import Cache, sample_stride
 from residual_core.datasets import SPLITS, DatasetUnavailableError
 from residual_core.decompose import UnsupportedModelError
 from residual_core.models import ModelLoadError
@@ -120,6 +120,14 @@ def page_cache(title: str) -> Cache:
         build_prompt()
         st.stop()
     return cache
+
+
+def sample_note(cache: Cache, drawn: Cache) -> str:
+    """"" when ``drawn`` is all of ``cache``, else the words that say which of its images it holds."""
+    if drawn.n_images == cache.n_images:
+        return ""
+    step = sample_stride(cache.n_images, drawn.n_images)
+    return f"one image in every {step}: {drawn.n_images:,} of {cache.n_images:,}"
 
 
 def _basis_matches(folder: str, model: str, dataset: str) -> bool:

@@ -87,22 +87,24 @@ def head_matched_pcs(a: Cache, b: Cache, unit: int, tau: float = 0.9) -> list[tu
 MAP_METHODS = {"PCA": "PC1 vs PC2 (instant)", "t-SNE": "t-SNE of the coefficients (about 10 s)",
                "UMAP": "UMAP of the coefficients (the first one in a process compiles: about a minute)"}
 MAP_SAMPLE = 3_000  # non-linear maps work on at most this many images (a stated sample)
+PCA_DRAW = 20_000  # the PCA map draws at most this many images (a stated sample beyond it)
 
 
 def head_map_2d(cache: Cache, unit: int, method: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
     """(rows [m] of the images drawn, xy [m, 2], axis titles): a 2-D map of one head's contributions.
 
-    PCA draws every image; t-SNE and UMAP a seeded sample of at most MAP_SAMPLE (their cost grows faster than n).
+    PCA draws a seeded sample of at most PCA_DRAW images (a browser draws more slowly than it reads), t-SNE and
+    UMAP one of at most MAP_SAMPLE (their cost grows faster than n).
     """
     if method not in MAP_METHODS:
         raise ValueError(f"unknown map {method!r}; choose one of {', '.join(MAP_METHODS)}")
-    scores = as_f32(cache.head_scores[unit])  # [n_pcs, n_images]
-    if method == "PCA":
-        return np.arange(cache.n_images), scores[:2].T.copy(), ("PC1 coefficient", "PC2 coefficient")
+    limit = PCA_DRAW if method == "PCA" else MAP_SAMPLE
     rows = np.arange(cache.n_images)
-    if len(rows) > MAP_SAMPLE:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, MAP_SAMPLE, replace=False))
-    points = scores[:, rows].T  # [m, n_pcs]
+    if len(rows) > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
+    points = as_f32(cache.head_scores[unit][:, rows]).T  # [m, n_pcs]; only the drawn images are read
+    if method == "PCA":
+        return rows, points[:, :2].copy(), ("PC1 coefficient", "PC2 coefficient")
     if method == "t-SNE":
         from sklearn.manifold import TSNE
 

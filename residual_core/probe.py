@@ -48,7 +48,13 @@ class ProbeResult:
         return [(*cache.units.head_at(u), int(k), float(push[u, k])) for u, k in zip(units, pcs)]
 
 
+PERCENTILE_SAMPLE = 10_000  # dataset images a percentile is read against (``Cache.sample`` beyond it)
+
+
 def _percentiles(cache: Cache, scores: np.ndarray) -> np.ndarray:
+    """scores [n_probe, U, n_pcs] -> the share of the dataset's images (``PERCENTILE_SAMPLE`` of them at most)
+    with a lower coefficient, same shape."""
+    cache = cache.sample(PERCENTILE_SAMPLE)
     out = np.zeros_like(scores)
     for u in range(scores.shape[1]):
         data = np.sort(as_f32(cache.head_scores[u]), axis=1)  # [n_pcs, n]

@@ -5,10 +5,12 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.sidebar import page_cache
+from dashboard.sidebar import page_cache, sample_note
 from dashboard.state import head_map
 from residual_core.geometry import MAP_METHODS
 from residual_core.units import head_label
+
+HISTOGRAM_SAMPLE = 50_000  # coefficients drawn per histogram at most
 
 cache = page_cache("Head explorer")
 ss = st.session_state
@@ -49,9 +51,10 @@ with texts:
                         "cos": np.round(cache.text_neg_score[unit, ss.pc], 3)})
     st.dataframe(pos, hide_index=True)
     st.dataframe(neg, hide_index=True)
-scores = cache.scores(ss.layer, ss.head)  # [n_pcs, n_images]
-histogram.plotly_chart(figures.coefficient_histogram(scores[ss.pc], cache.labels, cache.classnames,
-                                                     f"{label} {pc} coefficients by class"),
+drawn = cache.sample(HISTOGRAM_SAMPLE)  # a browser draws 1 M values slowly; a stated stride beyond the limit
+of_images = f" ({sample_note(cache, drawn)})" if drawn is not cache else ""
+histogram.plotly_chart(figures.coefficient_histogram(drawn.scores(ss.layer, ss.head)[ss.pc], drawn.labels,
+                                                     cache.classnames, f"{label} {pc} coefficients by class{of_images}"),
                        config=figures.PNG_CONFIG, theme=None)
 
 method = st.radio("2-D map of the head's contributions", list(MAP_METHODS), horizontal=True, key="map_method",
@@ -70,7 +73,7 @@ with preview:
     elif len(picked) == 1:
         row = picked[0]
         st.image(cache.thumbs[row], width=192, caption=f"{cache.image_ids[row]}: {cache.classnames[cache.labels[row]]}, "
-                                                       f"{pc} = {scores[ss.pc, row]:.3f}")
+                                                       f"{pc} = {float(cache.head_scores[unit][ss.pc, row]):.3f}")
     else:
         st.markdown(f"**{len(points)} selected** (showing {len(picked)})")
         st.image(np.concatenate(list(cache.thumbs[picked[:6]]), axis=1), width="stretch")

@@ -7,14 +7,14 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.sidebar import page_cache
+from dashboard.sidebar import page_cache, sample_note
 from dashboard.state import plain, probe_cached
 from residual_core.ablation import AblationMask
 from residual_core.datasets import load_dataset
 from residual_core.sources import DatasetUnavailableError, ImageReadError
 from residual_core.images import budget_text, open_uploads
 from residual_core.models import ModelLoadError
-from residual_core.probe import counterfactual_probs
+from residual_core.probe import PERCENTILE_SAMPLE, counterfactual_probs
 from residual_core.units import head_label, pc_label
 
 cache = page_cache("Probe")
@@ -76,6 +76,9 @@ c2.plotly_chart(figures.bars([f"PC{k + 1}" for k in range(min(12, cache.n_pcs))]
                              list(result.percentiles[choice, unit, :12]),
                              f"{head_label(*lh)}: percentile of each PC coefficient", "percentile"),
                 config=figures.PNG_CONFIG, theme=None)
+reference = sample_note(cache, cache.sample(PERCENTILE_SAMPLE))
+if reference:
+    st.caption(f"Percentiles are read against a sample of the dataset ({reference}).")
 push = pd.DataFrame(result.pc_push(choice, predicted, cache), columns=["layer", "head", "pc", "logit push"])
 push["pc"] += 1
 st.subheader(f"PCs that push most toward '{cache.classnames[predicted]}'")

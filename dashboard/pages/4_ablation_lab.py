@@ -8,15 +8,17 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.sidebar import page_cache
+from dashboard.sidebar import page_cache, sample_note
 from dashboard.state import plain, view_state, write_url
-from residual_core.ablation import AblationMask, LogitState, confusion, per_class_accuracy
+from residual_core.ablation import AblationMask, LogitState, confusion, evaluate_streamed, per_class_accuracy
+from residual_core.cache import LIVE_IMAGES
 from residual_core.units import head_label
 
 cache = page_cache("Ablation lab")
 ss = st.session_state
 HEADS = [cache.units.head_at(u) for u in range(cache.units.n_heads_total)]
 N_PILLS = min(cache.n_pcs, 24)
+live = cache.sample(LIVE_IMAGES)  # every image up to the limit; beyond it a stated stride, exact on all by a click
 
 
 def head_name(lh: tuple[int, int]) -> str:
@@ -25,7 +27,7 @@ def head_name(lh: tuple[int, int]) -> str:
 
 if ss.get("_lab_cache") != str(cache.path):  # a new cache: fresh running logits for this session
     ss._lab_cache = str(cache.path)
-    ss._logit_state = LogitState(cache, AblationMask(mode=ss.mask.mode))
+    ss._logit_state = LogitState(live, AblationMask(mode=ss.mask.mode))
 if "lab_heads" not in ss:  # first visit, or back from another page: the widgets follow the mask (and URL)
     ss.lab_heads = sorted(h for h in ss.mask.heads if h in HEADS)
 if "lab_mode" not in ss:
@@ -87,27 +89,47 @@ def lab() -> None:
     state.set_mask(mask)
     result = state.result()
     with results:
+        if live is not cache:
+            st.caption(f"Live numbers on a sample ({sample_note(cache, live)}); means are the whole dataset's.")
         m1, m2, m3 = st.columns(3)
         moved = abs(result.delta) >= 5e-5  # "+0.00 %" with a green arrow would claim a gain that is not there
         m1.metric("Accuracy", f"{result.accuracy:.2%}", f"{result.delta:+.2%}" if moved else "no change",
                   delta_color="normal" if moved else "off", delta_arrow="auto" if moved else "off")
         m2.metric("Unablated", f"{result.baseline_accuracy:.2%}")
-        flipped = np.flatnonzero(result.predictions != cache.baseline_predictions())
-        m3.metric("Predictions changed", f"{len(flipped)}", f"of {cache.n_images:,}", delta_color="off",
+        flipped = np.flatnonzero(result.predictions != live.baseline_predictions())
+        m3.metric("Predictions changed", f"{len(flipped)}", f"of {live.n_images:,}", delta_color="off",
                   delta_arrow="off")
-        baseline = per_class_accuracy(cache, cache.baseline_predictions())
+        if live is not cache:
+            exact_on_all(mask)
+        baseline = per_class_accuracy(live, live.baseline_predictions())
         st.plotly_chart(figures.per_class_bars(cache.classnames, baseline, result.per_class_accuracy),
                         config=figures.PNG_CONFIG, theme=None)
-        state_json = json.dumps(view_state() | {"accuracy": result.accuracy}, indent=1)
+        state_json = json.dumps(view_state() | {"accuracy": result.accuracy, "images": live.n_images}, indent=1)
         d1, d2 = st.columns(2)
         d1.download_button("View state (JSON)", state_json, "residual_view.json", "application/json")
         per_class = pd.DataFrame({"class": cache.classnames, "unablated": baseline, "ablated": result.per_class_accuracy})
         d2.download_button("Per-class accuracy (CSV)", per_class.to_csv(index=False), "per_class.csv", "text/csv")
     flip_gallery(flipped, result.predictions)
     if len(cache.classnames) <= 60:
-        change = confusion(cache, result.predictions) - confusion(cache, cache.baseline_predictions())
+        change = confusion(live, result.predictions) - confusion(live, live.baseline_predictions())
         st.plotly_chart(figures.confusion_diff(change, cache.classnames), config=figures.PNG_CONFIG, theme=None)
     write_url()
+
+
+def exact_on_all(mask: AblationMask) -> None:
+    """The same mask on every image, streamed a chunk at a time (seconds at a million images), on a click."""
+    done = ss.get("_lab_exact")
+    if not (done and done[0] == (str(cache.path), mask)):
+        if not st.button(f"Exact on all {cache.n_images:,} images", key="lab_exact"):
+            return
+        bar = st.progress(0.0, text=f"{cache.n_images:,} images, a chunk at a time …")
+        done = ss._lab_exact = ((str(cache.path), mask), evaluate_streamed(cache, mask, progress=bar.progress))
+        bar.empty()
+    summary = done[1]
+    moved = abs(summary.delta) >= 5e-5
+    st.metric(f"Accuracy on all {cache.n_images:,} images", f"{summary.accuracy:.2%}",
+              f"{summary.delta:+.2%}" if moved else "no change", delta_color="normal" if moved else "off",
+              delta_arrow="auto" if moved else "off")
 
 
 def flip_gallery(flipped: np.ndarray, predictions: np.ndarray) -> None:
@@ -115,18 +137,18 @@ def flip_gallery(flipped: np.ndarray, predictions: np.ndarray) -> None:
     if len(flipped) == 0:
         st.caption("No prediction changed.")
         return
-    old = cache.baseline_predictions()[flipped]
+    old = live.baseline_predictions()[flipped]
     new = predictions[flipped]
     pairs = pd.Series(list(zip(old, new))).value_counts().head(6)
     for (a, b), count in pairs.items():
         rows = flipped[(old == a) & (new == b)][:10]
-        fixed = int((cache.labels[rows] == b).sum())
+        fixed = int((live.labels[rows] == b).sum())
         images = "image" if count == 1 else "images"
         st.markdown(f"**{plain(cache.classnames[a])} → {plain(cache.classnames[b])}**: {count} {images} "
                     f"({fixed} of the {len(rows)} shown are now correct)")
-        true = pd.Series([cache.classnames[cache.labels[r]] for r in rows]).value_counts()
+        true = pd.Series([cache.classnames[live.labels[r]] for r in rows]).value_counts()
         # One strip per group: a single image element keeps a toggle's rerun light; 64 px a thumbnail fits a column.
-        st.image(np.concatenate(list(cache.thumbs[rows]), axis=1), width=64 * len(rows),
+        st.image(np.concatenate(list(live.thumbs[rows]), axis=1), width=64 * len(rows),
                  caption="true class: " + ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in true.items()))
 
 
