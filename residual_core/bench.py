@@ -65,33 +65,63 @@ def synthetic_cache(folder: Path, n_images: int, n_layers: int = 12, n_heads: in
     ``scores_seed`` draws the coefficients from their own generator (bases and classifier still from
     ``seed``): train/val/test splits of one synthetic model. ``n_planted`` > 0 makes the labels those
     that ``n_planted`` random head PCs alone would predict (plus noise), so λ training has something to
-    find; otherwise labels are random.
+    find; otherwise labels are random. The per-image arrays are written to ``folder`` a block at a time and
+    opened memory-mapped, as a real cache is; a folder already holding this very cache is opened as it is
+    (so one process can write a cache and another measure reading it). MLP and emb contributions are zero.
     """
+    params = dict(n_images=n_images, n_layers=n_layers, n_heads=n_heads, n_pcs=n_pcs, d_embed=d_embed,
+                  n_classes=n_classes, seed=seed, scores_seed=scores_seed, n_planted=n_planted)
+    folder.mkdir(parents=True, exist_ok=True)
+    done = folder / "synthetic.json"
+    if not (done.exists() and json.loads(done.read_text()) == params):
+        _write_synthetic(folder, **params)
+        done.write_text(json.dumps(params))
+    arrays = {name: store.load_npy(folder / f"{name}.npy") for name in ("head_scores", "output", "labels")}
+    small = np.load(folder / "small.npz")
+    manifest = {"arch": {"n_layers": n_layers, "n_heads": n_heads}, "logit_scale": 100.0,
+                "classnames": [str(i) for i in range(n_classes)]}
+    zeros = np.zeros((1, 1, d_embed), np.float16)  # broadcast: no memory for the zero MLP and emb parts
+    return Cache.from_arrays(folder, manifest, arrays | {
+        "head_mean": small["mean"], "head_components": small["comps"], "classifier": small["classifier"],
+        "head_score_mean": np.zeros((n_layers * n_heads, n_pcs), np.float32),
+        "mlps": np.broadcast_to(zeros, (n_images, n_layers, d_embed)),
+        "embed": np.broadcast_to(zeros[0], (n_images, d_embed)),
+        "positions": np.broadcast_to(np.zeros(1, np.int64), (n_images,)),
+        "thumbs": np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (n_images, 1, 1, 3))})
+
+
+BLOCK = 65_536  # images generated per block: the writer's memory does not grow with the cache
+
+
+def _write_synthetic(folder: Path, n_images: int, n_layers: int, n_heads: int, n_pcs: int, d_embed: int,
+                     n_classes: int, seed: int, scores_seed: int | None, n_planted: int) -> None:
     rng = np.random.default_rng(seed)
     score_rng = rng if scores_seed is None else np.random.default_rng(scores_seed)
     n_units = n_layers * n_heads
-    folder.mkdir(parents=True, exist_ok=True)
     scores, tmp = store.open_npy_writer(folder / "head_scores.npy", "float16", (n_units, n_pcs, n_images))
     for u in range(n_units):
-        scores[u] = score_rng.standard_normal((n_pcs, n_images), dtype=np.float32)
+        for start in range(0, n_images, BLOCK):
+            stop = min(start + BLOCK, n_images)
+            scores[u, :, start:stop] = score_rng.standard_normal((n_pcs, stop - start), dtype=np.float32)
     store.commit_npy(scores, tmp, folder / "head_scores.npy")
     comps = np.linalg.qr(rng.standard_normal((n_units, d_embed, n_pcs)))[0].transpose(0, 2, 1).astype(np.float32)
     mean = rng.standard_normal((n_units, d_embed)).astype(np.float32) * 0.1
     classifier = rng.standard_normal((d_embed, n_classes)).astype(np.float32)
-    output = rng.standard_normal((n_images, d_embed)).astype(np.float32)
+    output, tmp = store.open_npy_writer(folder / "output.npy", "float32", (n_images, d_embed))
+    for start in range(0, n_images, BLOCK):
+        stop = min(start + BLOCK, n_images)
+        output[start:stop] = rng.standard_normal((stop - start, d_embed), dtype=np.float32)
+    store.commit_npy(output, tmp, folder / "output.npy")
     labels = rng.integers(0, n_classes, n_images)
     if n_planted:
+        scores = store.load_npy(folder / "head_scores.npy")
         pick = np.random.default_rng(seed + 1).choice(n_units * n_pcs, n_planted, replace=False)
         planted_logits = np.einsum("ukd,dc->ukc", comps, classifier).reshape(-1, n_classes)[pick]  # [P, C]
         coef = np.asarray(scores).reshape(-1, n_images)[pick].astype(np.float32)  # [P, n]
         noisy = coef.T @ planted_logits + score_rng.standard_normal((n_images, n_classes)) * 0.5
         labels = noisy.argmax(1)
-    manifest = {"arch": {"n_layers": n_layers, "n_heads": n_heads}, "logit_scale": 100.0,
-                "classnames": [str(i) for i in range(n_classes)]}
-    return Cache.from_arrays(folder, manifest, {
-        "head_scores": store.load_npy(folder / "head_scores.npy"), "head_mean": mean, "head_components": comps,
-        "output": output, "labels": labels, "classifier": classifier,
-        "head_score_mean": np.zeros((n_units, n_pcs), np.float32)})
+    np.save(folder / "labels.npy", labels)
+    np.savez(folder / "small.npz", mean=mean, comps=comps, classifier=classifier)
 
 
 def toggle_timings(cache: Cache, repeats: int) -> dict[str, float]:
