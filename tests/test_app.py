@@ -66,6 +66,23 @@ def test_ablation_lab_changes_the_accuracy(app, tiny_cache):
     assert "mask" in app.query_params
 
 
+def test_ablation_lab_draws_one_detail_view_on_request(app, tiny_cache):
+    app.switch_page("dashboard/pages/4_ablation_lab.py").run()
+    heads = [(l, h) for l in range(tiny_cache.n_layers) for h in range(tiny_cache.n_heads)]
+    app.multiselect(key="lab_heads").set_value(heads).run()
+    charts = len(app.get("plotly_chart"))
+    assert not [m for m in app.markdown if "→" in m.value]  # nothing below the numbers until asked for
+    app.button_group(key="lab_detail").set_value("flip gallery").run()
+    _no_errors(app)
+    flips = [m.value for m in app.markdown if "→" in m.value]
+    changed = int(app.metric[2].value)
+    assert flips and sum(int(v.split(": ")[1].split(" ")[0]) for v in flips) <= changed
+    assert len(app.get("plotly_chart")) == charts
+    app.button_group(key="lab_detail").set_value("confusion matrix change").run()
+    _no_errors(app)
+    assert len(app.get("plotly_chart")) == charts + 1 and not [m for m in app.markdown if "→" in m.value]
+
+
 def test_probe_with_an_upload_and_with_a_broken_one(app):
     app.switch_page("dashboard/pages/3_probe.py").run()
     _no_errors(app)

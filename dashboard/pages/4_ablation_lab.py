@@ -18,7 +18,8 @@ cache = page_cache("Ablation lab")
 ss = st.session_state
 HEADS = [cache.units.head_at(u) for u in range(cache.units.n_heads_total)]
 N_PILLS = min(cache.n_pcs, 24)
-live = cache.sample(LIVE_IMAGES)  # every image up to the limit; beyond it a stated stride, exact on all by a click
+live = cache.sample(LIVE_IMAGES)
+DETAILS = ("flip gallery", "confusion matrix change") if len(cache.classnames) <= 60 else ("flip gallery",)  # every image up to the limit; beyond it a stated stride, exact on all by a click
 
 
 def head_name(lh: tuple[int, int]) -> str:
@@ -109,8 +110,12 @@ def lab() -> None:
         d1.download_button("View state (JSON)", state_json, "residual_view.json", "application/json")
         per_class = pd.DataFrame({"class": cache.classnames, "unablated": baseline, "ablated": result.per_class_accuracy})
         d2.download_button("Per-class accuracy (CSV)", per_class.to_csv(index=False), "per_class.csv", "text/csv")
-    flip_gallery(flipped, result.predictions)
-    if len(cache.classnames) <= 60:
+    # One detail view at a time, on request: drawing them on every toggle doubled a browser's work per click
+    detail = st.segmented_control("Details", DETAILS, key="lab_detail",
+                                  help="drawn again on every toggle while shown")
+    if detail == DETAILS[0]:
+        flip_gallery(flipped, result.predictions)
+    elif detail == DETAILS[1]:
         change = confusion(live, result.predictions) - confusion(live, live.baseline_predictions())
         st.plotly_chart(figures.confusion_diff(change, cache.classnames), config=figures.PNG_CONFIG, theme=None)
     write_url()
@@ -133,7 +138,6 @@ def exact_on_all(mask: AblationMask) -> None:
 
 
 def flip_gallery(flipped: np.ndarray, predictions: np.ndarray) -> None:
-    st.subheader("Flip gallery")
     if len(flipped) == 0:
         st.caption("No prediction changed.")
         return
