@@ -92,7 +92,9 @@ def spectrum(eigenvalues: np.ndarray, title: str) -> go.Figure:
         fig.add_hline(y=tau, line_dash=dash, line_color="grey",
                       annotation_text=f"{tau:g}: k={min(k, len(share))}", annotation_position="bottom right")
     fig.update_layout(title=title, xaxis_title="principal component", yaxis_title="share of the head's variance",
-                      yaxis_range=[0, 1.02], height=380, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right", bgcolor="rgba(0,0,0,0)"), **LAYOUT)
+                      yaxis_range=[0, 1.02], height=380, **LAYOUT,
+                      # inside, right of the bars and under the curve: a top legend wraps over the title in a column
+                      legend=dict(y=0.45, yanchor="middle", x=0.98, xanchor="right", bgcolor="rgba(255,255,255,0.8)"))
     return fig
 
 

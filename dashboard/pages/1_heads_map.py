@@ -12,7 +12,7 @@ from residual_core.units import head_label
 cache = page_cache("Heads map")
 ss = st.session_state
 st.caption(plain(f"{cache.manifest['spec']['model']} on {cache.manifest['spec']['dataset']} "
-                 f"({cache.n_images} images, zero-shot accuracy {cache.baseline_accuracy():.1%}, "
+                 f"({cache.n_images:,} images, zero-shot accuracy {cache.baseline_accuracy():.1%}, "
                  f"decomposition rel. error {cache.manifest['max_rel_err']:.1e})"))
 metrics = head_metrics(cache)
 st.selectbox("Metric", list(HEAD_METRICS), key="metric", format_func=lambda m: HEAD_METRICS[m])

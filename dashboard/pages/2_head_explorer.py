@@ -52,10 +52,11 @@ with texts:
     st.dataframe(pos, hide_index=True)
     st.dataframe(neg, hide_index=True)
 drawn = cache.sample(HISTOGRAM_SAMPLE)  # a browser draws 1 M values slowly; a stated stride beyond the limit
-of_images = f" ({sample_note(cache, drawn)})" if drawn is not cache else ""
 histogram.plotly_chart(figures.coefficient_histogram(drawn.scores(ss.layer, ss.head)[ss.pc], drawn.labels,
-                                                     cache.classnames, f"{label} {pc} coefficients by class{of_images}"),
+                                                     cache.classnames, f"{label} {pc} coefficients by class"),
                        config=figures.PNG_CONFIG, theme=None)
+if drawn is not cache:
+    histogram.caption(f"Drawn from a sample ({sample_note(cache, drawn)}).")
 
 method = st.radio("2-D map of the head's contributions", list(MAP_METHODS), horizontal=True, key="map_method",
                   captions=list(MAP_METHODS.values()))
