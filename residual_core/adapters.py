@@ -34,6 +34,33 @@ def _init(identity: bool, seed: int):
     return (lambda *shape: torch.ones(*shape)) if identity else (lambda *shape: 1 + torch.randn(*shape, generator=gen))
 
 
+IN_RAM_NUMBERS = 250_000_000  # beyond this many numbers, principal axes come from moments summed a chunk at a time
+
+
+def _principal_axes(train: Cache, read) -> tuple[Tensor, Tensor]:
+    """Mean [G, E] and principal axes [G, E, E] (rows, by decreasing variance) of G groups of vectors, from
+    ``read(cache) -> [n, G, E]`` float64. In RAM: the SVD of the centred data, as the reference does. Beyond
+    ``IN_RAM_NUMBERS``: the eigenvectors of the covariance summed a chunk of images at a time (the same axes;
+    an axis may come out with the opposite sign)."""
+    sample = read(train.rows(0, 1))
+    if train.n_images * sample[0].numel() <= IN_RAM_NUMBERS:
+        data = read(train)  # [n, G, E]
+        mean = data.mean(0)
+        axes = torch.stack([torch.linalg.svd(data[:, g] - mean[g], full_matrices=False)[2]
+                            for g in range(data.shape[1])])
+        return mean.float(), axes.float()
+    total = torch.zeros(sample.shape[1:], dtype=torch.float64)  # [G, E]
+    scatter = torch.zeros(sample.shape[1], sample.shape[2], sample.shape[2], dtype=torch.float64)  # [G, E, E]
+    for part in train.chunks():
+        data = read(part)
+        total += data.sum(0)
+        scatter += torch.einsum("ngi,ngj->gij", data, data)
+    mean = total / train.n_images
+    cov = scatter / train.n_images - torch.einsum("gi,gj->gij", mean, mean)
+    vectors = torch.linalg.eigh(cov).eigenvectors  # ascending eigenvalues
+    return mean.float(), vectors.flip(-1).transpose(1, 2).float()
+
+
 class Adapter(nn.Module):
     """Base: an adapter that reads only ``output``. ``columns`` are the head coefficients it needs (none)."""
 
@@ -77,10 +104,9 @@ class Linear(Adapter):
 class Spectral(Adapter):
     def __init__(self, train: Cache, compat: bool, identity: bool, seed: int):
         super().__init__(train, compat, identity, seed)
-        out = torch.from_numpy(train.output).double()  # [n, E]
-        self.out_mean = out.mean(0).float()
-        self.out_basis = torch.linalg.svd(out - out.mean(0), full_matrices=False)[2].float()  # [E, E]
-        self.lam = nn.Parameter(_init(identity, seed)(out.shape[1]))
+        mean, basis = _principal_axes(train, lambda part: torch.from_numpy(np.asarray(part.output)).double()[:, None])
+        self.out_mean, self.out_basis = mean[0], basis[0]  # [E], [E, E]
+        self.lam = nn.Parameter(_init(identity, seed)(train.output.shape[1]))
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         centred = batch["output"] - self.out_mean
@@ -176,10 +202,7 @@ class Full(_Heads):
         k = train.head_components.shape[1]
         super().__init__(train, compat, identity, seed, int(train.manifest["arch"].get("d_head", k)) if compat else k)
         self.lam = nn.Parameter(self.init(*self.comps.shape[:2]))
-        mlps = torch.from_numpy(as_f32(train.mlps)).double()  # [n, L, E]
-        self.mlp_mean = mlps.mean(0).float()  # [L, E]
-        self.mlp_basis = torch.stack([torch.linalg.svd(mlps[:, l] - mlps[:, l].mean(0), full_matrices=False)[2]
-                                      for l in range(mlps.shape[1])]).float()  # [L, E, E]
+        self.mlp_mean, self.mlp_basis = _principal_axes(train, lambda part: torch.from_numpy(as_f32(part.mlps)).double())
         self.mlp_lam = nn.Parameter(self.init(*self.mlp_basis.shape[:2]))
 
     @property

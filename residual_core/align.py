@@ -55,15 +55,48 @@ class AlignResult:
     history: tuple  # per epoch: {"epoch", "loss", "val_acc"}
 
 
-def _split_tensors(cache: Cache, columns: Tensor) -> dict[str, Tensor]:
-    """A split's cached arrays as tensors; head coefficients flattened to [n, K] and cut to ``columns``."""
-    scores = np.asarray(cache.head_scores)  # [U, k, n] (fp16 on disk)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # a read-only memmap: only read here
-        kept = torch.from_numpy(scores.reshape(-1, scores.shape[-1]))[columns]  # [K, n], still fp16
-    flat = torch.empty(kept.shape[1], kept.shape[0]).copy_(kept.T)  # [n, K] fp32 in one strided pass
-    return {"scores": flat, "output": torch.from_numpy(cache.output), "embed": torch.from_numpy(as_f32(cache.embed)),
-            "mlps": torch.from_numpy(as_f32(cache.mlps)), "labels": torch.from_numpy(cache.labels)}
+def _split_tensors(cache: Cache, columns: Tensor, needs: tuple[str, ...]) -> dict[str, Tensor]:
+    """A split's cached arrays named in ``needs`` (and its labels) as tensors; head coefficients flattened to
+    [n, K] and cut to ``columns``."""
+    out = {"labels": torch.from_numpy(np.asarray(cache.labels))}
+    if "scores" in needs:
+        scores = np.asarray(cache.head_scores)  # [U, k, n] (fp16 on disk)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a read-only memmap: only read here
+            kept = torch.from_numpy(scores.reshape(-1, scores.shape[-1]))[columns]  # [K, n], still fp16
+        out["scores"] = torch.empty(kept.shape[1], kept.shape[0]).copy_(kept.T)  # [n, K] fp32, one strided pass
+    arrays = {"output": cache.output, "embed": cache.embed, "mlps": cache.mlps}
+    return out | {name: torch.from_numpy(as_f32(arrays[name])) for name in needs if name in arrays}
+
+
+IN_RAM_NUMBERS = 250_000_000  # a split whose tensors hold more (1 GB of float32) is read a chunk at a time
+CHUNK_IMAGES = 8_192
+
+
+class _Split:
+    """A split's tensors: in RAM when they fit ``IN_RAM_NUMBERS``, else read a chunk of images at a time."""
+
+    def __init__(self, cache: Cache, model: Adapter):
+        self.cache, self.columns, self.needs = cache, model.columns, tuple(model.needs)
+        widths = {"scores": len(model.columns), "output": cache.output.shape[1], "embed": cache.output.shape[1],
+                  "mlps": int(np.prod(cache.mlps.shape[1:]))}
+        per_image = 1 + sum(widths[name] for name in self.needs)
+        self.n = cache.n_images
+        self.chunk = max(1, self.n if self.n * per_image <= IN_RAM_NUMBERS else CHUNK_IMAGES)
+        self.whole = _split_tensors(cache, self.columns, self.needs) if self.chunk >= self.n else None
+
+    @property
+    def n_chunks(self) -> int:
+        return max(1, -(-self.n // self.chunk))
+
+    def part(self, i: int) -> dict[str, Tensor]:
+        if self.whole is not None:
+            return self.whole
+        start = i * self.chunk
+        view = self.cache.rows(start, min(start + self.chunk, self.n))
+        tensors = _split_tensors(view, self.columns, self.needs)  # copies: the mapped pages can go
+        view.release_pages()
+        return tensors
 
 
 TINY_GRAD = 1e-30  # logit gradients below this are set to zero (see _no_subnormals)
@@ -100,11 +133,14 @@ def _logits(z: Tensor, weights: Tensor, scale: float, compat: bool) -> Tensor:
     return scale * nn.functional.normalize(z, dim=-1) @ weights
 
 
-def _accuracy(model: Adapter, data: dict[str, Tensor], weights: Tensor) -> float:
+def _accuracy(model: Adapter, split: _Split, weights: Tensor) -> float:
     # arg-max of scale · normalize(z) · W equals that of z · W: no need to form z [n, E]
+    hits = 0
     with torch.no_grad():
-        pred = model.readout(data, weights).argmax(1)
-    return float((pred == data["labels"]).float().mean())
+        for i in range(split.n_chunks):
+            data = split.part(i)
+            hits += int((model.readout(data, weights).argmax(1) == data["labels"]).sum())
+    return hits / max(split.n, 1)
 
 
 def head_lambdas(model: Adapter) -> np.ndarray | None:
@@ -126,6 +162,19 @@ def align(train: Cache, val: Cache, test: Cache, method: str, epochs: int = 30, 
                       identity_start, progress, flush_denormals)
 
 
+def _step(model: Adapter, batch: dict[str, Tensor], weights: Tensor, scale: float, compat: bool, flush: bool,
+          optim) -> float:
+    """One optimiser step on a minibatch; its loss."""
+    logits = _logits(model.embed(batch), weights, scale, compat)  # [batch, n_classes]
+    if flush:
+        logits.register_hook(_no_subnormals)
+    loss = nn.functional.cross_entropy(logits, batch["labels"])
+    optim.zero_grad()
+    loss.backward()
+    optim.step()
+    return loss.item()
+
+
 def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, patience: int, batch_size: int,
            lr: float | None, seed: int, reference_compat: bool, identity_start: bool,
            progress: Callable[[int, int, float], None] | None, flush: bool) -> AlignResult:
@@ -140,9 +189,10 @@ def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, pati
     weights = torch.from_numpy(train.classifier)
     scale = float(train.manifest["logit_scale"])
     model = make_adapter(method, train, reference_compat, identity_start, seed)
-    data = {name: _split_tensors(c, model.columns) for name, c in (("train", train), ("val", val), ("test", test))}
+    data = {name: _Split(c, model) for name, c in (("train", train), ("val", val), ("test", test))}
     params = [p for p in model.parameters() if p.requires_grad]
-    zs_test = _accuracy(make_adapter("zeroshot", train, reference_compat, identity_start, seed), data["test"], weights)
+    zero_shot = make_adapter("zeroshot", train, reference_compat, identity_start, seed)
+    zs_test = _accuracy(zero_shot, _Split(test, zero_shot), weights)
     best = (_accuracy(model, data["val"], weights), 0, [p.detach().clone() for p in params])
     history = [{"epoch": 0, "val_acc": best[0]}]
     epochs_run = 0
@@ -150,22 +200,20 @@ def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, pati
         lr = lr if lr is not None else (1e-3 if method in ("linear", "spectral") else 0.8)
         optim = schedulefree.AdamWScheduleFree(params, lr=lr)
         gen = torch.Generator().manual_seed(seed)
-        n = len(data["train"]["labels"])
         needed = model.needs + ("labels",)
+        split = data["train"]
         for epoch in range(1, epochs + 1):
             epochs_run = epoch
             optim.train()
             losses = []
-            for rows in torch.randperm(n, generator=gen).split(batch_size):
-                batch = {k: data["train"][k][rows] for k in needed}
-                logits = _logits(model.embed(batch), weights, scale, reference_compat)  # [batch, n_classes]
-                if flush:
-                    logits.register_hook(_no_subnormals)
-                loss = nn.functional.cross_entropy(logits, batch["labels"])
-                optim.zero_grad()
-                loss.backward()
-                optim.step()
-                losses.append(loss.item())
+            # beyond RAM: chunks in a random order, images in a random order within each; in RAM (one chunk) this
+            # is a permutation of every image, drawn from the generator exactly as before
+            chunks = torch.randperm(split.n_chunks, generator=gen).tolist() if split.n_chunks > 1 else [0]
+            for chunk in chunks:
+                part = split.part(chunk)
+                for rows in torch.randperm(len(part["labels"]), generator=gen).split(batch_size):
+                    batch = {k: part[k][rows] for k in needed}
+                    losses.append(_step(model, batch, weights, scale, reference_compat, flush, optim))
             optim.eval()  # schedule-free: evaluate and checkpoint the averaged weights
             val_acc = _accuracy(model, data["val"], weights)
             history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_acc": val_acc})

@@ -133,16 +133,23 @@ class Cache:
         n, n_pcs, n_layers = output.shape[0], comps.shape[1], int(manifest["arch"]["n_layers"])
         n_units = 1 + n_layers + n_total
         poles = np.zeros((n_total, n_pcs, 1), np.int32)
-        default = {
-            "head_eigenvalues": np.ones((n_total, n_pcs), np.float32),
-            "mlps": np.zeros((n, n_layers, output.shape[1]), np.float16), "embed": np.zeros_like(output, np.float16),
-            "positions": np.arange(n), "thumbs": np.zeros((n, 1, 1, 3), np.uint8),
-            "text_embeds": np.zeros((len(texts), output.shape[1]), np.float32), "pole_top": poles,
-            "pole_bottom": poles, "text_pos_idx": poles, "text_pos_score": poles.astype(np.float32),
-            "text_neg_idx": poles, "text_neg_score": poles.astype(np.float32), "unit_norm": np.zeros(n_units),
-            "unit_cos": np.zeros(n_units), "head_alone_acc": np.zeros(n_total), "head_ablated_acc": np.zeros(n_total),
+        zeros = np.zeros((1, 1, output.shape[1]), np.float16)  # broadcast: a missing MLP/emb part takes no memory
+        default = {  # built only for what ``arrays`` lacks
+            "head_eigenvalues": lambda: np.ones((n_total, n_pcs), np.float32),
+            "mlps": lambda: np.broadcast_to(zeros, (n, n_layers, output.shape[1])),
+            "embed": lambda: np.broadcast_to(zeros[0], output.shape), "positions": lambda: np.arange(n),
+            "thumbs": lambda: np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (n, 1, 1, 3)),
+            "text_embeds": lambda: np.zeros((len(texts), output.shape[1]), np.float32), "pole_top": lambda: poles,
+            "pole_bottom": lambda: poles, "text_pos_idx": lambda: poles,
+            "text_pos_score": lambda: poles.astype(np.float32), "text_neg_idx": lambda: poles,
+            "text_neg_score": lambda: poles.astype(np.float32), "unit_norm": lambda: np.zeros(n_units),
+            "unit_cos": lambda: np.zeros(n_units), "head_alone_acc": lambda: np.zeros(n_total),
+            "head_ablated_acc": lambda: np.zeros(n_total),
         }
-        get = {**default, **arrays}.__getitem__
+
+        def get(name: str) -> np.ndarray:
+            return arrays[name] if name in arrays else default[name]()
+
         score_mean = arrays.get("head_score_mean")
         if score_mean is None:  # mean coefficient over these images, one PC row at a time
             score_mean = np.stack([as_f32(arrays["head_scores"][u]).mean(1) for u in range(n_total)])
@@ -166,7 +173,9 @@ class Cache:
     def base_logits(self) -> np.ndarray:
         """[n_images, n_classes] float32 output · W, held in RAM: for caches up to ``IN_RAM_LOGITS`` numbers;
         larger ones are read in chunks (``chunks``, ``ablation.evaluate_streamed``) or through ``sample``."""
-        return _matmul(self.output, self.classifier)
+        logits = _matmul(self.output, self.classifier)
+        store.release_pages(self.output)  # a sample's rows span the file: read once, not kept mapped
+        return logits
 
     @property
     def logits_fit_in_ram(self) -> bool:
@@ -203,7 +212,15 @@ class Cache:
         """Consecutive ``rows`` of at most ``size`` images (default ``CHUNK_IMAGES``), covering each image once."""
         size = size or CHUNK_IMAGES
         for start in range(0, self.n_images, size):
-            yield self.rows(start, min(start + size, self.n_images))
+            part = self.rows(start, min(start + size, self.n_images))
+            yield part
+            part.release_pages()
+
+    def release_pages(self) -> None:
+        """Unmap the per-image arrays' pages from this process (``store.release_pages``): after a chunk of a
+        streamed pass, so that a pass over every image does not leave the whole cache mapped in."""
+        for array in (self.head_scores, self.mlps, self.embed, self.output, self.thumbs):
+            store.release_pages(array)
 
     def sample(self, limit: int) -> "Cache":
         """Every k-th image, the smallest k that leaves at most ``limit`` (itself when it already fits).

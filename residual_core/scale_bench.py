@@ -10,6 +10,7 @@ torch thread and in CPU seconds of the engine call:
   streamed   one head off, exact on every image, a chunk at a time (``evaluate_streamed``)
   metrics    head metrics; specialisation's U|T scores (every head: two streamed passes), where it takes
              at most about 30 s (3·10¹¹ multiply-adds; its cost is n × heads × 66 × min(512, classes))
+  align      one epoch of the fine method (the cache as train, val and test; read in chunks beyond 1 GB)
   memory     peak RSS, and peak anonymous memory (the process's own; the rest of RSS is memory-mapped cache
              pages, which the kernel shares and drops under pressure), sampled every 10 ms
 The 1 M case stores one layer (12 heads) to fit the disk and the time: a toggle touches one head, so its cost
@@ -84,6 +85,9 @@ row["streamed_head_s"] = cpu(lambda: evaluate_streamed(cache, AblationMask(heads
 row["metrics_s"] = cpu(lambda: head_metrics(cache))
 flops = 4 * n * layers * 12 * cache.n_pcs * min(512, classes)  # two passes of [n, 66] × [66, k] per head
 row["specialise_UT_s_per_144_heads"] = cpu(lambda: head_scores(cache, "U|T")) * 12 / layers if flops <= 3e11 else None
+from residual_core.align import align
+fine = align(cache, cache, cache, "fine", epochs=1)  # one split as train, val and test: a timing, not a result
+row["align_fine_one_epoch_s"] = fine.seconds
 time.sleep(0.05)
 row["rss_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 row["anon_peak_mb"] = peak_anon[0] / 1024

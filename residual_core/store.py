@@ -17,6 +17,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import xxhash
+from numpy.lib.array_utils import byte_bounds
 
 SCHEMA_VERSION = 4
 MANIFEST = "manifest.json"
@@ -142,6 +144,21 @@ def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
     except (ValueError, OSError, EOFError) as err:
         raise CacheError(f"cache file {path} cannot be read as an array ({err}); delete its folder and run "
                          "precompute again") from err
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Unmap the pages a memory-mapped ``array`` (or a view of one) spans from this process. The kernel's page
+    cache keeps them, so reading them again costs a minor fault, not a disk read; a streamed pass over a cache
+    larger than RAM then leaves the process's RSS where it was. In-RAM arrays are left alone."""
+    mapping = array
+    while mapping is not None and not isinstance(mapping, mmap.mmap):
+        mapping = getattr(mapping, "base", None)
+    if mapping is None or array.size == 0:
+        return
+    start = np.frombuffer(mapping, np.uint8).__array_interface__["data"][0]
+    low, high = byte_bounds(array)
+    first = (low - start) // mmap.PAGESIZE * mmap.PAGESIZE
+    mapping.madvise(mmap.MADV_DONTNEED, first, min(high - start, len(mapping)) - first)
 
 
 def describe_files(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:

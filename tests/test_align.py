@@ -68,7 +68,7 @@ def test_projected_forward_equals_logits_of_the_embedding(method, identity):
     model = make_adapter(method, train, compat=False, identity=identity, seed=3)
     from residual_core.align import _split_tensors
 
-    batch = _split_tensors(train, model.columns)
+    batch = _split_tensors(train, model.columns, model.needs)  # only what the method reads: a missing need fails
     w = torch.from_numpy(train.classifier)
     with torch.no_grad():
         assert torch.allclose(model.readout(batch, w), model.embed(batch) @ w, atol=1e-4, rtol=1e-4)
@@ -85,7 +85,7 @@ def test_fine_multiplies_only_the_kept_pcs_and_matches_the_masked_sum():
     from residual_core.align import _split_tensors
 
     with torch.no_grad():
-        assert torch.allclose(model.embed(_split_tensors(train, model.columns)), dense, atol=1e-4)
+        assert torch.allclose(model.embed(_split_tensors(train, model.columns, model.needs)), dense, atol=1e-4)
 
 
 def test_progress_history_and_head_lambdas_are_reported():

@@ -101,3 +101,77 @@ def test_lab_on_a_cache_above_the_live_limit_states_its_sample_and_answers_for_a
     assert not app.exception, app.exception
     [on_all] = [m for m in app.metric if m.label.startswith("Accuracy on all")]
     assert on_all.value == f"{evaluate(tiny_cache, mask).accuracy:.2%}"
+
+
+@pytest.fixture()
+def align_in_chunks(monkeypatch):
+    """Every split is read 50 images at a time, and principal axes come from streamed moments."""
+    from residual_core import adapters, align
+
+    monkeypatch.setattr(align, "IN_RAM_NUMBERS", 10)
+    monkeypatch.setattr(align, "CHUNK_IMAGES", 50)
+    monkeypatch.setattr(adapters, "IN_RAM_NUMBERS", 10)
+    monkeypatch.setattr(cache_module, "CHUNK_IMAGES", 50)
+
+
+def _planted_splits():
+    from synthetic import planted, subset
+
+    cache, _ = planted(n=600, noise=2.0, seed=1, label_noise=0.2)  # noisy heads drown a clean label head
+    rows = np.arange(600)
+    return subset(cache, rows[:360]), subset(cache, rows[360:480]), subset(cache, rows[480:])
+
+
+def test_streamed_accuracy_and_principal_axes_are_the_in_ram_ones(monkeypatch):
+    from residual_core import adapters, align
+
+    train, val, _ = _planted_splits()
+    for method in ("fine", "spectral", "full"):
+        model = adapters.make_adapter(method, train, compat=False, identity=False, seed=0)
+        weights = torch.from_numpy(train.classifier)
+        in_ram = align._accuracy(model, align._Split(val, model), weights)
+        monkeypatch.setattr(align, "IN_RAM_NUMBERS", 10)
+        monkeypatch.setattr(align, "CHUNK_IMAGES", 50)
+        split = align._Split(val, model)
+        assert split.n_chunks == 3 and align._accuracy(model, split, weights) == in_ram, method
+        monkeypatch.undo()
+    read = lambda part: torch.from_numpy(np.asarray(part.output, dtype=np.float64))[:, None]  # noqa: E731
+    mean, axes = adapters._principal_axes(train, read)
+    monkeypatch.setattr(adapters, "IN_RAM_NUMBERS", 10)
+    monkeypatch.setattr(cache_module, "CHUNK_IMAGES", 50)
+    streamed_mean, streamed_axes = adapters._principal_axes(train, read)
+    assert torch.allclose(streamed_mean, mean, atol=1e-5)
+    agreement = (streamed_axes[0] * axes[0]).sum(1).abs()  # |cos| of each pair of axes: 1 up to sign
+    assert torch.allclose(agreement[:8], torch.ones(8), atol=1e-3)
+
+
+def test_alignment_trains_on_a_split_read_in_chunks(align_in_chunks):
+    from residual_core.align import align
+
+    train, val, test = _planted_splits()
+    result = align(train, val, test, "fine", epochs=30)
+    assert result.test_acc > result.zeroshot_test_acc + 0.1  # as in RAM: the planted PC is found
+    again = align(train, val, test, "fine", epochs=3)
+    assert np.array_equal(again.lambdas, align(train, val, test, "fine", epochs=3).lambdas)  # chunk order is seeded
+    assert align(train, val, test, "spectral", epochs=0, identity_start=True).test_acc == \
+        pytest.approx(test.baseline_accuracy(), abs=1 / 120)
+
+
+def _mapped_kb() -> int:
+    """File-backed resident pages of this process (RssShmem too: a tmp folder may be a tmpfs)."""
+    return sum(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(("RssFile:", "RssShmem:")))
+
+
+def test_a_streamed_pass_leaves_no_cache_pages_mapped(tmp_path):
+    from residual_core import store
+
+    path = tmp_path / "big.npy"
+    np.save(path, np.random.default_rng(0).standard_normal(32_000_000).astype(np.float32))  # 128 MB
+    array = store.load_npy(path)
+    before = _mapped_kb()
+    total = float(np.asarray(array[:16_000_000], dtype=np.float64).sum())  # maps 64 MB of pages in
+    assert _mapped_kb() - before > 50_000
+    store.release_pages(array[:16_000_000])
+    assert _mapped_kb() - before < 10_000
+    assert float(np.asarray(array[:16_000_000], dtype=np.float64).sum()) == total  # read again, unchanged
+    store.release_pages(np.zeros(4))  # an in-RAM array: nothing to release, no error
