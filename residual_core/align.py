@@ -76,13 +76,14 @@ CHUNK_IMAGES = 8_192
 class _Split:
     """A split's tensors: in RAM when they fit ``IN_RAM_NUMBERS``, else read a chunk of images at a time."""
 
-    def __init__(self, cache: Cache, model: Adapter):
+    def __init__(self, cache: Cache, model: Adapter, budget: int | None = None):
         self.cache, self.columns, self.needs = cache, model.columns, tuple(model.needs)
         widths = {"scores": len(model.columns), "output": cache.output.shape[1], "embed": cache.output.shape[1],
                   "mlps": int(np.prod(cache.mlps.shape[1:]))}
         per_image = 1 + sum(widths[name] for name in self.needs)
         self.n = cache.n_images
-        self.chunk = max(1, self.n if self.n * per_image <= IN_RAM_NUMBERS else CHUNK_IMAGES)
+        budget = IN_RAM_NUMBERS if budget is None else budget
+        self.chunk = max(1, self.n if self.n * per_image <= budget else CHUNK_IMAGES)
         self.whole = _split_tensors(cache, self.columns, self.needs) if self.chunk >= self.n else None
 
     @property
@@ -189,7 +190,9 @@ def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, pati
     weights = torch.from_numpy(train.classifier)
     scale = float(train.manifest["logit_scale"])
     model = make_adapter(method, train, reference_compat, identity_start, seed)
-    data = {name: _Split(c, model) for name, c in (("train", train), ("val", val), ("test", test))}
+    # val and test are only evaluated: a quarter of the budget each, so the three splits stay within 1.5 GB
+    data = {"train": _Split(train, model), "val": _Split(val, model, IN_RAM_NUMBERS // 4),
+            "test": _Split(test, model, IN_RAM_NUMBERS // 4)}
     params = [p for p in model.parameters() if p.requires_grad]
     zero_shot = make_adapter("zeroshot", train, reference_compat, identity_start, seed)
     zs_test = _accuracy(zero_shot, _Split(test, zero_shot), weights)

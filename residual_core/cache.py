@@ -173,9 +173,12 @@ class Cache:
     def base_logits(self) -> np.ndarray:
         """[n_images, n_classes] float32 output · W, held in RAM: for caches up to ``IN_RAM_LOGITS`` numbers;
         larger ones are read in chunks (``chunks``, ``ablation.evaluate_streamed``) or through ``sample``."""
-        logits = _matmul(self.output, self.classifier)
-        store.release_pages(self.output)  # a sample's rows span the file: read once, not kept mapped
-        return logits
+        out = np.empty((self.n_images, self.classifier.shape[1]), np.float32)
+        for start in range(0, self.n_images, CHUNK_IMAGES):  # a sample's rows span the file: a block at a time
+            rows = self.output[start:start + CHUNK_IMAGES]
+            out[start:start + len(rows)] = _matmul(rows, self.classifier)
+            store.release_pages(rows)
+        return out
 
     @property
     def logits_fit_in_ram(self) -> bool:
