@@ -73,9 +73,13 @@ def stand_in(cache_dir: Path, copies: int) -> tuple[Path, Path]:
 
 
 def _metric(page, label_start: str) -> str:
-    return page.evaluate("""(start) => { for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
-        const label = m.querySelector('[data-testid="stMetricLabel"]'); const value = m.querySelector('[data-testid="stMetricValue"]');
-        if (label && value && label.innerText.startsWith(start)) return value.innerText; } return null; }""", label_start)
+    return page.evaluate("""(start) => {
+        for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
+            const label = m.querySelector('[data-testid="stMetricLabel"]');
+            const value = m.querySelector('[data-testid="stMetricValue"]');
+            if (label && value && label.innerText.startsWith(start)) return value.innerText;
+        }
+        return null; }""", label_start)
 
 
 def browse(url: str, query: str, out: Path) -> dict:
