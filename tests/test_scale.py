@@ -101,6 +101,7 @@ def test_lab_on_a_cache_above_the_live_limit_states_its_sample_and_answers_for_a
     assert not app.exception, app.exception
     [on_all] = [m for m in app.metric if m.label.startswith("Accuracy on all")]
     assert on_all.value == f"{evaluate(tiny_cache, mask).accuracy:.2%}"
+    assert not [b for b in app.button if b.label.startswith("Exact on all")]  # the answer replaced the button
 
 
 @pytest.fixture()

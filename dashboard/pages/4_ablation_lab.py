@@ -125,11 +125,12 @@ def exact_on_all(mask: AblationMask) -> None:
     """The same mask on every image, streamed a chunk at a time (seconds at a million images), on a click."""
     done = ss.get("_lab_exact")
     if not (done and done[0] == (str(cache.path), mask)):
-        if not st.button(f"Exact on all {cache.n_images:,} images", key="lab_exact"):
+        slot = st.empty()  # the button gives way to its answer in the same run
+        if not slot.button(f"Exact on all {cache.n_images:,} images", key="lab_exact"):
             return
-        bar = st.progress(0.0, text=f"{cache.n_images:,} images, a chunk at a time …")
+        bar = slot.progress(0.0, text=f"{cache.n_images:,} images, a chunk at a time …")
         done = ss._lab_exact = ((str(cache.path), mask), evaluate_streamed(cache, mask, progress=bar.progress))
-        bar.empty()
+        slot.empty()
     summary = done[1]
     moved = abs(summary.delta) >= 5e-5
     st.metric(f"Accuracy on all {cache.n_images:,} images", f"{summary.accuracy:.2%}",
