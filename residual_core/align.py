@@ -66,7 +66,9 @@ def _split_tensors(cache: Cache, columns: Tensor, needs: tuple[str, ...]) -> dic
             kept = torch.from_numpy(scores.reshape(-1, scores.shape[-1]))[columns]  # [K, n], still fp16
         out["scores"] = torch.empty(kept.shape[1], kept.shape[0]).copy_(kept.T)  # [n, K] fp32, one strided pass
     arrays = {"output": cache.output, "embed": cache.embed, "mlps": cache.mlps}
-    return out | {name: torch.from_numpy(as_f32(arrays[name])) for name in needs if name in arrays}
+    # copies: a tensor over the mapping itself would map the pages back in after release_pages
+    return out | {name: torch.from_numpy(np.array(as_f32(arrays[name]), np.float32, copy=True))
+                  for name in needs if name in arrays}
 
 
 IN_RAM_NUMBERS = 250_000_000  # a split whose tensors hold more (1 GB of float32) is read a chunk at a time
