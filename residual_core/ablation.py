@@ -387,30 +387,3 @@ class LogitState:
 
     def result(self) -> AblationResult:
         return _result(self.cache, self.logits)
-
-
-def head_accuracy_tables(scores: np.ndarray, arrays: dict[str, np.ndarray], classifier: np.ndarray,
-                         chunk: int = 16_384) -> dict[str, np.ndarray]:
-    """Per head: accuracy of the head alone and of the model with it mean-ablated; mean score per PC.
-
-    ``scores`` [U, n_pcs, n] (memory-mapped); a chunk of images at a time, so memory does not grow with n."""
-    labels = np.asarray(arrays["labels"])
-    n_total, n = scores.shape[0], scores.shape[2]
-    comps = arrays["head_components"].reshape(n_total, scores.shape[1], -1)  # [U, n_pcs, d_embed]
-    means = arrays["head_mean"].reshape(n_total, -1)  # [U, d_embed]
-    weights = _t(np.asarray(classifier, dtype=np.float32))  # [d_embed, C]
-    score_mean = np.stack([as_f32(scores[u]).mean(1, dtype=np.float64) for u in range(n_total)]).astype(np.float32)
-    pcw = [_t(comps[u] @ classifier) for u in range(n_total)]  # [n_pcs, C] each
-    mean_logits = [_t(means[u] @ classifier) for u in range(n_total)]  # [C] each
-    alone, ablated = np.zeros(n_total), np.zeros(n_total)
-    for start in range(0, n, chunk):
-        rows = slice(start, min(start + chunk, n))
-        base = _t(as_f32(arrays["output"][rows])) @ weights  # [n_chunk, C]
-        truth = _t(labels[rows])
-        for u in range(n_total):
-            s = _t(as_f32(scores[u][:, rows]))  # [n_pcs, n_chunk]
-            alone[u] += (torch.addmm(mean_logits[u], s.T, pcw[u]).argmax(1) == truth).sum().item()
-            centred = s - _t(score_mean[u])[:, None]
-            ablated[u] += (torch.addmm(base, centred.T, pcw[u], alpha=-1).argmax(1) == truth).sum().item()
-    return {"head_alone_acc": (alone / max(n, 1)).astype(np.float32),
-            "head_ablated_acc": (ablated / max(n, 1)).astype(np.float32), "head_score_mean": score_mean}
