@@ -34,7 +34,7 @@ def _init(identity: bool, seed: int):
     return (lambda *shape: torch.ones(*shape)) if identity else (lambda *shape: 1 + torch.randn(*shape, generator=gen))
 
 
-IN_RAM_NUMBERS = 250_000_000  # beyond this many numbers, principal axes come from moments summed a chunk at a time
+IN_RAM_NUMBERS = 250_000_000  # 1 GB of float32: beyond it, moments (here) and splits (align.py) go a chunk at a time
 
 
 def _principal_axes(train: Cache, read) -> tuple[Tensor, Tensor]:

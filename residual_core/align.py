@@ -34,7 +34,7 @@ import schedulefree
 from torch import Tensor, nn
 
 from residual_core import store
-from residual_core.adapters import ADAPTERS, Adapter, make_adapter
+from residual_core.adapters import ADAPTERS, IN_RAM_NUMBERS, Adapter, make_adapter  # one budget for both
 from residual_core.cache import Cache, as_f32
 
 METHODS = tuple(ADAPTERS)  # zeroshot, coarse, fine, full, linear, spectral (adapters.py: one class each)
@@ -71,7 +71,6 @@ def _split_tensors(cache: Cache, columns: Tensor, needs: tuple[str, ...]) -> dic
                   for name in needs if name in arrays}
 
 
-IN_RAM_NUMBERS = 250_000_000  # a split whose tensors hold more (1 GB of float32) is read a chunk at a time
 CHUNK_IMAGES = 8_192
 
 
