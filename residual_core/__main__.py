@@ -166,7 +166,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.scale:
         from residual_core.scale_bench import run_scale
 
-        print(json.dumps(run_scale()))
+        chosen = {name: tuple(values) for name, values in (("sizes", args.sizes), ("classes", args.classes)) if values}
+        print(json.dumps(run_scale(**chosen, all_heads=args.all_heads)))
         return 0
     from residual_core.bench import run_bench
 
@@ -286,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", action="store_true",
                    help="instead: toggles, head metrics and peak RSS at 10 k, 100 k and 1 M images (10 and 1,000 "
                         "classes), and the scaling exponent")
+    p.add_argument("--sizes", type=int, nargs="+", metavar="N",
+                   help="with --scale: the cache sizes in images (default 10000 100000 1000000)")
+    p.add_argument("--classes", type=int, nargs="+", metavar="C",
+                   help="with --scale: the class counts (default 10 1000)")
+    p.add_argument("--all-heads", action="store_true",
+                   help="with --scale: store all 144 heads at 1 M images too (21 GB of disk, about 40 min more)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

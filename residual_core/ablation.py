@@ -17,8 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from residual_core import store
-from residual_core.cache import Cache, as_f32
+from residual_core.cache import Cache, as_f32, copy_f32
 from residual_core.units import head_label, mlp_label, pc_label
 
 MODES = ("mean", "zero")
@@ -151,22 +150,12 @@ def _t(array) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def _copy_f32(rows: np.ndarray) -> np.ndarray:
-    """A float32 copy of coefficient rows, their memory-mapped pages then unmapped: a strided sample's rows span
-    the whole file, and the kernel maps pages around each one read, so a session's toggles would otherwise leave
-    the cache's every page in this process."""
-    copy = np.array(as_f32(rows), dtype=np.float32, copy=True)
-    store.release_pages(rows)
-    return copy
-
-
 def pc_coefficients(cache: Cache, unit: int, mode: str, pcs: np.ndarray | None = None) -> torch.Tensor:
     """Coefficients removed when PCs of a head are ablated: [len(pcs), n_images] (float32 tensor).
 
     Mean mode centres on ``cache.score_mean`` (a probe's cache carries the dataset's there)."""
-    rows = cache.head_scores[unit] if pcs is None else cache.head_scores[unit][pcs]
+    scores = _t(copy_f32(cache.head_scores[unit], pcs))  # [m, n]
     pcs = np.arange(cache.n_pcs) if pcs is None else pcs
-    scores = _t(_copy_f32(rows))  # [m, n]
     if mode == "mean":
         return scores - _t(cache.score_mean[unit, pcs])[:, None]
     return scores + _t(cache.mean_proj[unit, pcs].astype(np.float32))[:, None]
@@ -182,7 +171,7 @@ def _apply(cache: Cache, mask: AblationMask, out: _Readout, stats: Cache | None 
     for layer, head in mask.heads:
         u = index(layer, head)
         if mask.mode == "zero":  # the whole contribution: mean + every coefficient
-            coef = _t(_copy_f32(cache.head_scores[u]))  # [n_pcs, n]
+            coef = _t(copy_f32(cache.head_scores[u]))  # [n_pcs, n]
             result -= _t(out.mean[u])
         else:
             coef = pc_coefficients(cache, u, "mean")
@@ -270,7 +259,7 @@ def keep_heads(cache: Cache, heads, mode: str = "zero") -> AblationSummary:
     def logits_of(part: Cache) -> torch.Tensor:
         logits = constant.expand(part.n_images, -1).clone()  # [n_chunk, n_classes]
         for u in np.flatnonzero(keep):
-            logits += _t(as_f32(part.head_scores[u])).T @ _t(cache.pc_logits[u])
+            logits += _t(copy_f32(part.head_scores[u])).T @ _t(cache.pc_logits[u])
         return logits.numpy()
 
     return _streamed(cache, logits_of)
@@ -351,7 +340,7 @@ class LogitState:
         """logits += sign × (the change of ablating an otherwise untouched head), in place."""
         cache = self.cache
         if self.mask.mode == "zero":
-            coef = _t(_copy_f32(cache.head_scores[unit]))  # [n_pcs, n]
+            coef = _t(copy_f32(cache.head_scores[unit]))  # [n_pcs, n]
             self._live.sub_(_t(cache.mean_logits[unit]).float(), alpha=sign)  # broadcast over images
         else:
             coef = pc_coefficients(cache, unit, "mean")  # [n_pcs, n]

@@ -23,7 +23,6 @@ logits, which normalisation does not change, so validation multiplies by B·W ([
 import contextlib
 import json
 import time
-import warnings
 from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from torch import Tensor, nn
 
 from residual_core import store
 from residual_core.adapters import ADAPTERS, IN_RAM_NUMBERS, Adapter, make_adapter  # one budget for both
-from residual_core.cache import Cache, as_f32
+from residual_core.cache import Cache, as_f32, copy_f32
 
 METHODS = tuple(ADAPTERS)  # zeroshot, coarse, fine, full, linear, spectral (adapters.py: one class each)
 
@@ -60,11 +59,14 @@ def _split_tensors(cache: Cache, columns: Tensor, needs: tuple[str, ...]) -> dic
     [n, K] and cut to ``columns``."""
     out = {"labels": torch.from_numpy(np.asarray(cache.labels))}
     if "scores" in needs:
-        scores = np.asarray(cache.head_scores)  # [U, k, n] (fp16 on disk)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # a read-only memmap: only read here
-            kept = torch.from_numpy(scores.reshape(-1, scores.shape[-1]))[columns]  # [K, n], still fp16
-        out["scores"] = torch.empty(kept.shape[1], kept.shape[0]).copy_(kept.T)  # [n, K] fp32, one strided pass
+        n_pcs = cache.head_scores.shape[1]
+        scores = torch.empty(cache.n_images, len(columns))  # [n, K] fp32
+        heads = columns // n_pcs  # [K]
+        for unit in torch.unique(heads).tolist():  # a head at a time, its pages released after (copy_f32)
+            at = (heads == unit).nonzero().squeeze(1)  # [m] positions in columns
+            rows = copy_f32(cache.head_scores[unit], (columns[at] % n_pcs).numpy())  # [m, n]
+            scores[:, at] = torch.from_numpy(rows).T
+        out["scores"] = scores
     arrays = {"output": cache.output, "embed": cache.embed, "mlps": cache.mlps}
     # copies: a tensor over the mapping itself would map the pages back in after release_pages
     return out | {name: torch.from_numpy(np.array(as_f32(arrays[name]), np.float32, copy=True))
@@ -142,6 +144,7 @@ def _accuracy(model: Adapter, split: _Split, weights: Tensor) -> float:
         for i in range(split.n_chunks):
             data = split.part(i)
             hits += int((model.readout(data, weights).argmax(1) == data["labels"]).sum())
+            del data  # else the next chunk is read while this one is still held
     return hits / max(split.n, 1)
 
 
@@ -177,6 +180,21 @@ def _step(model: Adapter, batch: dict[str, Tensor], weights: Tensor, scale: floa
     return loss.item()
 
 
+def _epoch(model: Adapter, split: _Split, gen: torch.Generator, batch_size: int, weights: Tensor, scale: float,
+           compat: bool, flush: bool, optim) -> list[float]:
+    """One pass over the train split; the minibatch losses. Beyond RAM: chunks in a random order, images in a
+    random order within each; in RAM (one chunk) a permutation of every image, drawn as before chunks existed.
+    A function of its own so that the last chunk is freed before validation reads its own."""
+    losses = []
+    chunks = torch.randperm(split.n_chunks, generator=gen).tolist() if split.n_chunks > 1 else [0]
+    for chunk in chunks:
+        part = split.part(chunk)
+        for rows in torch.randperm(len(part["labels"]), generator=gen).split(batch_size):
+            batch = {k: part[k][rows] for k in model.needs + ("labels",)}
+            losses.append(_step(model, batch, weights, scale, compat, flush, optim))
+    return losses
+
+
 def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, patience: int, batch_size: int,
            lr: float | None, seed: int, reference_compat: bool, identity_start: bool,
            progress: Callable[[int, int, float], None] | None, flush: bool) -> AlignResult:
@@ -204,20 +222,10 @@ def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, pati
         lr = lr if lr is not None else (1e-3 if method in ("linear", "spectral") else 0.8)
         optim = schedulefree.AdamWScheduleFree(params, lr=lr)
         gen = torch.Generator().manual_seed(seed)
-        needed = model.needs + ("labels",)
-        split = data["train"]
         for epoch in range(1, epochs + 1):
             epochs_run = epoch
             optim.train()
-            losses = []
-            # beyond RAM: chunks in a random order, images in a random order within each; in RAM (one chunk) this
-            # is a permutation of every image, drawn from the generator exactly as before
-            chunks = torch.randperm(split.n_chunks, generator=gen).tolist() if split.n_chunks > 1 else [0]
-            for chunk in chunks:
-                part = split.part(chunk)
-                for rows in torch.randperm(len(part["labels"]), generator=gen).split(batch_size):
-                    batch = {k: part[k][rows] for k in needed}
-                    losses.append(_step(model, batch, weights, scale, reference_compat, flush, optim))
+            losses = _epoch(model, data["train"], gen, batch_size, weights, scale, reference_compat, flush, optim)
             optim.eval()  # schedule-free: evaluate and checkpoint the averaged weights
             val_acc = _accuracy(model, data["val"], weights)
             history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_acc": val_acc})

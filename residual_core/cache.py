@@ -23,9 +23,22 @@ def as_f32(array: np.ndarray) -> np.ndarray:
         return torch.from_numpy(np.asarray(array)).float().numpy()
 
 
+def copy_f32(rows: np.ndarray, pick=None) -> np.ndarray:
+    """A float32 copy of ``rows[pick]`` (``pick``: any NumPy index; None: all of it), then ``rows``'s memory-mapped pages unmapped.
+
+    The kernel maps the pages around each page read (large folios: up to megabytes), so reading one head's
+    rows of a chunk maps far more of the file than the rows; releasing after each head bounds what a pass over
+    every head leaves mapped by one head's span of the file, whatever the number of heads or images."""
+    picked = rows if pick is None else rows[pick]  # a fancy index is already a copy: ``rows`` is what is mapped
+    copy = np.array(as_f32(picked), dtype=np.float32, copy=True)
+    store.release_pages(rows)
+    return copy
+
+
 IN_RAM_LOGITS = 64_000_000  # 256 MB of float32 logits: 64 k images × 1,000 classes, 6.4 M images × 10
 LIVE_IMAGES = 50_000  # a live view's sample (``sample``): one-PC toggle ≈ 50 ms at 1,000 classes (bench --scale)
 CHUNK_IMAGES = 16_384  # rows per chunk of a streamed pass: 64 MB of logits at 1,000 classes
+CHUNK_SPAN = 1 << 28  # bytes of a per-image file one chunk may span: what a chunk's reads can map before release
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -152,7 +165,7 @@ class Cache:
 
         score_mean = arrays.get("head_score_mean")
         if score_mean is None:  # mean coefficient over these images, one PC row at a time
-            score_mean = np.stack([as_f32(arrays["head_scores"][u]).mean(1) for u in range(n_total)])
+            score_mean = np.stack([copy_f32(arrays["head_scores"][u]).mean(1) for u in range(n_total)])
         return cls(
             path=Path(path), manifest=manifest, head_scores=arrays["head_scores"], head_mean=mean, head_components=comps,
             head_eigenvalues=np.asarray(get("head_eigenvalues")).reshape(n_total, -1), mlps=get("mlps"),
@@ -174,10 +187,10 @@ class Cache:
         """[n_images, n_classes] float32 output · W, held in RAM: for caches up to ``IN_RAM_LOGITS`` numbers;
         larger ones are read in chunks (``chunks``, ``ablation.evaluate_streamed``) or through ``sample``."""
         out = np.empty((self.n_images, self.classifier.shape[1]), np.float32)
-        for start in range(0, self.n_images, CHUNK_IMAGES):  # a sample's rows span the file: a block at a time
-            rows = self.output[start:start + CHUNK_IMAGES]
-            out[start:start + len(rows)] = _matmul(rows, self.classifier)
-            store.release_pages(rows)
+        start = 0
+        for part in self.chunks():  # a sample's rows span the file: a block at a time, its pages released after
+            out[start:start + part.n_images] = _matmul(part.output, self.classifier)
+            start += part.n_images
         return out
 
     @property
@@ -212,8 +225,13 @@ class Cache:
         return self.population if self.population is not None else self
 
     def chunks(self, size: int | None = None):
-        """Consecutive ``rows`` of at most ``size`` images (default ``CHUNK_IMAGES``), covering each image once."""
-        size = size or CHUNK_IMAGES
+        """Consecutive ``rows`` of at most ``size`` images, covering each image once. The default is
+        ``CHUNK_IMAGES``, fewer where a chunk would span more than ``CHUNK_SPAN`` bytes of a per-image file (a
+        sample's rows lie k images apart: the kernel maps pages around each row read, so a chunk of a
+        one-in-20 sample of a 1 M-image cache would map most of its MLP file)."""
+        if size is None:
+            row_bytes = max(abs(a.strides[0]) for a in (self.mlps, self.embed, self.output, self.thumbs))
+            size = max(1, min(CHUNK_IMAGES, CHUNK_SPAN // max(row_bytes, 1)))
         for start in range(0, self.n_images, size):
             part = self.rows(start, min(start + size, self.n_images))
             yield part
@@ -291,7 +309,7 @@ def reconstruction_error(cache: Cache) -> float:
     """max |Σ stored units − encode_image| / max |encode_image| over the cached images (storage precision)."""
     total = as_f32(cache.embed) + as_f32(cache.mlps).sum(1)  # [n, d_embed]
     for u in range(cache.n_layers * cache.n_heads):
-        total += cache.head_mean[u] + as_f32(cache.head_scores[u]).T @ cache.head_components[u]
+        total += cache.head_mean[u] + copy_f32(cache.head_scores[u]).T @ cache.head_components[u]
     return float(np.abs(total - cache.output).max() / max(np.abs(cache.output).max(), 1e-30))
 
 

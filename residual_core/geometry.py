@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from residual_core.cache import Cache, as_f32
+from residual_core.cache import Cache, copy_f32
 from residual_core.pca import n_components_for, participation_ratio
 
 
@@ -58,7 +58,9 @@ def head_geometry(cache: Cache, n_sample: int = 2000, seed: int = 42) -> dict[st
     shape = (cache.n_layers, cache.n_heads)
     evals = torch.from_numpy(np.asarray(cache.head_eigenvalues, dtype=np.float64))
     rows = np.sort(np.random.default_rng(seed).permutation(cache.n_images)[:n_sample])
-    two_nn = [two_nn_dimension(as_f32(cache.head_scores[u])[:, rows].T) for u in range(shape[0] * shape[1])]
+    # only the sampled columns are read and converted: a whole head is 264 MB of float32 at 1 M images
+    two_nn = [two_nn_dimension(copy_f32(cache.head_scores[u], (slice(None), rows)).T)
+              for u in range(shape[0] * shape[1])]
     return {"participation_ratio": participation_ratio(evals).numpy().reshape(shape),
             "k90": n_components_for(evals, 0.9).clamp_max(evals.shape[-1]).numpy().reshape(shape),
             "k99": n_components_for(evals, 0.99).clamp_max(evals.shape[-1]).numpy().reshape(shape),
@@ -102,7 +104,7 @@ def head_map_2d(cache: Cache, unit: int, method: str, seed: int = 0) -> tuple[np
     rows = np.arange(cache.n_images)
     if len(rows) > limit:
         rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
-    points = as_f32(cache.head_scores[unit][:, rows]).T  # [m, n_pcs]; only the drawn images are read
+    points = copy_f32(cache.head_scores[unit], (slice(None), rows)).T  # [m, n_pcs]; only the drawn images are read
     if method == "PCA":
         return rows, points[:, :2].copy(), ("PC1 coefficient", "PC2 coefficient")
     if method == "t-SNE":

@@ -9,13 +9,15 @@ torch thread and in CPU seconds of the engine call:
   full       the same toggles on every image, where its logits fit in RAM
   streamed   one head off, exact on every image, a chunk at a time (``evaluate_streamed``)
   metrics    head metrics; specialisation's U|T scores (every head: two streamed passes), where it takes
-             at most about 30 s (3·10¹¹ multiply-adds; its cost is n × heads × 66 × min(512, classes))
+             at most about 100 s (4·10¹¹ multiply-adds; its cost is n × heads × 66 × min(512, classes))
   align      one epoch of the fine method (the cache as train, val and test; read in chunks beyond 1 GB)
   memory     peak RSS, and peak anonymous memory (the process's own; the rest of RSS is memory-mapped cache
              pages, which the kernel shares and drops under pressure), sampled every 10 ms
 The 1 M case stores one layer (12 heads) to fit the disk and the time: a toggle touches one head, so its cost
 does not depend on the heads stored; streamed passes and specialisation over all 144 heads are the
-stored heads' time × 12 (stated in the output as ``per_144_heads``). Scaling exponent: the log-log slope
+stored heads' time × 12 (stated in the output as ``per_144_heads``). ``--all-heads`` stores all 144 at 1 M
+too (21 GB of disk at a time, about 40 min more: one epoch of λ reads every head): the memory of a whole
+ViT-B cache of a million images, measured rather than extrapolated. Scaling exponent: the log-log slope
 of the streamed evaluation from the smallest to the largest size.
 """
 
@@ -84,7 +86,7 @@ row["full"] = toggles(cache) if cache.logits_fit_in_ram and live is not cache el
 row["streamed_head_s"] = cpu(lambda: evaluate_streamed(cache, AblationMask(heads=frozenset({(0, 0)}))))
 row["metrics_s"] = cpu(lambda: head_metrics(cache))
 flops = 4 * n * layers * 12 * cache.n_pcs * min(512, classes)  # two passes of [n, 66] × [66, k] per head
-row["specialise_UT_s_per_144_heads"] = cpu(lambda: head_scores(cache, "U|T")) * 12 / layers if flops <= 3e11 else None
+row["specialise_UT_s_per_144_heads"] = cpu(lambda: head_scores(cache, "U|T")) * 12 / layers if flops <= 4e11 else None
 from residual_core.align import align
 fine = align(cache, cache, cache, "fine", epochs=1)  # one split as train, val and test: a timing, not a result
 row["align_fine_one_epoch_s"] = fine.seconds
@@ -95,11 +97,11 @@ print(json.dumps(row))
 """
 
 
-def run_scale(sizes=SIZES, classes=CLASSES) -> dict:
+def run_scale(sizes=SIZES, classes=CLASSES, all_heads: bool = False) -> dict:
     rows = []
     for n_classes in classes:
         for n in sizes:
-            layers = 12 if n < 1_000_000 else 1
+            layers = 12 if n < 1_000_000 or all_heads else 1
             with tempfile.TemporaryDirectory() as tmp:
                 args = [str(n), str(n_classes), str(layers), tmp]
                 started = time.perf_counter()

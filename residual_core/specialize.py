@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from residual_core.ablation import AblationMask, _t, evaluate_streamed, keep_heads
-from residual_core.cache import Cache, as_f32
+from residual_core.cache import Cache, as_f32, copy_f32
 
 METHODS = ("S", "U|T", "U", "random")
 REFERENCE_NAMES = {"S": "supervised", "U|T": "corr_task", "U": "corr_full_out", "random": "random_<seed>"}
@@ -38,7 +38,7 @@ def _head_in_basis(cache: Cache, unit: int, basis: torch.Tensor) -> torch.Tensor
     """(c_u − mean c_u) · basis up to a constant, for every image of ``cache``: [n, k] (float64) from the
     coefficients centred on the dataset's mean coefficient (constants leave a Pearson correlation unchanged,
     and near-zero means keep the one-pass sums below exact); basis [d_embed, k] (float64)."""
-    scores = _t(as_f32(cache.head_scores[unit])).double() - _t(cache.score_mean[unit]).double()[:, None]  # [n_pcs, n]
+    scores = _t(copy_f32(cache.head_scores[unit])).double() - _t(cache.score_mean[unit]).double()[:, None]  # [n_pcs, n]
     return scores.T @ (_t(cache.head_components[unit]).double() @ basis)
 
 

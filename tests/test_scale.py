@@ -176,3 +176,66 @@ def test_a_streamed_pass_leaves_no_cache_pages_mapped(tmp_path):
     assert _mapped_kb() - before < 10_000
     assert float(np.asarray(array[:16_000_000], dtype=np.float64).sum()) == total  # read again, unchanged
     store.release_pages(np.zeros(4))  # an in-RAM array: nothing to release, no error
+
+
+def _mapped_kb_of(path) -> int:
+    """Resident pages of this process's mappings of one file (kB), from /proc/self/smaps."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if line[:1].isdigit() or line[:1] in "abcdef":  # a mapping's header: address range … path
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.fixture()
+def mapped_at_release(monkeypatch, tmp_path):
+    """kB of ``tmp_path``'s head_scores.npy and output.npy mapped each time pages are released, before
+    releasing: the most a streamed pass holds mapped between two releases."""
+    from residual_core import store
+
+    seen, release = {"head_scores": [], "output": []}, store.release_pages
+
+    def recording(array):
+        for name, values in seen.items():
+            values.append(_mapped_kb_of(tmp_path / f"{name}.npy"))
+        release(array)
+
+    monkeypatch.setattr(store, "release_pages", recording)
+    return seen
+
+
+@pytest.mark.parametrize("reader", ["specialisation", "alignment split"])
+def test_a_pass_over_every_head_maps_one_head_at_a_time(tmp_path, mapped_at_release, monkeypatch, reader):
+    from residual_core import align
+    from residual_core.adapters import make_adapter
+    from residual_core.bench import synthetic_cache
+
+    monkeypatch.setattr(align, "IN_RAM_NUMBERS", 1_000)
+    monkeypatch.setattr(align, "CHUNK_IMAGES", 16_384)
+    # 24 heads × 16 PCs × 48 k images of fp16: 37 MB of scores, 1.5 MB per head
+    cache = synthetic_cache(tmp_path, 48_000, n_layers=2, n_heads=12, n_pcs=16, d_embed=16, n_classes=16)
+    if reader == "specialisation":
+        head_scores(cache, "U|T")
+    else:
+        split = align._Split(cache, make_adapter("fine", cache, False, False, 0))
+        assert split.n_chunks == 3 and split.part(1)["scores"].shape[0] == 16_384
+    mapped = mapped_at_release["head_scores"]
+    assert len(mapped) >= 24  # head by head
+    # one head's rows of a chunk (0.5 MB), and what the kernel maps around reads (≤ 64 kB a head) until its
+    # next chunk releases it; a whole chunk of every head, as released before, is 12 MB and more
+    assert 0 < max(mapped) < 6_000
+
+
+def test_a_sample_is_read_in_chunks_that_span_little_of_the_file(tmp_path, mapped_at_release, monkeypatch):
+    from residual_core.bench import synthetic_cache
+
+    monkeypatch.setattr(cache_module, "CHUNK_SPAN", 1 << 20)
+    cache = synthetic_cache(tmp_path, 60_000, n_layers=1, n_heads=2, n_pcs=4, d_embed=256, n_classes=8)  # 61 MB
+    sample = cache.sample(6_000)  # one image in 10: 10 kB apart in output.npy
+    assert [part.n_images for part in sample.chunks()] == [102] * 58 + [84]  # 1 MB ÷ 10 kB
+    assert np.allclose(sample.base_logits, np.asarray(cache.output[::10]) @ cache.classifier, atol=1e-4)
+    # a chunk of the sample spans 1 MB, and the kernel maps up to a few MB around what it reads; one chunk of
+    # every sampled row (as before CHUNK_SPAN) maps the whole 61 MB file
+    assert 0 < max(mapped_at_release["output"]) < 12_000
