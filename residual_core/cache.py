@@ -30,9 +30,11 @@ def copy_f32(rows: np.ndarray, pick=None) -> np.ndarray:
     rows of a chunk maps far more of the file than the rows; releasing after each head bounds what a pass over
     every head leaves mapped by one head's span of the file, whatever the number of heads or images."""
     picked = rows if pick is None else rows[pick]  # a fancy index is already a copy: ``rows`` is what is mapped
-    copy = np.array(as_f32(picked), dtype=np.float32, copy=True)
+    # gather in the stored dtype first, then convert contiguous memory: converting a strided fp16 view
+    # directly took twice as long (24 vs 13 ms for a head of a 50 k sample of 1 M images)
+    gathered = np.array(picked, copy=True)
     store.release_pages(rows)
-    return copy
+    return gathered if gathered.dtype == np.float32 else as_f32(gathered)
 
 
 IN_RAM_LOGITS = 64_000_000  # 256 MB of float32 logits: 64 k images × 1,000 classes, 6.4 M images × 10
