@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from residual_core.cache import Cache, as_f32, copy_f32
+from residual_core.cache import Cache, copy_f32
 from residual_core.units import head_label, mlp_label, pc_label
 
 MODES = ("mean", "zero")
@@ -193,7 +193,7 @@ def _apply(cache: Cache, mask: AblationMask, out: _Readout, stats: Cache | None 
                 result += coef.T @ (change[:, None] * _t(out.pc[u, pcs_arr]))
     others = [("mlp", layer) for layer in mask.mlps] + ([("emb", -1)] if mask.embed else [])
     for kind, layer in others:
-        contrib = _t(as_f32(cache.mlps[:, layer] if kind == "mlp" else cache.embed))  # [n, d_embed]
+        contrib = _t(copy_f32(cache.mlps[:, layer] if kind == "mlp" else cache.embed))  # [n, d_embed]
         removed = contrib if mask.mode == "zero" else contrib - _t(stats.unit_mean(layer if kind == "mlp" else None))
         result -= removed if out.matrix is None else removed @ _t(out.matrix)
     return result.numpy()

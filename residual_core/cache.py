@@ -122,7 +122,7 @@ class Cache:
 
     def scores(self, layer: int, head: int) -> np.ndarray:
         """[n_pcs, n_images] fp32 coefficients of one head."""
-        return as_f32(self.head_scores[self.head_index(layer, head)])
+        return copy_f32(self.head_scores[self.head_index(layer, head)])
 
     def head_contributions(self, layer: int, head: int) -> np.ndarray:
         """[n_images, d_embed] reconstructed from the PCA (exact up to fp16 storage of the scores)."""

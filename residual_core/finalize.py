@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from residual_core import shards, store
-from residual_core.cache import as_f32
+from residual_core.cache import copy_f32
 from residual_core.decompose import HeadMaps
 from residual_core.pca import HeadPCA, MomentStats, fit_head_pca, raw_features, score_map
 from residual_core.plan import BuildPlan, PrecomputeSpec, Progress
@@ -133,16 +133,16 @@ def head_accuracy_tables(scores: np.ndarray, arrays: dict[str, np.ndarray], clas
     comps = arrays["head_components"].reshape(n_total, scores.shape[1], -1)  # [U, n_pcs, d_embed]
     means = arrays["head_mean"].reshape(n_total, -1)  # [U, d_embed]
     weights = _tensor(np.asarray(classifier, dtype=np.float32))  # [d_embed, C]
-    score_mean = np.stack([as_f32(scores[u]).mean(1, dtype=np.float64) for u in range(n_total)]).astype(np.float32)
+    score_mean = np.stack([copy_f32(scores[u]).mean(1, dtype=np.float64) for u in range(n_total)]).astype(np.float32)
     pcw = [_tensor(comps[u] @ classifier) for u in range(n_total)]  # [n_pcs, C] each
     mean_logits = [_tensor(means[u] @ classifier) for u in range(n_total)]  # [C] each
     alone, ablated = np.zeros(n_total), np.zeros(n_total)
     for start in range(0, n, chunk):
         rows = slice(start, min(start + chunk, n))
-        base = _tensor(as_f32(arrays["output"][rows])) @ weights  # [n_chunk, C]
+        base = _tensor(copy_f32(arrays["output"][rows])) @ weights  # [n_chunk, C]
         truth = _tensor(labels[rows])
         for u in range(n_total):
-            s = _tensor(as_f32(scores[u][:, rows]))  # [n_pcs, n_chunk]
+            s = _tensor(copy_f32(scores[u][:, rows]))  # [n_pcs, n_chunk]
             alone[u] += (torch.addmm(mean_logits[u], s.T, pcw[u]).argmax(1) == truth).sum().item()
             centred = s - _tensor(score_mean[u])[:, None]
             ablated[u] += (torch.addmm(base, centred.T, pcw[u], alpha=-1).argmax(1) == truth).sum().item()
@@ -164,7 +164,7 @@ def _poles(scores_path: Path, n_top: int) -> dict[str, np.ndarray]:
     out_top = np.zeros((n_units, n_pcs, top), dtype=np.int32)
     out_bottom = np.zeros_like(out_top)
     for unit in range(n_units):
-        block = as_f32(scores[unit])  # [n_pcs, n]
+        block = copy_f32(scores[unit])  # [n_pcs, n]
         order = np.argsort(block, axis=1, kind="stable")
         out_top[unit] = order[:, ::-1][:, :top]
         out_bottom[unit] = order[:, :top]

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from residual_core.ablation import AblationMask, ablate_embeddings
-from residual_core.cache import Cache, as_f32
+from residual_core.cache import Cache, copy_f32
 from residual_core.decompose import ResidualDecomposition, decompose_images
 from residual_core.models import LoadedClip
 
@@ -57,7 +57,7 @@ def _percentiles(cache: Cache, scores: np.ndarray) -> np.ndarray:
     cache = cache.sample(PERCENTILE_SAMPLE)
     out = np.zeros_like(scores)
     for u in range(scores.shape[1]):
-        data = np.sort(as_f32(cache.head_scores[u]), axis=1)  # [n_pcs, n]
+        data = np.sort(copy_f32(cache.head_scores[u]), axis=1)  # [n_pcs, n]
         for k in range(scores.shape[2]):
             out[:, u, k] = np.searchsorted(data[k], scores[:, u, k]) / data.shape[1]
     return out
@@ -78,7 +78,7 @@ def _reference(cache: Cache, n_ref: int = 4_000, n_cal: int = 1_000) -> tuple[np
     if memo not in _REFERENCE:
         rng = np.random.default_rng(0)
         ref_rows = np.sort(rng.choice(cache.n_images, min(n_ref, cache.n_images), replace=False))
-        ref = _unit_rows(np.asarray(cache.output[ref_rows], dtype=np.float32))  # [m, E]
+        ref = _unit_rows(copy_f32(cache.output, ref_rows))  # [m, E]
         cal = ref[: min(n_cal, len(ref))]  # images of the reference itself: drop each one's self-match
         sims = cal @ ref.T  # [n_cal, m]
         k = min(TYPICALITY_K + 1, sims.shape[1])

@@ -85,7 +85,8 @@ def _metric(page, label_start: str) -> str:
 def browse(url: str, query: str, out: Path) -> dict:
     from playwright.sync_api import sync_playwright
 
-    report: dict = {"page_s": {}}
+    port = url.rsplit(":", 1)[1]
+    report: dict = {"page_s": {}, "server_peak_rss_mb_after": {}}  # peak RSS so far: where it rises, that page did it
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 720})
@@ -97,8 +98,10 @@ def browse(url: str, query: str, out: Path) -> dict:
             report["page_s"][name] = round(time.perf_counter() - began, 2)
             page.wait_for_timeout(4000)  # figures draw after the script finishes
             page.screenshot(path=str(out / f"{name}.png"))
+            report["server_peak_rss_mb_after"][name] = _server_memory(port).get("VmHWM")
             if name == "ablation_lab":
                 report |= _lab(page, out)
+                report["server_peak_rss_mb_after"]["exact_on_all"] = _server_memory(port).get("VmHWM")
         browser.close()
     return report
 
