@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, nargs="+", metavar="C",
                    help="with --scale: the class counts (default 10 1000)")
     p.add_argument("--all-heads", action="store_true",
-                   help="with --scale: store all 144 heads at 1 M images too (21 GB of disk, about 40 min more)")
+                   help="with --scale: store all 144 heads at 1 M images too (21 GB of disk, about 45 min more)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

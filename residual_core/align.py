@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from residual_core import store
 from residual_core.adapters import ADAPTERS, IN_RAM_NUMBERS, Adapter, make_adapter  # one budget for both
-from residual_core.cache import Cache, as_f32, copy_f32
+from residual_core.cache import Cache, copy_f32
 
 METHODS = tuple(ADAPTERS)  # zeroshot, coarse, fine, full, linear, spectral (adapters.py: one class each)
 
@@ -69,7 +69,7 @@ def _split_tensors(cache: Cache, columns: Tensor, needs: tuple[str, ...]) -> dic
         out["scores"] = scores
     arrays = {"output": cache.output, "embed": cache.embed, "mlps": cache.mlps}
     # copies: a tensor over the mapping itself would map the pages back in after release_pages
-    return out | {name: torch.from_numpy(np.array(as_f32(arrays[name]), np.float32, copy=True))
+    return out | {name: torch.from_numpy(copy_f32(arrays[name]))
                   for name in needs if name in arrays}
 
 

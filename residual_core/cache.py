@@ -24,7 +24,8 @@ def as_f32(array: np.ndarray) -> np.ndarray:
 
 
 def copy_f32(rows: np.ndarray, pick=None) -> np.ndarray:
-    """A float32 copy of ``rows[pick]`` (``pick``: any NumPy index; None: all of it), then ``rows``'s memory-mapped pages unmapped.
+    """A float32 copy of ``rows[pick]`` (``pick``: any NumPy index; None: all of it), then the memory-mapped
+    pages of ``rows`` unmapped.
 
     The kernel maps the pages around each page read (large folios: up to megabytes), so reading one head's
     rows of a chunk maps far more of the file than the rows; releasing after each head bounds what a pass over

@@ -16,7 +16,7 @@ torch thread and in CPU seconds of the engine call:
 The 1 M case stores one layer (12 heads) to fit the disk and the time: a toggle touches one head, so its cost
 does not depend on the heads stored; streamed passes and specialisation over all 144 heads are the
 stored heads' time × 12 (stated in the output as ``per_144_heads``). ``--all-heads`` stores all 144 at 1 M
-too (21 GB of disk at a time, about 40 min more: one epoch of λ reads every head): the memory of a whole
+too (21 GB of disk at a time, about 45 min more: one epoch of λ reads every head): the memory of a whole
 ViT-B cache of a million images, measured rather than extrapolated. Scaling exponent: the log-log slope
 of the streamed evaluation from the smallest to the largest size.
 """
