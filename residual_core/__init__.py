@@ -18,7 +18,8 @@ from residual_core.units import UnitTable  # noqa: E402
 from residual_core.pipeline import PrecomputeSpec, precompute  # noqa: E402
 from residual_core.cache import Cache, load_cache  # noqa: E402
 from residual_core.ablation import (  # noqa: E402
-    AblationMask, AblationResult, AblationSummary, LogitState, ablate_embeddings, evaluate, evaluate_streamed)
+    AblationMask, AblationResult, AblationSummary, ablate_embeddings, evaluate, evaluate_streamed)
+from residual_core.live import LogitState  # noqa: E402
 from residual_core.probe import ProbeResult, probe_images  # noqa: E402
 
 __all__ = [

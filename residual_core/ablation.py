@@ -12,7 +12,7 @@ An empty mask subtracts nothing, so it reproduces the unablated model exactly.
 """
 
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -220,8 +220,10 @@ def _summary(cache: Cache, predictions: np.ndarray) -> AblationSummary:
                            baseline_accuracy=cache.baseline_accuracy())
 
 
-def _result(cache: Cache, logits: np.ndarray) -> AblationResult:
-    predictions = logits.argmax(1)  # numpy's runs at memory bandwidth; torch's took 5× longer (50 k × 1,000)
+def _result(cache: Cache, logits: np.ndarray, predictions: np.ndarray | None = None) -> AblationResult:
+    """``predictions`` [n]: ``logits.argmax(1)`` where the caller already knows it."""
+    if predictions is None:
+        predictions = logits.argmax(1)  # numpy's runs at memory bandwidth; torch's took 5× longer (50 k × 1,000)
     return AblationResult(logits=logits, **vars(_summary(cache, predictions)))
 
 
@@ -284,95 +286,3 @@ def ablate_embeddings(cache: Cache, mask: AblationMask, stats: Cache | None = No
     ``stats``: the cache whose means replace what mean mode removes (default: ``cache`` itself).
     """
     return _apply(cache, mask, _readout(cache, logits=False), stats)
-
-
-@dataclass
-class LogitState:
-    """Per-session running logits, updated in place: a PC toggle is one rank-one update of [n, C] (addr_),
-    a head toggle one [n, k] × [k, C] product added in place (addmm_), with no [n, C] temporaries.
-
-    ``logits`` is float32 and shared with the running tensor: a result's logits are a view that the next
-    toggle changes (copy them to keep them).
-    """
-
-    cache: Cache
-    mask: AblationMask = field(default_factory=AblationMask)
-    logits: np.ndarray | None = None
-
-    def __post_init__(self):
-        self._reset(self.logits if self.logits is not None else _apply(self.cache, self.mask, _readout(self.cache, True)))
-
-    def _reset(self, logits: np.ndarray) -> None:
-        self.logits = np.ascontiguousarray(logits, dtype=np.float32)  # [n_images, n_classes]
-        self._live = torch.from_numpy(self.logits)  # the same memory
-
-    def _pc_factor(self, layer: int, head: int, pc: int) -> float:
-        return 0.0 if (layer, head, pc) in self.mask.pcs else self.mask.scale_of(layer, head, pc)
-
-    def _pc_vector(self, unit: int, pc: int, factor: float) -> torch.Tensor | None:
-        """v [n] such that PC ``pc`` of head ``unit`` changes the logits by outer(v, φ_pc W) at this factor."""
-        if factor == 1.0:
-            return None
-        if factor == 0.0 and self.mask.mode == "zero":
-            return -pc_coefficients(self.cache, unit, "zero", np.array([pc]))[0]
-        return pc_coefficients(self.cache, unit, "mean", np.array([pc]))[0] * (factor - 1.0)
-
-    def _add_pc(self, unit: int, pc: int, vector: torch.Tensor | None, sign: float = 1.0) -> None:
-        if vector is not None:
-            self._live.addr_(vector, _t(self.cache.pc_logits[unit, pc]), alpha=sign)  # [n] ⊗ [C], in place
-
-    def toggle_pc(self, layer: int, head: int, pc: int) -> None:
-        key = (layer, head, pc)
-        before = self._pc_factor(*key)
-        pcs = self.mask.pcs - {key} if key in self.mask.pcs else self.mask.pcs | {key}
-        self.mask = replace(self.mask, pcs=pcs)
-        if (layer, head) in self.mask.heads:
-            return  # the whole head is off: its PCs do not reach the logits
-        u = self.cache.head_index(layer, head)
-        old, new = self._pc_vector(u, pc, before), self._pc_vector(u, pc, self._pc_factor(*key))
-        if old is None or new is None:
-            self._add_pc(u, pc, new)
-            self._add_pc(u, pc, old, -1.0)
-        else:
-            self._add_pc(u, pc, new - old)
-
-    def _add_head(self, unit: int, sign: float) -> None:
-        """logits += sign × (the change of ablating an otherwise untouched head), in place."""
-        cache = self.cache
-        if self.mask.mode == "zero":
-            coef = _t(copy_f32(cache.head_scores[unit]))  # [n_pcs, n]
-            self._live.sub_(_t(cache.mean_logits[unit]).float(), alpha=sign)  # broadcast over images
-        else:
-            coef = pc_coefficients(cache, unit, "mean")  # [n_pcs, n]
-        self._live.addmm_(coef.T, _t(cache.pc_logits[unit]).float(), alpha=-sign)  # [n, k] @ [k, C]
-
-    def toggle_head(self, layer: int, head: int) -> None:
-        # Ablating replaces whatever the head's PCs and λ currently contribute by the head's ablated value.
-        key = (layer, head)
-        u = self.cache.head_index(layer, head)
-        ablating = key not in self.mask.heads
-        sign = 1.0 if ablating else -1.0
-        touched = {p[2] for p in self.mask.pcs if p[:2] == key} | {s[2] for s in self.mask.scales if s[:2] == key}
-        self._add_head(u, sign)
-        for pc in sorted(touched):
-            self._add_pc(u, pc, self._pc_vector(u, pc, self._pc_factor(layer, head, pc)), -sign)
-        heads = self.mask.heads | {key} if ablating else self.mask.heads - {key}
-        self.mask = replace(self.mask, heads=heads)
-
-    def set_mask(self, mask: AblationMask) -> None:
-        """Move to ``mask``: toggles for the heads/PCs that differ, a full recompute for anything else."""
-        old = self.mask
-        if (mask.mode, mask.scales, mask.mlps, mask.embed) != (old.mode, old.scales, old.mlps, old.embed) or \
-                len(mask.heads ^ old.heads) + len(mask.pcs ^ old.pcs) > 8:
-            self.mask = mask
-            self._reset(_apply(self.cache, mask, _readout(self.cache, logits=True)))
-            return
-        for key in sorted(old.heads - mask.heads):
-            self.toggle_head(*key)
-        for key in sorted(mask.pcs ^ old.pcs):
-            self.toggle_pc(*key)
-        for key in sorted(mask.heads - old.heads):
-            self.toggle_head(*key)
-
-    def result(self) -> AblationResult:
-        return _result(self.cache, self.logits)

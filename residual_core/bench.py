@@ -26,9 +26,10 @@ import open_clip
 import torch
 
 from residual_core import store
-from residual_core.ablation import AblationMask, LogitState
+from residual_core.ablation import AblationMask
 from residual_core.cache import Cache
 from residual_core.decompose import HeadMaps, decompose_images
+from residual_core.live import LogitState
 
 PER_IMAGE_FILES = ("head_scores.npy", "mlps.npy", "embed.npy", "output.npy", "ln.npy", "labels.npy",
                    "positions.npy", "thumbs.npy", "image_ids.json")

@@ -43,7 +43,8 @@ import json, resource, statistics, sys, threading, time
 from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(1)
-from residual_core.ablation import AblationMask, LogitState, evaluate_streamed
+from residual_core.ablation import AblationMask, evaluate_streamed
+from residual_core.live import LogitState
 from residual_core.bench import synthetic_cache
 from residual_core.cache import LIVE_IMAGES, head_metrics
 from residual_core.specialize import head_scores

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from residual_core.ablation import AblationMask, LogitState, ablate_embeddings, evaluate
+from residual_core.ablation import AblationMask, ablate_embeddings, evaluate
+from residual_core import live
+from residual_core.live import LogitState
 
 
 def test_empty_mask_is_the_baseline_exactly(tiny_cache):
@@ -72,6 +74,22 @@ def test_incremental_toggles_match_full_evaluation(tiny_cache, mode):
     assert state.mask.heads == frozenset({(0, 3)})
     assert state.mask.pcs == frozenset({(1, 2, 4), (1, 2, 5)})
     assert state.result().accuracy == pytest.approx(evaluate(tiny_cache, state.mask).accuracy)
+
+
+@pytest.mark.parametrize("mode", ["mean", "zero"])
+def test_predictions_are_the_arg_max_of_every_block_after_each_toggle(tiny_cache, mode, monkeypatch):
+    monkeypatch.setattr(live, "BLOCK_BYTES", 4 * len(tiny_cache.classnames) * 7)  # 7 images a block, 300 images
+    state = LogitState(tiny_cache, AblationMask(mode=mode))
+    state.set_mask(AblationMask(mode=mode).with_scale(0, 1, 2, 3.0))
+    changed = 0
+    for op in [("head", 1, 2), ("pc", 0, 1, 2), ("pc", 0, 1, 0), ("head", 0, 1), ("head", 1, 2), ("pc", 1, 0, 1)]:
+        before = state.result().predictions
+        state.toggle_pc(*op[1:]) if op[0] == "pc" else state.toggle_head(*op[1:])
+        after = state.result().predictions
+        assert np.array_equal(after, state.logits.argmax(1))  # the last, partial block included
+        assert np.allclose(state.logits, evaluate(tiny_cache, state.mask).logits, atol=1e-4)
+        changed += int((after != before).sum())
+    assert changed > 0  # the toggles moved predictions, so a stale block would have been caught
 
 
 def test_per_class_accuracy_and_mask_round_trip(tiny_cache):

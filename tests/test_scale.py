@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from residual_core import cache as cache_module
-from residual_core.ablation import AblationMask, LogitState, evaluate, evaluate_streamed, keep_heads
+from residual_core.ablation import AblationMask, evaluate, evaluate_streamed, keep_heads
+from residual_core.live import LogitState
 from residual_core.specialize import head_scores
 
 MASKS = [

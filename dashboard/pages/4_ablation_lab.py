@@ -10,8 +10,9 @@ import streamlit as st
 from dashboard import figures
 from dashboard.sidebar import page_cache, sample_note
 from dashboard.state import plain, view_state, write_url
-from residual_core.ablation import AblationMask, LogitState, confusion, evaluate_streamed, per_class_accuracy
+from residual_core.ablation import AblationMask, confusion, evaluate_streamed, per_class_accuracy
 from residual_core.cache import LIVE_IMAGES
+from residual_core.live import LogitState
 from residual_core.units import head_label
 
 cache = page_cache("Ablation lab")
