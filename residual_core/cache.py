@@ -39,7 +39,7 @@ def copy_f32(rows: np.ndarray, pick=None) -> np.ndarray:
 
 
 IN_RAM_LOGITS = 64_000_000  # 256 MB of float32 logits: 64 k images × 1,000 classes, 6.4 M images × 10
-LIVE_IMAGES = 50_000  # a live view's sample (``sample``): one-PC toggle ≈ 50 ms at 1,000 classes (bench --scale)
+LIVE_IMAGES = 50_000  # a live view's sample (``sample``): one-PC toggle ≈ 45 ms at 1,000 classes (bench --scale)
 CHUNK_IMAGES = 16_384  # rows per chunk of a streamed pass: 64 MB of logits at 1,000 classes
 CHUNK_SPAN = 1 << 28  # bytes of a per-image file one chunk may span: what a chunk's reads can map before release
 

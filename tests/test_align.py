@@ -103,8 +103,6 @@ def test_progress_history_and_head_lambdas_are_reported():
 
 def _fake_manifest(folder, key: str) -> None:
     """A valid manifest of one small file: enough for the results to be keyed by it."""
-    import json
-
     from residual_core import store
 
     store.atomic_save_npy(folder / "labels.npy", np.arange(3))
@@ -113,7 +111,6 @@ def _fake_manifest(folder, key: str) -> None:
 
 
 def test_results_are_saved_beside_the_cache_and_lambda_maps_to_lab_scales(tmp_path):
-    from residual_core import store
     from residual_core.align import lambda_scales, result_tag, save_result, saved_head_lambdas, saved_results
 
     train, val, test = _splits(noise=1.0, seed=2)
