@@ -9,7 +9,7 @@ torch thread and in CPU seconds of the engine call:
   full       the same toggles on every image, where its logits fit in RAM
   streamed   one head off, exact on every image, a chunk at a time (``evaluate_streamed``)
   metrics    head metrics; specialisation's U|T scores (every head: two streamed passes), where it takes
-             at most about 100 s (4·10¹¹ multiply-adds; its cost is n × heads × 66 × min(512, classes))
+             at most about 70 s (2·10¹² multiply-adds; its cost is n × heads × 66 × min(512, classes))
   align      one epoch of the fine method (the cache as train, val and test; read in chunks beyond 1 GB)
   memory     peak RSS, and peak anonymous memory (the process's own; the rest of RSS is memory-mapped cache
              pages, which the kernel shares and drops under pressure), sampled every 10 ms
@@ -87,7 +87,7 @@ row["full"] = toggles(cache) if cache.logits_fit_in_ram and live is not cache el
 row["streamed_head_s"] = cpu(lambda: evaluate_streamed(cache, AblationMask(heads=frozenset({(0, 0)}))))
 row["metrics_s"] = cpu(lambda: head_metrics(cache))
 flops = 4 * n * layers * 12 * cache.n_pcs * min(512, classes)  # two passes of [n, 66] × [66, k] per head
-row["specialise_UT_s_per_144_heads"] = cpu(lambda: head_scores(cache, "U|T")) * 12 / layers if flops <= 4e11 else None
+row["specialise_UT_s_per_144_heads"] = cpu(lambda: head_scores(cache, "U|T")) * 12 / layers if flops <= 2e12 else None
 from residual_core.align import align
 fine = align(cache, cache, cache, "fine", epochs=1)  # one split as train, val and test: a timing, not a result
 row["align_fine_one_epoch_s"] = fine.seconds

@@ -34,30 +34,46 @@ def k_values(n_heads: int) -> list[int]:
     return sorted(set(ks))
 
 
-def _head_in_basis(cache: Cache, unit: int, basis: torch.Tensor) -> torch.Tensor:
-    """(c_u − mean c_u) · basis up to a constant, for every image of ``cache``: [n, k] (float64) from the
-    coefficients centred on the dataset's mean coefficient (constants leave a Pearson correlation unchanged,
-    and near-zero means keep the one-pass sums below exact); basis [d_embed, k] (float64)."""
-    scores = _t(copy_f32(cache.head_scores[unit])).double() - _t(cache.score_mean[unit]).double()[:, None]  # [n_pcs, n]
-    return scores.T @ (_t(cache.head_components[unit]).double() @ basis)
+def _centred(cache: Cache, unit: int) -> torch.Tensor:
+    """A head's coefficients centred on the dataset's mean coefficient: [n_pcs, n] (float64). Constants leave
+    a Pearson correlation unchanged, and near-zero means keep the one-pass sums below exact."""
+    return _t(copy_f32(cache.head_scores[unit])).double() - _t(cache.score_mean[unit]).double()[:, None]
 
 
 def _unit_correlation(cache: Cache, basis: torch.Tensor, reference_compat: bool) -> np.ndarray:
     """Per head: mean over basis columns of Pearson_n(c_u·q, o·q), o = Σ_heads c_u, from sums accumulated a
-    chunk of images at a time (memory O(chunk · k), independent of the number of images)."""
-    n_total, k = cache.n_layers * cache.n_heads, basis.shape[1]
-    sum_t, sum_tt = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
-    sum_u, sum_uu, sum_ut = (torch.zeros(n_total, k, dtype=torch.float64) for _ in range(3))
+    chunk of images at a time (memory O(chunk · k), independent of the number of images).
+
+    With s_u [n_pcs, n] a head's centred coefficients and A_u = Φ_u Q [n_pcs, k] its PCs in the basis, the head
+    in the basis is s_uᵀ A_u, so its sums follow from the moments of s_u: Σ_i s_u A_u, diag(A_uᵀ (s_u s_uᵀ) A_u)
+    and diag(A_uᵀ (s_u t)). No [n, k] array per head is formed: the target t = Σ_u s_uᵀ A_u [n, k] is the only one.
+    Where k < n_pcs (U|T with few classes) the squares are summed from s_uᵀ A_u itself, cheaper than the Gram."""
+    n_total, n_pcs = cache.n_layers * cache.n_heads, cache.n_pcs
+    readouts = torch.stack([_t(cache.head_components[u]).double() @ basis for u in range(n_total)])  # [U, n_pcs, k]
+    sum_t, sum_tt = torch.zeros(basis.shape[1], dtype=torch.float64), torch.zeros(basis.shape[1], dtype=torch.float64)
+    sums = torch.zeros(n_total, n_pcs, dtype=torch.float64)  # Σ_i s_u
+    narrow = basis.shape[1] < n_pcs
+    grams = torch.zeros(n_total, *((1, 1) if narrow else (n_pcs, n_pcs)), dtype=torch.float64)  # Σ_i s_u s_uᵀ
+    squares = torch.zeros(n_total, basis.shape[1], dtype=torch.float64)  # Σ_i (s_uᵀ A_u)², where narrow
+    cross = torch.zeros_like(readouts)  # Σ_i s_u tᵀ: [U, n_pcs, k]
     for part in cache.chunks():
-        target = sum(_head_in_basis(part, u, basis) for u in range(n_total))  # [n_chunk, k]
+        target = torch.zeros(part.n_images, basis.shape[1], dtype=torch.float64)  # [n_chunk, k]
+        for u in range(n_total):
+            target.addmm_(_centred(part, u).T, readouts[u])
         sum_t += target.sum(0)
         sum_tt += (target * target).sum(0)
         for u in range(n_total):
-            unit = _head_in_basis(part, u, basis)  # [n_chunk, k]
-            sum_u[u] += unit.sum(0)
-            sum_uu[u] += (unit * unit).sum(0)
-            sum_ut[u] += (unit * target).sum(0)
+            scores = _centred(part, u)  # [n_pcs, n_chunk]
+            sums[u] += scores.sum(1)
+            cross[u] += scores @ target
+            if narrow:
+                squares[u] += (scores.T @ readouts[u]).square().sum(0)
+            else:
+                grams[u] += scores @ scores.T
     n = cache.n_images
+    sum_u = torch.einsum("up,upk->uk", sums, readouts)  # [U, k]
+    sum_uu = squares if narrow else (torch.bmm(grams, readouts) * readouts).sum(1)  # diag(Aᵀ G A) per head: [U, k]
+    sum_ut = (cross * readouts).sum(1)
     cov = sum_ut - sum_u * sum_t / n  # [U, k] n × covariance
     var_u, var_t = sum_uu - sum_u * sum_u / n, sum_tt - sum_t * sum_t / n
     corr = cov / (var_u.clamp_min(0) * var_t.clamp_min(0)).sqrt().clamp_min(1e-300)  # [U, k]
