@@ -48,16 +48,17 @@ def _unit_correlation(cache: Cache, basis: torch.Tensor, reference_compat: bool)
     in the basis is s_uᵀ A_u, so its sums follow from the moments of s_u: Σ_i s_u A_u, diag(A_uᵀ (s_u s_uᵀ) A_u)
     and diag(A_uᵀ (s_u t)). No [n, k] array per head is formed: the target t = Σ_u s_uᵀ A_u [n, k] is the only one.
     Where k < n_pcs (U|T with few classes) the squares are summed from s_uᵀ A_u itself, cheaper than the Gram."""
-    n_total, n_pcs = cache.n_layers * cache.n_heads, cache.n_pcs
+    n_total, n_pcs, k = cache.n_layers * cache.n_heads, cache.n_pcs, basis.shape[1]
+    f64 = dict(dtype=torch.float64)
     readouts = torch.stack([_t(cache.head_components[u]).double() @ basis for u in range(n_total)])  # [U, n_pcs, k]
-    sum_t, sum_tt = torch.zeros(basis.shape[1], dtype=torch.float64), torch.zeros(basis.shape[1], dtype=torch.float64)
-    sums = torch.zeros(n_total, n_pcs, dtype=torch.float64)  # Σ_i s_u
-    narrow = basis.shape[1] < n_pcs
-    grams = torch.zeros(n_total, *((1, 1) if narrow else (n_pcs, n_pcs)), dtype=torch.float64)  # Σ_i s_u s_uᵀ
-    squares = torch.zeros(n_total, basis.shape[1], dtype=torch.float64)  # Σ_i (s_uᵀ A_u)², where narrow
+    sum_t, sum_tt = torch.zeros(k, **f64), torch.zeros(k, **f64)
+    sums = torch.zeros(n_total, n_pcs, **f64)  # Σ_i s_u
+    narrow = k < n_pcs
+    grams = torch.zeros(n_total, *((1, 1) if narrow else (n_pcs, n_pcs)), **f64)  # Σ_i s_u s_uᵀ, unless narrow
+    squares = torch.zeros(n_total, k, **f64)  # Σ_i (s_uᵀ A_u)², where narrow
     cross = torch.zeros_like(readouts)  # Σ_i s_u tᵀ: [U, n_pcs, k]
     for part in cache.chunks():
-        target = torch.zeros(part.n_images, basis.shape[1], dtype=torch.float64)  # [n_chunk, k]
+        target = torch.zeros(part.n_images, k, **f64)  # [n_chunk, k]
         for u in range(n_total):
             target.addmm_(_centred(part, u).T, readouts[u])
         sum_t += target.sum(0)
