@@ -1,6 +1,9 @@
-"""Plotly figure builders for the dashboard: arrays in, figures out (no Streamlit, no model)."""
+"""Figure builders for the dashboard: arrays in, figures out (no Streamlit, no model). Plotly, except the
+ablation lab's per-class bars, which every toggle redraws (Vega-Lite, through Altair: see per_class_bars)."""
 
+import altair as alt
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -140,13 +143,23 @@ def bars(names: list[str], values: list[float], title: str, unit: str, horizonta
     return fig
 
 
-def per_class_bars(classnames: tuple[str, ...], baseline: np.ndarray, ablated: np.ndarray) -> go.Figure:
-    fig = go.Figure()
-    fig.add_bar(x=list(classnames), y=baseline, name="unablated", marker_color="#9ecae9")
-    fig.add_bar(x=list(classnames), y=ablated, name="ablated", marker_color="#e45756")
-    fig.update_layout(barmode="group", title="Per-class accuracy", yaxis_title="accuracy", yaxis_range=[0, 1],
-                      height=380, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right", bgcolor="rgba(0,0,0,0)"), **LAYOUT)
-    return fig
+def per_class_bars(classnames: tuple[str, ...], baseline: np.ndarray, ablated: np.ndarray, height: int = 380,
+                   font: int = FONT["size"]) -> alt.Chart:
+    """Grouped bars of per-class accuracy [n_classes] each. Drawn in Vega-Lite: the lab redraws them on every
+    toggle, and with four sessions sharing this 2-core machine Plotly's redraw cost each browser about 0.1 s
+    of CPU more per click (p95 click → number 0.98–1.22 s against 0.60–0.96 s)."""
+    which = ["unablated", "ablated"]
+    frame = pd.DataFrame({"class": list(classnames) * 2, "accuracy": np.concatenate([baseline, ablated]),
+                          "which": np.repeat(which, len(classnames))})
+    axis = dict(labelFontSize=font - 1, titleFontSize=font, labelColor=FONT["color"], titleColor=FONT["color"])
+    title = alt.Title("Per-class accuracy", fontSize=font + 3, anchor="start", color=FONT["color"], offset=12)
+    return alt.Chart(frame, height=height, title=title).mark_bar().encode(
+        x=alt.X("class:N", sort=list(classnames), title=None, axis=alt.Axis(labelAngle=0, labelLimit=160, **axis)),
+        xOffset=alt.XOffset("which:N", sort=which),
+        y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="~g", tickCount=5, **axis)),
+        color=alt.Color("which:N", sort=which, scale=alt.Scale(domain=which, range=["#9ecae9", "#e45756"]),
+                        legend=alt.Legend(title=None, orient="top", direction="horizontal", labelFontSize=font - 1)),
+        tooltip=["class", "which", alt.Tooltip("accuracy:Q", format=".1%")])
 
 
 def confusion_diff(diff: np.ndarray, classnames: tuple[str, ...]) -> go.Figure:

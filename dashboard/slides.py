@@ -111,7 +111,9 @@ def _ablation(step, index, view, auto, cache, offer) -> None:
         column.metric(f"{name.split('/')[-1]} accuracy", f"{result.accuracy:.1%}", delta,
                       delta_color="normal" if moved else "off", delta_arrow="auto" if moved else "off")
     baseline = per_class_accuracy(cache, cache.baseline_predictions())
-    _chart(figures.per_class_bars(cache.classnames, baseline, evaluate(cache, mask).per_class_accuracy), 300)
+    bars = figures.per_class_bars(cache.classnames, baseline, evaluate(cache, mask).per_class_accuracy, 300,
+                                  BIG["font"]["size"])
+    st.altair_chart(bars, theme=None, width="stretch")
 
 
 def _probe(step, index, view, auto, cache, offer) -> None:

@@ -37,3 +37,11 @@ def test_a_clicked_heatmap_cell_carries_its_layer_and_head():
     assert figures.picked(SimpleNamespace(selection=SimpleNamespace(points=[]))) is None
     browser = SimpleNamespace(selection=SimpleNamespace(points=[{"customdata": {"1": 3, "0": 1, "2": 0.25}}]))
     assert figures.picked(browser) == (1, 3)  # what a real browser sends (seen in Chromium)
+
+
+def test_per_class_bars_hold_both_accuracies_of_every_class_and_a_missing_one_as_null():
+    chart = figures.per_class_bars(("cat", "dog"), np.array([0.5, np.nan]), np.array([0.25, 1.0])).to_dict()
+    rows = next(iter(chart["datasets"].values()))
+    assert [(r["class"], r["which"], r["accuracy"]) for r in rows] == [
+        ("cat", "unablated", 0.5), ("dog", "unablated", None), ("cat", "ablated", 0.25), ("dog", "ablated", 1.0)]
+    assert chart["encoding"]["x"]["sort"] == ["cat", "dog"] and chart["encoding"]["y"]["scale"]["domain"] == [0, 1]

@@ -62,7 +62,7 @@ def main() -> None:
             target = page.get_by_role("heading", name=title).first if title else page.locator(".tour-title")
             target.wait_for(timeout=600_000)
             try:  # a page shows its figures once its caches (and, on Alignment, a trained method) exist
-                page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+                page.locator(".js-plotly-plot, .vega-embed").first.wait_for(timeout=60_000)
             except PlaywrightTimeout:
                 print("no figure on", name, "after 60 s: the screenshot shows the page as it is")
             page.wait_for_timeout(3000)

@@ -104,8 +104,8 @@ def lab() -> None:
         if live is not cache:
             exact_on_all(mask)
         baseline = per_class_accuracy(live, live.baseline_predictions())
-        st.plotly_chart(figures.per_class_bars(cache.classnames, baseline, result.per_class_accuracy),
-                        config=figures.PNG_CONFIG, theme=None)
+        st.altair_chart(figures.per_class_bars(cache.classnames, baseline, result.per_class_accuracy), theme=None,
+                        width="stretch")
         state_json = json.dumps(view_state() | {"accuracy": result.accuracy, "images": live.n_images}, indent=1)
         d1, d2 = st.columns(2)
         d1.download_button("View state (JSON)", state_json, "residual_view.json", "application/json")
