@@ -154,7 +154,8 @@ def per_class_bars(classnames: tuple[str, ...], baseline: np.ndarray, ablated: n
     axis = dict(labelFontSize=font - 1, titleFontSize=font, labelColor=FONT["color"], titleColor=FONT["color"])
     title = alt.Title("Per-class accuracy", fontSize=font + 3, anchor="start", color=FONT["color"], offset=12)
     return alt.Chart(frame, height=height, title=title).mark_bar().encode(
-        x=alt.X("class:N", sort=list(classnames), title=None, axis=alt.Axis(labelAngle=0, labelLimit=160, labelOverlap="greedy", **axis)),
+        x=alt.X("class:N", sort=list(classnames), title=None,
+                axis=alt.Axis(labelAngle=0, labelLimit=160, labelOverlap="greedy", **axis)),
         xOffset=alt.XOffset("which:N", sort=which),
         y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="~g", tickCount=5, **axis)),
         color=alt.Color("which:N", sort=which, scale=alt.Scale(domain=which, range=["#9ecae9", "#e45756"]),
