@@ -30,7 +30,8 @@ class LogitState:
     logits: np.ndarray | None = None
 
     def __post_init__(self):
-        self._reset(self.logits if self.logits is not None else _apply(self.cache, self.mask, _readout(self.cache, True)))
+        start = self.logits if self.logits is not None else _apply(self.cache, self.mask, _readout(self.cache, True))
+        self._reset(start)
 
     def _reset(self, logits: np.ndarray) -> None:
         self.logits = np.ascontiguousarray(logits, dtype=np.float32)  # [n_images, n_classes]
