@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,51 @@ def test_a_foreign_file_as_checkpoint_is_a_message(tmp_path):
     path.write_bytes(b"\x80\x04this is no state dict")
     with pytest.raises(ModelLoadError, match="not an open_clip"):
         load_clip(f"residual-tiny:{path}")
+
+
+class _Payload:
+    """Unpickling this runs a command: what a hostile checkpoint would do if it were ever loaded unsafely."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _hostile_pickle(path: Path, marker: Path) -> Path:
+    import torch
+
+    torch.save({"visual.proj": _Payload(marker)}, path)
+    return path
+
+
+def test_a_pickled_payload_as_checkpoint_is_refused_in_one_line_that_never_advises_unsafe_loading(tmp_path):
+    marker = tmp_path / "ran"
+    ckpt = _hostile_pickle(tmp_path / "evil.pt", marker)
+    done = subprocess.run([sys.executable, "-m", "residual_core", "verify", "--model", f"residual-tiny:{ckpt}",
+                           "--n-images", "1"], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: checkpoint"), done.stderr
+    assert "weights-only" in lines[0] and "weights_only" not in lines[0]
+    assert not marker.exists()
+
+
+def test_a_pickled_payload_in_a_hugging_face_folder_is_refused_without_running_it(tmp_path):
+    from residual_core.families.hf_clip import save_random_checkpoint
+    from residual_core.models import ModelLoadError, load_clip
+
+    marker = tmp_path / "ran"
+    folder = save_random_checkpoint("tiny", tmp_path / "clip")
+    (folder / "model.safetensors").unlink()
+    _hostile_pickle(folder / "pytorch_model.bin", marker)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ModelLoadError, match="only ever loaded weights-only") as refused:
+            load_clip(f"hf:{folder}")
+    assert "weights_only" not in str(refused.value) and not marker.exists()
 
 
 # --- URLs through the real app --------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Small helpers every family shares: where shipped assets live, and a checkpoint's identity."""
 
+import contextlib
 import functools
 import hashlib
 import os
+import pickle
+import warnings
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
@@ -11,6 +14,23 @@ ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else ""
+
+
+def load_failure(err: BaseException) -> str:
+    """Why a checkpoint did not load, in a phrase. torch's weights-only refusal advises turning the check off,
+    which must never reach a user holding an untrusted file, so it is named here instead."""
+    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in str(err):
+        return "it holds pickled objects other than tensors, and checkpoints are only ever loaded weights-only"
+    return f"{type(err).__name__}: {first_line(err)}"
+
+
+@contextlib.contextmanager
+def quiet_checkpoint_reads():
+    """torch warns about any pickle protocol above 2 even when the weights-only load succeeds or is refused;
+    the one-line outcome says what matters, so the warning is held back while a checkpoint is read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        yield
 
 
 def file_sha256(path: str | Path) -> str:

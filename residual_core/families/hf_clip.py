@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from residual_core.families.base import Block, Family, ModelLoadError, Tower, UnsupportedModelError
-from residual_core.families.files import ASSETS, file_sha256, first_line
+from residual_core.families.files import ASSETS, file_sha256, load_failure, quiet_checkpoint_reads
 
 CONFIG_DIR = ASSETS / "hf_configs"
 _WEIGHT_FILES = ("config.json", "preprocessor_config.json", "model.safetensors", "model.safetensors.index.json",
@@ -110,10 +110,11 @@ class HfClip(Family):
                 _require_hub_files(spec)
             _check_model_type(source, spec)
             try:
-                model = CLIPModel.from_pretrained(source, local_files_only=spec.is_local_file)
+                with quiet_checkpoint_reads():
+                    model = CLIPModel.from_pretrained(source, local_files_only=spec.is_local_file)
             except Exception as err:  # noqa: BLE001 - a checkpoint folder is untrusted input: it can raise anything
-                raise ModelLoadError(f"{spec.name} is not a loadable CLIPModel checkpoint ({type(err).__name__}: "
-                                     f"{first_line(err)}); pass a folder written by save_pretrained") from err
+                raise ModelLoadError(f"{spec.name} is not a loadable CLIPModel checkpoint ({load_failure(err)}); "
+                                     "pass a folder written by save_pretrained") from err
         model = model.float().to(device).eval()
         preprocess = _Preprocess(source, model.config.vision_config.image_size)
         if not text:

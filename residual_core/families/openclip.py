@@ -19,7 +19,7 @@ from open_clip.transformer import LayerScale, ResidualAttentionBlock, VisionTran
 from torch import nn
 
 from residual_core.families.base import Block, Family, ModelLoadError, Tower, UnsupportedModelError
-from residual_core.families.files import ASSETS, file_sha256, first_line
+from residual_core.families.files import ASSETS, file_sha256, first_line, load_failure, quiet_checkpoint_reads
 
 CONFIG_DIR = ASSETS / "model_configs"
 
@@ -147,8 +147,9 @@ class OpenClip(Family):
         check_config_supported(spec.arch, open_clip.get_model_config(spec.arch))
         torch.manual_seed(spec.random_seed)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                spec.arch, pretrained=pretrained, device=device, precision="fp32", weights_only=True)
+            with quiet_checkpoint_reads():
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    spec.arch, pretrained=pretrained, device=device, precision="fp32", weights_only=True)
         except Exception as err:  # noqa: BLE001 - a local checkpoint is untrusted input: it can raise anything
             raise self._load_error(spec, pretrained, err, how) from err
         model.eval()
@@ -175,7 +176,7 @@ class OpenClip(Family):
             return ModelLoadError(offline_message(spec, err, how))
         if spec.is_local_file:
             return ModelLoadError(f"checkpoint {pretrained} is not an open_clip {spec.arch} state dict "
-                                  f"({type(err).__name__}: {first_line(err)}); pass the matching ARCH or another file")
+                                  f"({load_failure(err)}); pass the matching ARCH or another file")
         hf_text = ((open_clip.get_model_config(spec.arch) or {}).get("text_cfg") or {}).get("hf_model_name")
         if hf_text:
             return ModelLoadError(f"{spec.arch}: its text tower is the Hugging Face model {hf_text!r}, whose config "
