@@ -18,7 +18,8 @@ init_state()
 show_notices()
 PAGES = [
     st.Page("dashboard/pages/1_heads_map.py", title="Heads map", icon=":material/grid_on:", default=True),
-    st.Page("dashboard/pages/2_head_explorer.py", title="Head explorer", icon=":material/search:", url_path="head_explorer"),
+    st.Page("dashboard/pages/2_head_explorer.py", title="Head explorer", icon=":material/search:",
+            url_path="head_explorer"),
     st.Page("dashboard/pages/3_probe.py", title="Probe", icon=":material/image_search:", url_path="probe"),
     st.Page("dashboard/pages/4_ablation_lab.py", title="Ablation lab", icon=":material/science:", url_path="ablation_lab"),
     st.Page("dashboard/pages/5_specialisation.py", title="Specialisation", icon=":material/leaderboard:",

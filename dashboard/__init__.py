@@ -1,1 +1,3 @@
-"""Streamlit-side helpers of the dashboard (the only place besides app.py that imports streamlit; its pages are in dashboard/pages/)."""
+"""Streamlit-side helpers of the dashboard: the only place besides app.py that imports streamlit.
+
+Its pages are in dashboard/pages/."""

@@ -185,7 +185,9 @@ def lambda_spectrum(lam: np.ndarray, eigenvalues: np.ndarray, title: str) -> go.
     fig.update_layout(title=title, xaxis_title="principal component", yaxis=dict(title="λ"),
                       yaxis2=dict(title="share of variance", overlaying="y", side="right", showgrid=False,
                                   rangemode="tozero"),
-                      height=380, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right", bgcolor="rgba(0,0,0,0)"), **LAYOUT)
+                      height=380, **LAYOUT,
+                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right",
+                                  bgcolor="rgba(0,0,0,0)"))
     return fig
 
 

@@ -1,4 +1,5 @@
-"""ResiDual engine: exact per-head decomposition of CLIP ViTs (open_clip, transformers), per-head PCA, zero-shot and ablation.
+"""ResiDual engine: exact per-head decomposition of CLIP ViTs (open_clip, transformers), per-head PCA,
+zero-shot and ablation.
 
 Public API (re-exported here; importing has no side effects):
   load_clip, parse_model_spec            -> LoadedClip, ModelSpec

@@ -8,9 +8,10 @@ Methods (z is the adapted image embedding; logits = scale · normalize(z) · W, 
   linear    z = A f(x) + b                                        (E² + E parameters)
   spectral  z = (f − μ)Φᵀ diag(λ) Φ over the PCA of f on train    (E parameters)
 ``reference_compat`` reproduces the reference code: raw logits z · W, d_head PCs per head in full (the
-cache keeps d_head + 2), and square bases applied as Φᵀ where Φ is meant (spectral becomes (f − μ) ⊙ λ; in full, MLPs get (c − μ)Φᵀdiag(λ)Φᵀ and heads, padded to
-square, land in the first k canonical coordinates). ``identity_start`` sets λ = 1 and adds the unit means
-and the dropped units back, so training starts from the model (not in the paper; it starts at λ ~ N(1, 1)).
+cache keeps d_head + 2), and square bases applied as Φᵀ where Φ is meant (spectral becomes (f − μ) ⊙ λ;
+in full, MLPs get (c − μ)Φᵀdiag(λ)Φᵀ and heads, padded to square, land in the first k canonical
+coordinates). ``identity_start`` sets λ = 1 and adds the unit means and the dropped units back, so
+training starts from the model (not in the paper; it starts at λ ~ N(1, 1)).
 Heads use the train cache's basis; val/test caches must be built with ``--basis-from`` the train cache.
 Optimiser: schedule-free AdamW (package ``schedulefree``, library defaults) with the paper's lr, 0.8 for λ
 and 1e-3 for the adapters; validation, test and checkpoints use its averaged (``.eval()``) weights.

@@ -9,7 +9,8 @@ from residual_core.live import LogitState
 
 def test_empty_mask_is_the_baseline_exactly(tiny_cache):
     result = evaluate(tiny_cache, AblationMask())
-    assert np.array_equal(result.logits, (torch.from_numpy(tiny_cache.output) @ torch.from_numpy(tiny_cache.classifier)).numpy())
+    direct = torch.from_numpy(tiny_cache.output) @ torch.from_numpy(tiny_cache.classifier)  # (N, C)
+    assert np.array_equal(result.logits, direct.numpy())
     assert result.accuracy == tiny_cache.baseline_accuracy() == pytest.approx(tiny_cache.manifest["zeroshot_accuracy"])
     assert np.array_equal(ablate_embeddings(tiny_cache, AblationMask()), tiny_cache.output)
 

@@ -9,8 +9,8 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["dashboard/pages/1_heads_map.py", "dashboard/pages/2_head_explorer.py", "dashboard/pages/3_probe.py", "dashboard/pages/4_ablation_lab.py",
-         "dashboard/pages/5_specialisation.py", "dashboard/pages/6_alignment.py", "dashboard/pages/7_compare.py"]
+PAGES = [f"dashboard/pages/{name}.py" for name in ("1_heads_map", "2_head_explorer", "3_probe", "4_ablation_lab",
+                                                   "5_specialisation", "6_alignment", "7_compare")]
 
 
 @pytest.fixture()

@@ -75,7 +75,8 @@ def _check(page, errors: list[str], selector: str, size: tuple[int, int]) -> Non
         .filter(e => e.scrollWidth > e.clientWidth + 2 && e.clientWidth > 20
                      && ['auto', 'scroll'].includes(getComputedStyle(e).overflowX)
                      && !e.closest('[data-testid="stDataFrame"]') && !e.closest('.js-plotly-plot'))
-        .map(e => (e.getAttribute('data-testid') || e.className || e.tagName) + ' ' + e.scrollWidth + '>' + e.clientWidth)""")
+        .map(e => (e.getAttribute('data-testid') || e.className || e.tagName)
+                  + ' ' + e.scrollWidth + '>' + e.clientWidth)""")
     assert not overflow, f"scrolls sideways at {size}: {overflow[:3]}"
     # a data grid's own scroller lies beyond its frame and is clipped by it: the frame itself is what must fit
     wide = page.evaluate("""() => Math.max(...[...document.querySelectorAll('[data-testid="stMain"] *')]

@@ -4,7 +4,8 @@
 
 Each architecture runs in its own process (a fresh interpreter, so one model's memory is returned before
 the next). Architectures whose estimated fp32 weights exceed --budget-gb are not built, and are listed as
-skipped with the estimate. Writes out/registry_sweep.json and docs/registry_sweep.md, and prints the summary table (the README's).
+skipped with the estimate. Writes out/registry_sweep.json and docs/registry_sweep.md, and prints the summary
+table (the README's).
 ``--only ARCH …`` re-runs those architectures and keeps the other rows of the last run.
 """
 

@@ -20,7 +20,8 @@ ss = st.session_state
 HEADS = [cache.units.head_at(u) for u in range(cache.units.n_heads_total)]
 N_PILLS = min(cache.n_pcs, 24)
 live = cache.sample(LIVE_IMAGES)
-DETAILS = ("flip gallery", "confusion matrix change") if len(cache.classnames) <= 60 else ("flip gallery",)  # every image up to the limit; beyond it a stated stride, exact on all by a click
+# every image up to the limit; beyond it a stated stride, exact on all by a click
+DETAILS = ("flip gallery", "confusion matrix change") if len(cache.classnames) <= 60 else ("flip gallery",)
 
 
 def head_name(lh: tuple[int, int]) -> str:

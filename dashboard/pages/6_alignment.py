@@ -89,7 +89,8 @@ shape = (train.n_layers, train.n_heads)
 spread = np.nanmean(np.abs(lam - 1), axis=1).reshape(shape)
 event = st.plotly_chart(figures.heads_heatmap(np.nan_to_num(spread), "mean |λ − 1| per head (click to pick)",
                                               "|λ − 1|", selected=(ss.layer, ss.head)),
-                        key="align_heads", on_select="rerun", selection_mode="points", config=figures.PNG_CONFIG, theme=None)
+                        key="align_heads", on_select="rerun", selection_mode="points", config=figures.PNG_CONFIG,
+                        theme=None)
 cell = figures.picked(event)
 if cell:
     ss.layer, ss.head = cell[:2]

@@ -57,7 +57,8 @@ def cosines(a: str, b: str, tau: float) -> np.ndarray:
 matrix = np.stack([cosines(str(cache.path), p, tau).ravel() for p in chosen])  # [n_others, n_heads]
 names = [label(by_path[p]) for p in chosen]
 event = st.plotly_chart(figures.compare_heatmap(matrix, names, cache.units, "Spectral cosine with the active cache"),
-                        key="compare_map", on_select="rerun", selection_mode="points", config=figures.PNG_CONFIG, theme=None)
+                        key="compare_map", on_select="rerun", selection_mode="points", config=figures.PNG_CONFIG,
+                        theme=None)
 cell = figures.picked(event)
 if cell:
     ss.layer, ss.head, row = cell

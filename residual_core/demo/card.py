@@ -66,7 +66,8 @@ def write_card() -> str:
            if st.get("solo") else "")
         + (f", mixed captions mention {', '.join(f'{k} with p ≥ {v}' for k, v in st['emphasis'].items())}"
            if st.get("emphasis") else "")
-        + f"; {st['minutes']:.1f} min on {st.get('hardware') or st['device']} ({st['threads']} thread{'s' if st['threads'] != 1 else ''})"
+        + f"; {st['minutes']:.1f} min on {st.get('hardware') or st['device']} "
+          f"({st['threads']} thread{'s' if st['threads'] != 1 else ''})"
         for i, st in enumerate(stages))
     total_minutes = sum(st["minutes"] for st in stages)
     timing = json.loads((ASSETS / "demo" / "cpu_timing.json").read_text())
@@ -74,7 +75,8 @@ def write_card() -> str:
     sweep_path = ASSETS / "demo" / "recipe_sweep.json"
     sweep = json.loads(sweep_path.read_text()) if sweep_path.is_file() else {"variants": [], "about": ""}
     sweep_rows = "\n".join(
-        f"| {v['variant']} | {v['digit_px']} | {v.get('digit_corner', 'opposite')} | {'; then '.join(_stage_text(st) for st in v['stages'])}"
+        f"| {v['variant']} | {v['digit_px']} | {v.get('digit_corner', 'opposite')} | "
+        + "; then ".join(_stage_text(st) for st in v["stages"])
         + (f" (stopped at step {v['stopped_at_step']})" if v.get("stopped_at_step") else "") + " | "
         + " | ".join(f"{v['final_val'][f]:.0%}" for f in FACTORS) + " |" for v in sweep["variants"])
     effects = []
@@ -82,7 +84,8 @@ def write_card() -> str:
         for target, e in row.items():
             effects.append(f"| {key.replace('_', ' ')} | {target} | {e['margin_before']:.2f} → {e['margin_after']:.2f} | "
                            f"{e['relative_shrink']:.1%} | {e['random_relative_shrink_mean']:.1%} ± "
-                           f"{e['random_relative_shrink_std']:.1%} | {e['accuracy_before']:.1%} → {e['accuracy_after']:.1%} |")
+                           f"{e['random_relative_shrink_std']:.1%} | "
+                           f"{e['accuracy_before']:.1%} → {e['accuracy_after']:.1%} |")
     missed = [f for f in FACTORS if acc[f] < TARGETS.get(f, 0.85)]
     findings = ("Every accuracy target is met." if not missed else
                 "Targets not met: " + ", ".join(f"{f} ({acc[f]:.1%} < {TARGETS.get(f, 0.85):.0%})" for f in missed) + ".")

@@ -216,7 +216,8 @@ def _tokenizer(source: str | None, spec: HfSpec):
         return CLIPTokenizer.from_pretrained(source, local_files_only=_looks_local(source))
     except (OSError, ValueError, TypeError) as err:
         raise ModelLoadError(f"{spec.name}: no tokenizer files (vocab.json, merges.txt) beside the weights "
-                             f"({type(err).__name__}); save the tokenizer into the folder too, or load images only") from err
+                             f"({type(err).__name__}); save the tokenizer into the folder too, "
+                             "or load images only") from err
 
 
 @functools.lru_cache(maxsize=1)
