@@ -78,6 +78,12 @@ class Adapter(nn.Module):
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError
 
+    @torch.no_grad()
+    def to_identity(self) -> None:
+        """Every λ = 1: the method's own terms, untrained (with identity start, the model itself)."""
+        for p in self.parameters():
+            p.fill_(1.0)
+
     def readout(self, batch: dict[str, Tensor], weights: Tensor) -> Tensor:
         """z·W [n, C] for W [E, C]."""
         return self.embed(batch) @ weights
@@ -96,6 +102,11 @@ class Linear(Adapter):
         if identity:
             nn.init.eye_(self.linear.weight)
             nn.init.zeros_(self.linear.bias)
+
+    @torch.no_grad()
+    def to_identity(self) -> None:
+        nn.init.eye_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.linear(batch["output"])

@@ -47,6 +47,7 @@ class AlignResult:
     val_acc: float
     test_acc: float
     zeroshot_test_acc: float
+    identity_test_acc: float  # the method's own terms at λ = 1 (A = I), untrained: where its training starts from
     seconds: float
     epochs: int  # epochs run (early stopping included)
     best_epoch: int  # the epoch whose weights were kept (0 = the initial λ)
@@ -149,6 +150,17 @@ def _accuracy(model: Adapter, split: _Split, weights: Tensor) -> float:
     return hits / max(split.n, 1)
 
 
+def _identity_accuracy(model: Adapter, split: _Split, weights: Tensor) -> float:
+    """Accuracy with every λ = 1, leaving the model's parameters as they were (training is unchanged)."""
+    saved = [p.detach().clone() for p in model.parameters()]
+    model.to_identity()
+    accuracy = _accuracy(model, split, weights)
+    with torch.no_grad():
+        for p, value in zip(model.parameters(), saved):
+            p.copy_(value)
+    return accuracy
+
+
 def head_lambdas(model: Adapter) -> np.ndarray | None:
     """λ per (head, PC) [U, k]: coarse λ repeated over a head's PCs, NaN where fine pruned; None otherwise."""
     return model.head_lambda() if hasattr(model, "head_lambda") else None
@@ -216,6 +228,7 @@ def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, pati
     params = [p for p in model.parameters() if p.requires_grad]
     zero_shot = make_adapter("zeroshot", train, reference_compat, identity_start, seed)
     zs_test = _accuracy(zero_shot, _Split(test, zero_shot), weights)
+    identity_test = _identity_accuracy(model, data["test"], weights)
     best = (_accuracy(model, data["val"], weights), 0, [p.detach().clone() for p in params])
     history = [{"epoch": 0, "val_acc": best[0]}]
     epochs_run = 0
@@ -241,8 +254,8 @@ def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, pati
                 p.copy_(saved)
     test_acc = _accuracy(model, data["test"], weights)
     flat = torch.cat([p.detach().flatten() for p in params]).numpy() if params else np.zeros(0, np.float32)
-    return AlignResult(method, model.n_params, best[0], test_acc, zs_test, time.perf_counter() - started,
-                       epochs_run, best[1], flat, head_lambdas(model), tuple(history))
+    return AlignResult(method, model.n_params, best[0], test_acc, zs_test, identity_test,
+                       time.perf_counter() - started, epochs_run, best[1], flat, head_lambdas(model), tuple(history))
 
 
 def result_tag(method: str, reference_compat: bool = False, identity_start: bool = False) -> str:
@@ -256,6 +269,7 @@ def save_result(train_dir: Path, result: AlignResult, tag: str, settings: dict) 
         store.atomic_save_npy(head_lambda_path(train_dir, tag), result.head_lambda)
     report = {"method": result.method, "n_params": result.n_params, "val_acc": result.val_acc,
               "test_acc": result.test_acc, "zeroshot_test_acc": result.zeroshot_test_acc,
+              "identity_test_acc": result.identity_test_acc,
               "seconds": result.seconds, "epochs": result.epochs, "best_epoch": result.best_epoch,
               "lambdas": str(train_dir / f"{tag}.npy"), "tag": tag, "settings": settings,
               "cache_key": store.read_manifest(train_dir)["key"], "history": list(result.history)}

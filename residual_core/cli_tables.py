@@ -28,10 +28,11 @@ def precompute_table(cache, skipped: int) -> str:
 
 
 def align_table(report: dict, n_train: int, n_val: int, n_test: int) -> str:
-    return table(["method", "λ / params", "train/val/test images", "zero-shot test", "val", "test", "epochs",
-                  "best epoch", "seconds"],
+    return table(["method", "λ / params", "train/val/test images", "zero-shot test", "test at λ = 1", "val", "test",
+                  "epochs", "best epoch", "seconds"],
                  [[report["method"], f"{report['n_params']:,}", f"{n_train:,}/{n_val:,}/{n_test:,}",
-                   f"{report['zeroshot_test_acc']:.1%}", f"{report['val_acc']:.1%}", f"{report['test_acc']:.1%}",
+                   f"{report['zeroshot_test_acc']:.1%}", f"{report['identity_test_acc']:.1%}",
+                   f"{report['val_acc']:.1%}", f"{report['test_acc']:.1%}",
                    report["epochs"], report["best_epoch"], f"{report['seconds']:.1f}"]])
 
 

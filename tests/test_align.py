@@ -163,3 +163,52 @@ def test_training_without_the_subnormal_guards_learns_the_same_thing():
     plain = align(train, val, test, "fine", epochs=5, flush_denormals=False)  # the bench's "before" path
     assert plain.test_acc == pytest.approx(guarded.test_acc, abs=2 / 120)  # 120 test images: at most 2 differ
     assert plain.test_acc > plain.zeroshot_test_acc
+
+
+def _label_in_the_rest(seed: int = 3):
+    """Heads that carry the label weakly and an emb term that carries it strongly: dropping emb costs accuracy."""
+    from synthetic import make_cache
+
+    rng = np.random.default_rng(seed)
+    n, n_layers, n_heads, d, n_classes = 600, 2, 3, 12, 4
+    classifier = np.linalg.qr(rng.standard_normal((d, n_classes)))[0]
+    labels = np.arange(n) % n_classes
+    heads = rng.standard_normal((n, n_layers, n_heads, d))
+    heads[:, 1, 2] += 0.8 * classifier[:, labels].T
+    rest = (3.0 * classifier[:, labels].T + rng.standard_normal((n, d))).astype(np.float16).astype(np.float64)
+    cache = make_cache(heads, labels, classifier, rest)
+    rows = np.arange(n)
+    return subset(cache, rows[:360]), subset(cache, rows[360:480]), subset(cache, rows[480:])
+
+
+def test_coarse_at_lambda_one_is_the_heads_only_readout_the_ablation_engine_gives():
+    from residual_core.ablation import AblationMask, evaluate
+
+    train, val, test = _label_in_the_rest()
+    result = align(train, val, test, "coarse", epochs=2)
+    heads_only = evaluate(test, AblationMask(mlps=frozenset(range(test.n_layers)), embed=True, mode="zero"))
+    assert result.identity_test_acc == pytest.approx(heads_only.accuracy)
+    assert result.identity_test_acc < result.zeroshot_test_acc - 0.1  # the emb term it drops carried the label
+    started_whole = align(train, val, test, "coarse", epochs=0, identity_start=True)
+    assert started_whole.identity_test_acc == pytest.approx(test.baseline_accuracy(), abs=1 / 120)
+
+
+@pytest.mark.parametrize("method", ["linear", "zeroshot"])
+def test_methods_on_the_whole_output_start_at_zero_shot(method):
+    train, val, test = _label_in_the_rest()
+    result = align(train, val, test, method, epochs=1)
+    assert result.identity_test_acc == pytest.approx(result.zeroshot_test_acc)
+
+
+@pytest.mark.parametrize("method", ["coarse", "fine", "linear", "spectral"])
+def test_measuring_the_start_leaves_the_parameters_being_trained_alone(method):
+    from residual_core.align import _Split, _identity_accuracy
+
+    train, _, test = _label_in_the_rest()
+    model = make_adapter(method, train, compat=False, identity=False, seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # not the identity, so a missed restore shows
+    before = [p.detach().clone() for p in model.parameters()]
+    _identity_accuracy(model, _Split(test, model), torch.from_numpy(train.classifier))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

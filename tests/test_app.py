@@ -144,6 +144,7 @@ def test_alignment_trains_lists_results_and_applies_lambda_to_the_lab(app):
     _no_errors(app)
     table = app.dataframe[0].value
     assert "coarse" in list(table["method"]) and table["parameters"].iloc[0] > 0
+    assert 0 <= table["test at λ = 1"].iloc[0] <= 1  # where the heads-only method starts, beside zero-shot
     assert any("Learned λ" in s.value for s in app.subheader)
     _click(app, "Apply to the ablation lab")
     _no_errors(app)

@@ -43,8 +43,10 @@ def test_precompute_and_specialize(tmp_path, capsys):
 def test_align_trains_on_cached_coefficients_and_saves_lambda(tmp_path, capsys):
     args = ["--model", "tiny-random", "--dataset", "mnist-offline", "--limit", "80", "--cache-dir", str(tmp_path)]
     assert main(["align", *args, "--method", "coarse", "--epochs", "2"]) == 0
-    report = _last_json(capsys)
+    printed = capsys.readouterr()
+    report = json.loads(printed.out.strip().splitlines()[-1])
     assert report["method"] == "coarse" and report["n_params"] == 8
+    assert 0 <= report["identity_test_acc"] <= 1 and "test at λ = 1" in printed.err  # beside zero-shot
     import numpy as np
 
     assert np.load(report["lambdas"]).shape == (8,)

@@ -3,7 +3,8 @@
 Builds the caches the pages show (what the dashboard's "Build" buttons would build: the default view, the shape
 val cache of the Specialisation page, the shape train/val/test caches of the Alignment page at 10,000 train images,
 the colour cache the Compare page and the demo tour need, MNIST's alignment for the tour's last step), starts
-`streamlit run app.py` on a free local port, opens each page in headless Chromium and writes
+`streamlit run app.py` on a free local port, opens each page in headless Chromium (pressing Train on
+Alignment, as a visitor would: it trains nothing until asked) and writes
 docs/screenshots/*.png at 1280×720, or out/screenshots/<size>/*.png at another --size.
 """
 
@@ -29,6 +30,8 @@ VIEWS = [("heads_map", f"/?{BASE}&metric=delta_acc_mean_ablated", "Heads map"),
          ("alignment", "/alignment?model=demo&dataset=demo-world/shape&n=10000", "Alignment"),
          ("compare", f"/compare?{BASE}", "Compare"),
          ("present", "/present?tour=demo&step=3", None)]
+# What a visitor presses before the page has something to show (Alignment trains nothing until asked).
+PRESS = {"alignment": "Train"}
 
 
 def build_caches() -> None:
@@ -61,6 +64,8 @@ def main() -> None:
             page.goto(f"{url}{path}")
             target = page.get_by_role("heading", name=title).first if title else page.locator(".tour-title")
             target.wait_for(timeout=600_000)
+            if name in PRESS and not page.locator(".js-plotly-plot, .vega-embed").count():
+                page.get_by_role("button", name=PRESS[name], exact=True).click()
             try:  # a page shows its figures once its caches (and, on Alignment, a trained method) exist
                 page.locator(".js-plotly-plot, .vega-embed").first.wait_for(timeout=60_000)
             except PlaywrightTimeout:
