@@ -45,7 +45,7 @@ st.caption(f"train {train.n_images} · val {val.n_images} · test {test.n_images
            f"{train.n_layers}×{train.n_heads} heads, {train.n_pcs} PCs each")
 
 with st.form("train_form"):
-    c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+    c1, c2, c3, c4 = st.columns([1.6, 0.9, 1, 1.3])  # "Reference compat" whole at 1280 px
     method = c1.selectbox("Method", METHODS, index=METHODS.index("fine"),
                           help="coarse: one λ per head · fine: λ per PC up to 90 % variance (ResiDual*) · full: heads "
                                "and MLPs · linear / spectral: adapters on the output · zeroshot: no training")
@@ -84,7 +84,8 @@ heads_only = [r for r in results if r["method"] in ("coarse", "fine") and not r[
 if heads_only:
     names = " and ".join(dict.fromkeys(r["tag"].removeprefix("align_") for r in heads_only))
     starts = ", ".join(f"{r['identity_test_acc']:.1%} → {r['test_acc']:.1%}" for r in heads_only)
-    st.caption(f"{names} keep only the heads, as in the paper: the emb and MLP terms, which the zero-shot "
+    keeps = "keep" if " and " in names else "keeps"
+    st.caption(f"{names} {keeps} only the heads, as in the paper: the emb and MLP terms, which the zero-shot "
                f"{heads_only[0]['zeroshot_test_acc']:.1%} includes, are dropped. Test accuracy at λ = 1, untrained → "
                f"trained: {starts}. Identity start adds the dropped terms back (not in the paper).")
 st.download_button("Results (CSV)", table.to_csv(index=False), "alignment.csv", "text/csv")
