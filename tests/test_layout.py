@@ -69,7 +69,26 @@ def _open(browser, url: str, size: tuple[int, int], title: str | None):
     return page, errors
 
 
+def _settle(page, selector: str) -> None:
+    """Wait until the script has finished and the key element stays put for half a second. A slow first start
+    (fresh HOME, busy CPU) can leave the status widget unshown when _open looks, and a page measured mid-run
+    has its old elements above the new ones (seen once in a fresh-venv CI run); the layout asserted is the
+    one that stays."""
+    key = page.locator(selector).first
+    key.wait_for(timeout=120_000)
+    last = None
+    for _ in range(60):
+        page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"], "
+                               "[data-stale=\"true\"]')", timeout=180_000)
+        box = key.bounding_box()
+        if box is not None and box == last:
+            return
+        last = box
+        page.wait_for_timeout(500)
+
+
 def _check(page, errors: list[str], selector: str, size: tuple[int, int]) -> None:
+    _settle(page, selector)
     assert page.locator('[data-testid="stException"]').count() == 0
     overflow = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMain"], [data-testid="stMain"] *')]
         .filter(e => e.scrollWidth > e.clientWidth + 2 && e.clientWidth > 20
