@@ -79,7 +79,7 @@ st.dataframe(table.style.format({"test at λ = 1": "{:.2%}", "val accuracy": "{:
                                  "Δ vs zero-shot": "{:+.2%}", "seconds": "{:.1f}"}, na_rep="—"),
              hide_index=True)
 # coarse and fine keep only the heads (the paper's setting): below zero-shot is where they start, which the page says
-heads_only = [r for r in results if r["method"] in ("coarse", "fine") and not r["tag"].endswith("_identity")
+heads_only = [r for r in results if r["method"] in ("coarse", "fine") and not r["settings"].get("identity_start")
               and "identity_test_acc" in r and r["test_acc"] < r["zeroshot_test_acc"]]
 if heads_only:
     names = " and ".join(dict.fromkeys(r["tag"].removeprefix("align_") for r in heads_only))
