@@ -14,8 +14,21 @@ st.set_page_config(page_title="ResiDual explorer", page_icon=str(Path(__file__).
                    layout="wide")
 theme.apply()
 configure_threads()  # once per server process
-init_state()
-show_notices()
+
+
+def guarded(step, *args) -> bool:
+    """Run one part of the page; a failure is one plain line (details in the server log), never a traceback."""
+    try:
+        step(*args)
+        return True
+    except Exception as err:  # Streamlit's reruns and stops are BaseExceptions: they pass through
+        logging.getLogger("residual").exception("page failed")
+        st.error(plain(f"This view failed: {type(err).__name__}: {err}. Change the selection or rebuild the cache; "
+                       "the details are in the server log."))
+        return False
+
+
+ready = guarded(init_state) and guarded(show_notices)
 PAGES = [
     st.Page("dashboard/pages/1_heads_map.py", title="Heads map", icon=":material/grid_on:", default=True),
     st.Page("dashboard/pages/2_head_explorer.py", title="Head explorer", icon=":material/search:",
@@ -30,13 +43,5 @@ PAGES = [
 ]
 page = st.navigation(PAGES)
 presenting = page.url_path == "present"  # full-screen: no sidebar, and the link is the tour's, not a view's
-if not presenting:
-    sidebar(page)
-try:
-    page.run()
-except Exception as err:  # a page must never show a raw traceback; Streamlit's reruns are BaseExceptions
-    logging.getLogger("residual").exception("page failed")
-    st.error(plain(f"This view failed: {type(err).__name__}: {err}. Change the selection or rebuild the cache; "
-                   "the details are in the server log."))
-if not presenting:
-    write_url()
+if ready and (presenting or guarded(sidebar, page)) and guarded(page.run) and not presenting:
+    guarded(write_url)

@@ -24,6 +24,7 @@ from residual_core.datasets import SPLITS, list_datasets
 from residual_core.models import list_models
 from residual_core.pipeline import DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir
 from residual_core.store import MANIFEST, CacheError, read_manifest
+from residual_core.untrusted import index, json_value
 
 SIZES = (500, 1000, 2000, 5000, 10000)  # images per cache a visitor may ask for (a fixed list)
 # the first open builds this many: ~7 s for the demo model on 2 cores, and one head still moves accuracy visibly
@@ -89,7 +90,7 @@ def _config_file(path: str | None) -> dict:
     if not path:
         return {}
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json_value(Path(path).read_bytes(), f"RESIDUAL_CONFIG={path}", MAX_MASK_JSON)
     except (OSError, ValueError) as err:
         raise SystemExit(f"RESIDUAL_CONFIG={path} cannot be read as JSON ({err})") from err
     if not isinstance(data, dict):
@@ -168,11 +169,11 @@ def decode_mask(text: str) -> AblationMask:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         inflater = zlib.decompressobj()
         data = inflater.decompress(raw, MAX_MASK_JSON)
-        if inflater.unconsumed_tail:
-            raise ValueError("inflates too far")
-        return AblationMask.from_dict(json.loads(data))
-    except (binascii.Error, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(str(err)) from err
+    except (binascii.Error, zlib.error, ValueError) as err:  # non-ASCII text is a ValueError in b64decode
+        raise ValueError(f"the mask is not compressed base64 ({type(err).__name__})") from None
+    if inflater.unconsumed_tail:
+        raise ValueError("inflates too far")
+    return AblationMask.from_dict(json_value(data, "the mask", MAX_MASK_JSON))
 
 
 def encode_mask(mask: AblationMask) -> str:
@@ -184,8 +185,9 @@ def _index(query: dict, key: str, notices: list[str]) -> int:
     text = query.get(key)
     if text is None:
         return 0
-    if text.isdigit() and int(text) <= MAX_INDEX:
-        return int(text)
+    value = index(text, MAX_INDEX)
+    if value is not None:
+        return value
     notices.append(f"the link's {key} ({text[:40]!r}) is not a valid index; using 0")
     return 0
 

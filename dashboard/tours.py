@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dashboard.offer import Offer, ViewState, parse_view
+from residual_core.untrusted import index, json_value
 
 TOURS_DIR = Path(__file__).resolve().parent.parent / "assets" / "tours"
 SLIDES = ("heads_map", "head", "ablation", "probe", "alignment")
@@ -97,16 +98,13 @@ def load_shipped(name: str, offer: Offer) -> tuple[Tour, tuple[str, ...]]:
     path = shipped_tours().get(name)
     if path is None:
         raise ValueError(f"no shipped tour {name[:40]!r}; shipped: {', '.join(shipped_tours())}")
-    return parse_tour(json.loads(path.read_text(encoding="utf-8")), offer)
+    return parse_tour(json_value(path.read_bytes(), f"the shipped tour {name}", MAX_JSON), offer)
 
 
 def from_json_text(text: str | bytes, offer: Offer) -> tuple[Tour, tuple[str, ...]]:
     if len(text) > MAX_JSON:
         raise ValueError(f"a tour file is at most {MAX_JSON // 1000} kB")
-    try:
-        return parse_tour(json.loads(text), offer)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"the tour file is not JSON ({type(err).__name__})") from err
+    return parse_tour(json_value(text, "the tour file", MAX_JSON), offer)
 
 
 def encode(tour: Tour) -> str:
@@ -126,6 +124,12 @@ def decode(text: str, offer: Offer) -> tuple[Tour, tuple[str, ...]]:
         return from_json_text(data, offer)
     except (binascii.Error, zlib.error) as err:
         raise ValueError(f"the tour in the link cannot be read ({type(err).__name__})") from err
+
+
+def step_index(text: str | None, n_steps: int) -> int:
+    """The 0-based step a link's ``step`` (1-based) opens: the first step for anything but 1..n_steps."""
+    number = index(text, n_steps)
+    return number - 1 if number else 0
 
 
 def step_from_view(view: dict[str, str], slide: str, title: str) -> Step:

@@ -26,8 +26,7 @@ if ss.get("_tour_source") != source or "tour" not in ss:
     for notice in notices:
         st.warning(plain(notice))
     ss._tour_source = source
-    step = query.get("step", "1")
-    ss.present_step = int(step) - 1 if step.isdigit() and 1 <= int(step) <= len(ss.tour.steps) else 0
+    ss.present_step = tours.step_index(query.get("step"), len(ss.tour.steps))
 tour: tours.Tour = ss.tour
 n = len(tour.steps)
 
