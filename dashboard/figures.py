@@ -1,6 +1,8 @@
 """Figure builders for the dashboard: arrays in, figures out (no Streamlit, no model). Plotly, except the
 ablation lab's per-class bars, which every toggle redraws (Vega-Lite, through Altair: see per_class_bars)."""
 
+import html
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -22,6 +24,12 @@ PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#e
 COLOUR_WORDS = {"red": "#e42626", "green": "#28b43c", "blue": "#3060f0", "yellow": "#d9c400", "magenta": "#e030dc",
                 "cyan": "#14b8c4", "orange": "#fa8c18", "purple": "#823cc8", "pink": "#f28cb4", "brown": "#8c5a2c",
                 "black": "#202020", "grey": "#8c8c8c", "gray": "#8c8c8c", "white": "#d0d0d0", "violet": "#8f5fd7"}
+
+
+def label(text: object) -> str:
+    """User data (a class folder's name, a bank text) as a figure label: Plotly renders a subset of HTML in
+    labels (links, bold), so every markup character is an entity, drawn as typed."""
+    return html.escape(str(text), quote=False)
 
 
 def class_colours(classnames: tuple[str, ...]) -> list[str]:
@@ -108,7 +116,7 @@ def coefficient_histogram(coefficients: np.ndarray, labels: np.ndarray, classnam
     for c, name in enumerate(classnames):
         values = coefficients[labels == c]
         if len(values):
-            fig.add_histogram(x=values, name=name, opacity=0.6, nbinsx=40, marker_color=colours[c])
+            fig.add_histogram(x=values, name=label(name), opacity=0.6, nbinsx=40, marker_color=colours[c])
     fig.update_layout(barmode="overlay", title=title, xaxis_title="coefficient on the PC (joint-space units)",
                       yaxis_title="images", height=360, **LAYOUT)
     return fig
@@ -123,15 +131,16 @@ def class_scatter(xy: np.ndarray, labels: np.ndarray, classnames: tuple[str, ...
     for c, name in enumerate(classnames):
         rows = np.flatnonzero(labels == c)
         if len(rows):
-            fig.add_scattergl(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, customdata=image_rows[rows],
-                              marker=dict(size=7, opacity=0.75, color=colours[c]),
-                              hovertemplate="image %{customdata}<extra>" + name + "</extra>")
+            fig.add_scattergl(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=label(name),
+                              customdata=image_rows[rows], marker=dict(size=7, opacity=0.75, color=colours[c]),
+                              hovertemplate="image %{customdata}<extra>%{fullData.name}</extra>")
     fig.update_layout(title=title, xaxis_title=axis[0], yaxis_title=axis[1], height=460, dragmode="lasso",
                       clickmode="event+select", **LAYOUT)
     return fig
 
 
 def bars(names: list[str], values: list[float], title: str, unit: str, horizontal: bool = True) -> go.Figure:
+    names = [label(name) for name in names]
     fig = go.Figure(go.Bar(x=values if horizontal else names, y=names if horizontal else values,
                            orientation="h" if horizontal else "v", marker_color="#4c78a8",
                            texttemplate="%{x:.3f}" if horizontal else "%{y:.3f}"))

@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.sidebar import page_cache, sample_note
-from dashboard.state import head_map
+from dashboard.state import head_map, plain
 from residual_core.geometry import MAP_METHODS
 from residual_core.units import head_label
 
@@ -25,10 +25,10 @@ pc = f"PC{ss.pc + 1}"
 
 def strip(rows: np.ndarray, texts: list[str], title: str) -> None:
     """A pole at a glance: its images (upscaled as pixels) and its three nearest texts."""
-    st.markdown(f"**{title}** · {'; '.join(texts[:3])}")
+    st.markdown(f"**{title}** · {plain('; '.join(texts[:3]))}")
     st.image(np.concatenate(list(cache.thumbs[rows]), axis=1), width="stretch",
-             caption=", ".join(pd.Series([cache.classnames[cache.labels[r]] for r in rows]).value_counts()
-                               .head(3).index))
+             caption=plain(", ".join(pd.Series([cache.classnames[cache.labels[r]] for r in rows]).value_counts()
+                                     .head(3).index)))
 
 
 # above the fold at 1280×720 and 1920×1080: the spectrum beside both poles' images and nearest texts
@@ -73,8 +73,9 @@ with preview:
         st.caption("Click a point (or draw a lasso) to see its image here.")
     elif len(picked) == 1:
         row = picked[0]
-        st.image(cache.thumbs[row], width=192, caption=f"{cache.image_ids[row]}: {cache.classnames[cache.labels[row]]}, "
-                                                       f"{pc} = {float(cache.head_scores[unit][ss.pc, row]):.3f}")
+        st.image(cache.thumbs[row], width=192,
+                 caption=plain(f"{cache.image_ids[row]}: {cache.classnames[cache.labels[row]]}, "
+                               f"{pc} = {float(cache.head_scores[unit][ss.pc, row]):.3f}"))
     else:
         st.markdown(f"**{len(points)} selected** (showing {len(picked)})")
         st.image(np.concatenate(list(cache.thumbs[picked[:6]]), axis=1), width="stretch")

@@ -50,7 +50,7 @@ choice = st.selectbox("Image", range(len(images)), format_func=lambda i: names[i
 top = result.top_classes(choice)
 predicted = top[0][0]
 shown, seen, right = st.columns([1, 1, 3])
-shown.image(images[choice], caption=f"{names[choice]} (as given)", width="stretch")
+shown.image(images[choice], caption=plain(f"{names[choice]} (as given)"), width="stretch")
 size = result.inputs.shape[1]
 seen.image(result.inputs[choice], caption=f"what the model sees ({size}×{size})", width="stretch")
 right.plotly_chart(figures.bars([cache.classnames[c] for c, _ in top], [p for _, p in top], "Top-5 prediction",
