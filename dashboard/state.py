@@ -10,6 +10,7 @@ from residual_core.models import LoadedClip, load_clip, parse_model_spec
 from residual_core.pipeline import CacheLookup, PrecomputeSpec, lookup
 from residual_core.store import CacheError, read_manifest
 
+PC_PILLS = 24  # PCs the lab draws a toggle for; a link may switch off any PC, and those stay off
 SHARED_KEYS = ("model", "dataset", "split", "limit", "layer", "head", "pc", "metric", "basis_from")
 
 
@@ -143,6 +144,9 @@ def active_cache() -> Cache | None:
     try:
         read_manifest(path)  # sizes each run; digests again only for a file whose identity changed
         cache = get_cache(path)
+        if not cache.is_current():  # a file was replaced since it was mapped: map the verified new one
+            get_cache.clear()
+            cache = get_cache(path)
     except CacheError as err:
         get_cache.clear()
         lookup_cache.clear()

@@ -1,7 +1,7 @@
 """Read side: open a finished cache memory-mapped and answer the dashboard's questions."""
 
 import functools
-import json
+import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,6 +11,7 @@ import torch
 
 from residual_core import store
 from residual_core.units import UnitTable
+from residual_core.untrusted import json_value
 from residual_core.pca import n_components_for, participation_ratio
 
 
@@ -93,6 +94,12 @@ class Cache:
     score_mean: np.ndarray  # [n_heads_total, n_pcs] mean coefficient over the dataset (≈0 for an own basis)
     mean_proj: np.ndarray  # [n_heads_total, n_pcs] head mean · component
     population: "Cache | None" = None  # the whole cache, when this one is a sample of its images (``sample``)
+    mapped: tuple = ()  # ((file name, identity), …) of the files load_cache verified and mapped
+
+    def is_current(self) -> bool:
+        """Are the files on disk still the ones this cache mapped? (A stat each; False once any was replaced,
+        even by a good copy: the caller opens the cache again instead of reading a file that is gone.)"""
+        return all(store.identity_of(self.path / name) == identity for name, identity in self.mapped)
 
     @property
     def n_images(self) -> int:
@@ -280,32 +287,53 @@ class Cache:
         return {}
 
 
-def _string_list(path: Path) -> tuple[str, ...]:
+def _string_list(handle, path: Path) -> tuple[str, ...]:
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
+        values = json_value(handle.read(), f"cache file {path}", 1 << 28)
     except (OSError, ValueError) as err:
-        raise store.CacheError(f"cache file {path} is unreadable ({type(err).__name__})") from err
+        raise store.CacheError(f"cache file {path} is unreadable ({err})") from err
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise store.CacheError(f"cache file {path} is not a list of strings; delete the folder and precompute again")
     return tuple(values)
 
 
+def folder_key(folder: Path) -> str | None:
+    """The key a cache folder's name ends with (``<model>__<dataset>__<split>__<key>``), None for another name."""
+    tail = folder.name.rsplit("__", 1)
+    return tail[1] if len(tail) == 2 and re.fullmatch(r"[0-9a-f]{20}", tail[1]) else None
+
+
 def load_cache(path: str | Path) -> Cache:
     """Open a cache folder built by precompute; raises store.CacheError if it is stale or damaged.
 
-    Every file's size and digest is checked first (digests once per process per file identity).
+    Each file is opened once: its size and digest are checked on that open file (digests once per process per
+    file identity) and the array is mapped from it, so what is read is what was verified. The manifest must
+    list every file read, and its key must be the one the folder is named by.
     """
     folder = Path(path)
-    manifest = store.read_manifest(folder)
+    manifest = store.read_manifest(folder, key=folder_key(folder), verify=False)
     if manifest.get("kind") == "basis":
         raise store.CacheError(f"{folder} is a basis-only folder (precompute --basis-only): it holds a PCA basis, "
                                "no images; pass it to precompute as --basis-from")
-    arr = {name[:-4]: store.load_npy(folder / name) for name in manifest["files"] if name.endswith(".npy")}
-    missing = sorted(REQUIRED - set(arr))
+    files = manifest["files"]
+    missing = sorted(({f"{name}.npy" for name in REQUIRED} | set(TEXT_FILES)) - set(files))
     if missing:
-        raise store.CacheError(f"cache {folder} lacks {', '.join(missing)}; it will be rebuilt by precompute")
-    return Cache.from_arrays(folder, manifest, arr, texts=_string_list(folder / "texts.json"),
-                             image_ids=_string_list(folder / "image_ids.json"))
+        raise store.CacheError(f"cache {folder}'s manifest does not list {', '.join(missing)}; it will be rebuilt "
+                               "by precompute")
+    arrays, texts, mapped = {}, {}, []
+    for name, entry in files.items():
+        handle, identity = store.open_verified(folder / name, entry["size"], entry[store.DIGEST])
+        with handle:
+            if name.endswith(".npy"):
+                arrays[name[:-4]] = store.npy_from_handle(handle, folder / name)
+            elif name in TEXT_FILES:
+                texts[name] = _string_list(handle, folder / name)
+        mapped.append((name, identity))
+    cache = Cache.from_arrays(folder, manifest, arrays, texts=texts["texts.json"], image_ids=texts["image_ids.json"])
+    return replace(cache, mapped=tuple(mapped))
+
+
+TEXT_FILES = ("texts.json", "image_ids.json")
 
 
 def reconstruction_error(cache: Cache) -> float:

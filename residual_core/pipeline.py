@@ -106,6 +106,7 @@ def precompute(spec: PrecomputeSpec, progress: Progress | None = None, ranks: Ra
     ``ranks`` (from ``distributed_ranks``) makes this process one of a torchrun job's.
     """
     plan = prepare(spec)
+    store.refuse_link(plan.folder)  # never write through a link into another cache
     if _is_built(plan):
         return plan.folder
     ranks = ranks or Ranks()

@@ -24,14 +24,18 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Iterator
 
 import numpy as np
 import xxhash
 from numpy.lib.array_utils import byte_bounds
 
+from residual_core.untrusted import json_value
+
 SCHEMA_VERSION = 4
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 1 << 20  # a real one is a few kB (its list of skipped images stops at 50 entries)
 DIGEST = "xxh3_128"
 _CHUNK = 1 << 22
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -53,11 +57,8 @@ def cache_key(inputs: dict[str, Any]) -> str:
 
 
 def file_digest(path: Path) -> str:
-    digest = xxhash.xxh3_128()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return _digest_of(handle)
 
 
 def write_error(folder: Path, err: OSError) -> CacheWriteError:
@@ -138,6 +139,14 @@ def discard(path: Path) -> None:
         path.unlink()
 
 
+def refuse_link(folder: Path) -> None:
+    """CacheError if a cache folder is a symbolic link: building through one would overwrite whatever it points
+    at (another, valid cache), and reading through one would read a cache under another's name."""
+    if Path(folder).is_symlink():
+        raise CacheError(f"the cache folder {folder} is a symbolic link; a cache folder must be a real folder: "
+                         "remove the link and run it again")
+
+
 def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -174,24 +183,75 @@ def _identity(stat: os.stat_result) -> tuple[int, ...]:
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
+def _digest_of(handle) -> str:
+    digest = xxhash.xxh3_128()
+    handle.seek(0)
+    for block in iter(lambda: handle.read(_CHUNK), b""):
+        digest.update(block)
+    handle.seek(0)
+    return digest.hexdigest()
+
+
+def open_verified(path: Path, size: int, digest: str):
+    """``path`` opened once, its size and digest checked on that open file (hashed once per file identity), and
+    the open binary handle with its identity. Whatever is read from the handle is what was verified: a writer
+    that swaps the name between the check and the read swaps a file this handle does not see."""
+    try:
+        handle = open(path, "rb")
+    except OSError:
+        raise CacheError(f"cache file {path} is missing or unreadable; it will be rebuilt by precompute") from None
+    try:
+        stat = os.fstat(handle.fileno())
+        if not S_ISREG(stat.st_mode) or stat.st_size != size:
+            raise CacheError(f"cache file {path} is truncated or resized ({stat.st_size} bytes, manifest says "
+                             f"{size}); it will be rebuilt by precompute")
+        memo, identity = (str(path.resolve()), digest), _identity(stat)
+        with _VERIFIED_LOCK:
+            known = _VERIFIED.get(memo) == identity
+        if not known:
+            if _digest_of(handle) != digest:
+                raise CacheError(f"cache file {path} is damaged: its content does not match the {DIGEST} digest in "
+                                 "the manifest; it will be rebuilt by precompute (or delete the folder)")
+            if _identity(os.fstat(handle.fileno())) != identity:
+                raise CacheError(f"cache file {path} changed while it was being verified; open it again")
+            with _VERIFIED_LOCK:
+                _VERIFIED[memo] = identity
+        return handle, identity
+    except BaseException:
+        handle.close()
+        raise
+
+
 def verify_file(path: Path, size: int, digest: str) -> None:
     """Raise CacheError unless ``path`` has this size and digest (hashed once per file identity)."""
+    handle, _ = open_verified(path, size, digest)
+    handle.close()
+
+
+def identity_of(path: Path) -> tuple[int, ...] | None:
+    """The file identity (device, inode, size, mtime, ctime) now on disk at ``path``, None if there is none."""
     try:
-        stat = path.stat()
+        return _identity(path.stat())
     except OSError:
-        raise CacheError(f"cache file {path} is missing; it will be rebuilt by precompute") from None
-    if not path.is_file() or stat.st_size != size:
-        raise CacheError(f"cache file {path} is truncated or resized ({stat.st_size} bytes, manifest says {size}); "
-                         "it will be rebuilt by precompute")
-    memo = (str(path.resolve()), digest)
-    with _VERIFIED_LOCK:
-        if _VERIFIED.get(memo) == _identity(stat):
-            return
-    if file_digest(path) != digest:
-        raise CacheError(f"cache file {path} is damaged: its content does not match the {DIGEST} digest in the "
-                         "manifest; it will be rebuilt by precompute (or delete the folder)")
-    with _VERIFIED_LOCK:
-        _VERIFIED[memo] = _identity(stat)
+        return None
+
+
+def npy_from_handle(handle, path: Path) -> np.ndarray:
+    """The ``.npy`` array of an open (verified) file, memory-mapped from that same file, never by name again.
+    Object arrays are refused: no pickle."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(handle)
+        if dtype.hasobject:
+            raise ValueError("it holds Python objects")
+        if 0 in shape:
+            return np.empty(shape, dtype)
+        return np.memmap(handle, dtype=dtype, mode="r", offset=handle.tell(), shape=shape,
+                         order="F" if fortran else "C")
+    except (ValueError, OSError, EOFError) as err:
+        raise CacheError(f"cache file {path} cannot be read as an array ({err}); delete its folder and run "
+                         "precompute again") from err
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
@@ -211,14 +271,16 @@ def checked_files(path: Path, files: Any) -> dict[str, dict[str, Any]]:
 
 def read_manifest(folder: Path, key: str | None = None, verify: bool = True) -> dict[str, Any]:
     """Read and verify a manifest: JSON types, schema version, key, and each listed file's size and digest."""
+    refuse_link(folder)
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise CacheError(f"no finished cache at {folder} (no {MANIFEST}); run precompute to build it")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise CacheError(f"manifest {path} is unreadable ({type(err).__name__}); it will be rebuilt by "
-                         "precompute") from err
+        with open(path, "rb") as handle:
+            text = handle.read(MAX_MANIFEST_BYTES + 1)  # never more: a huge file elsewhere must not stall a listing
+        manifest = json_value(text, f"manifest {path}", MAX_MANIFEST_BYTES)
+    except (OSError, ValueError) as err:
+        raise CacheError(f"manifest {path} is unreadable ({err}); it will be rebuilt by precompute") from err
     if not isinstance(manifest, dict):
         raise CacheError(f"manifest {path} is a JSON {type(manifest).__name__}, not an object; it will be rebuilt")
     if manifest.get("schema_version") != SCHEMA_VERSION:
