@@ -207,3 +207,21 @@ def test_every_page_works_on_a_transformers_clip_cache(tmp_path, open_app):
     at.file_uploader(key="uploads").set_value([("red.png", buffer.getvalue(), "image/png")]).run()
     _no_errors(at)
     assert at.get("plotly_chart")
+
+
+def test_a_pc_beyond_the_pills_from_a_link_stays_off_and_is_named(cache_root, open_app, monkeypatch, tiny_cache):
+    from dashboard import state
+    from dashboard.offer import encode_mask
+    from residual_core.ablation import AblationMask
+
+    monkeypatch.setattr(state, "PC_PILLS", 4)  # the tiny cache has 18 PCs: pills for 4, the link names PC 10
+    mask = AblationMask(pcs=frozenset({(1, 2, 9), (1, 2, 1)}))
+    at = open_app(cache_root, {"model": "tiny-random", "dataset": "mnist-offline", "split": "test", "n": "300",
+                               "layer": "1", "head": "2", "mask": encode_mask(mask)})
+    at.switch_page("dashboard/pages/4_ablation_lab.py").run()
+    _no_errors(at)
+    assert at.session_state["mask"].pcs == mask.pcs
+    assert any("PC10" in c.value for c in at.caption), [c.value for c in at.caption]
+    from residual_core.ablation import evaluate
+
+    assert at.metric[0].value == f"{evaluate(tiny_cache, mask).accuracy:.2%}"  # PC 10 counts in the number shown

@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.sidebar import page_cache, sample_note
-from dashboard.state import plain, view_state, write_url
+from dashboard.state import PC_PILLS, plain, view_state, write_url
 from residual_core.ablation import AblationMask, confusion, evaluate_streamed, per_class_accuracy
 from residual_core.cache import LIVE_IMAGES
 from residual_core.live import LogitState
@@ -18,7 +18,7 @@ from residual_core.units import head_label
 cache = page_cache("Ablation lab")
 ss = st.session_state
 HEADS = [cache.units.head_at(u) for u in range(cache.units.n_heads_total)]
-N_PILLS = min(cache.n_pcs, 24)
+N_PILLS = min(cache.n_pcs, PC_PILLS)
 live = cache.sample(LIVE_IMAGES)
 # every image up to the limit; beyond it a stated stride, exact on all by a click
 DETAILS = ("flip gallery", "confusion matrix change") if len(cache.classnames) <= 60 else ("flip gallery",)
@@ -79,12 +79,16 @@ def lab() -> None:
         current = sorted(p[2] for p in ss.mask.pcs if p[:2] == here and p[2] < N_PILLS)
         chosen = st.pills(f"PCs of {head_name(here)} switched off", list(range(N_PILLS)), selection_mode="multi",
                           default=current, format_func=lambda k: f"PC{k + 1}", key=f"lab_pcs_{here[0]}_{here[1]}")
+        beyond = {p for p in ss.mask.pcs if p[:2] == here and p[2] >= N_PILLS}  # from a link: no pill, still off
+        if beyond:
+            st.caption(f"Also off (no pill beyond PC{N_PILLS}): "
+                       + ", ".join(f"PC{k + 1}" for _, _, k in sorted(beyond)) + ". Presets → clear all resets them.")
         pc_for_scale = st.selectbox("Rescale a PC by λ", range(cache.n_pcs), key="pc",
                                     format_func=lambda k: f"{head_name(here)} PC{k + 1}")
         current_scale = float(ss.mask.scale_of(*here, pc_for_scale))  # learned λ can leave the default range
         scale = st.slider("λ", min(-2.0, current_scale), max(4.0, current_scale), current_scale, 0.1,
                           key=f"lab_scale_{here[0]}_{here[1]}_{pc_for_scale}")
-    others = {p for p in ss.mask.pcs if p[:2] != here}
+    others = {p for p in ss.mask.pcs if p[:2] != here} | beyond
     mask = AblationMask(heads=frozenset(ss.lab_heads), pcs=frozenset(others | {(*here, k) for k in chosen or []}),
                         scales=ss.mask.scales, mode=ss.lab_mode).with_scale(*here, pc_for_scale, scale)
     ss.mask = mask
@@ -156,7 +160,7 @@ def flip_gallery(flipped: np.ndarray, predictions: np.ndarray) -> None:
         true = pd.Series([cache.classnames[live.labels[r]] for r in rows]).value_counts()
         # One strip per group: a single image element keeps a toggle's rerun light; 64 px a thumbnail fits a column.
         st.image(np.concatenate(list(live.thumbs[rows]), axis=1), width=64 * len(rows),
-                 caption="true class: " + ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in true.items()))
+                 caption=plain("true class: " + ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in true.items())))
 
 
 lab()
