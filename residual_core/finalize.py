@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from residual_core import shards, store
+from residual_core.progress import steps
 from residual_core.cache import copy_f32
 from residual_core.decompose import HeadMaps
 from residual_core.pca import HeadPCA, MomentStats, fit_head_pca, raw_features, score_map
@@ -56,8 +57,11 @@ def finalize(plan: BuildPlan, maps: HeadMaps, n_shards: int, spec: PrecomputeSpe
     layout = {"head_scores": (spec.dtype, (n_heads_total, n_pcs, n)), "mlps": (spec.dtype, (n, arch.n_layers, d_embed)),
               "embed": (spec.dtype, (n, d_embed)), "output": ("float32", (n, d_embed)), "ln": ("float32", (n, 2)),
               "thumbs": ("uint8", (n, *thumb_shape)), "positions": ("int64", (n,)), "labels": ("int64", (n,))}
-    writers = {name: store.open_npy_writer(folder / f"{name}.npy", dtype, shape) for name, (dtype, shape) in layout.items()}
+    writers = {}  # filled inside the try: a writer that cannot be made (disk full) leaves none of the others behind
+    bar = steps(n, "merging shards into the cache", "img")
     try:
+        for name, (dtype, shape) in layout.items():
+            writers[name] = store.open_npy_writer(folder / f"{name}.npy", dtype, shape)
         metric_sums, done = 0.0, 0
         for index, info in enumerate(infos):
             if not info["count"]:
@@ -75,11 +79,13 @@ def finalize(plan: BuildPlan, maps: HeadMaps, n_shards: int, spec: PrecomputeSpe
             writers["labels"][0][rows] = plan.source.labels[kept]
             metric_sums = metric_sums + np.load(shard / "metrics.npy")
             done += len(z)
+            bar.update(len(z))
             if progress:
                 progress("finalize", done, n)
         for name, (array, tmp) in writers.items():
             store.commit_npy(array, tmp, folder / f"{name}.npy")
     finally:
+        bar.close()
         for _, tmp in writers.values():
             store.discard(tmp)
     _write_derived(plan, spec, pca, folder, n, metric_sums, skipped, max(i["max_rel_err"] for i in infos), started)

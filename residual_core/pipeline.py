@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from residual_core import __version__, finalize, shards, store
+from residual_core.progress import steps
 from residual_core.datasets import load_dataset, subset
 from residual_core.decompose import HeadMaps
 from residual_core.models import library_version, parse_model_spec, weights_id
@@ -165,7 +165,7 @@ def _encode(plan: BuildPlan, spec: PrecomputeSpec, progress: Progress | None, ra
     mine = [i for i in range(n_shards) if ranks.owns(i)]
     total = sum(len(positions[i * SHARD_SIZE:(i + 1) * SHARD_SIZE]) for i in mine)
     label = f"encoding {spec.dataset}:{spec.split}" + (f" (rank {ranks.rank}/{ranks.world})" if ranks.world > 1 else "")
-    bar = tqdm(total=total, desc=label, unit="img", disable=None)
+    bar = steps(total, label, "img")
     done = 0
     for index in mine:
         rows = positions[index * SHARD_SIZE:(index + 1) * SHARD_SIZE]

@@ -23,6 +23,7 @@ import torch
 
 from residual_core.ablation import AblationMask, _t, evaluate_streamed, keep_heads
 from residual_core.cache import Cache, as_f32, copy_f32
+from residual_core.progress import steps
 
 METHODS = ("S", "U|T", "U", "random")
 REFERENCE_NAMES = {"S": "supervised", "U|T": "corr_task", "U": "corr_full_out", "random": "random_<seed>"}
@@ -119,22 +120,27 @@ def specialize(val: Cache, test: Cache, n_random: int = 10, reference_compat: bo
     ks = k_values(n_total)
     report: dict = {"k": ks, "n_heads": n_total, "scores": {}, "curves": {}, "reference_compat": reference_compat,
                     "reference_names": REFERENCE_NAMES}
+    bar = steps(3 + n_random + 1, "scoring heads and top-k curves", "method")
     for method in ("S", "U|T", "U"):
         scores = head_scores(val, method, reference_compat=reference_compat)
         order = ranking(scores, reference_compat)
         report["scores"][method] = scores.round(6).tolist()
         report["curves"][method] = {mode: [topk_accuracy(test, order[:k], mode) for k in ks] for mode in ("zero", "mean")}
+        bar.update(1)
     random_curves = {mode: [] for mode in ("zero", "mean")}
     for seed in range(n_random):
         order = ranking(head_scores(val, "random", seed), reference_compat)
         for mode in random_curves:
             random_curves[mode].append([topk_accuracy(test, order[:k], mode) for k in ks])
+        bar.update(1)
     report["curves"]["random"] = {mode: {"mean": np.mean(v, 0).tolist(), "std": np.std(v, 0).tolist()}
                                   for mode, v in random_curves.items()}
     everything = np.arange(n_total)
     others = AblationMask(mlps=frozenset(range(test.n_layers)), embed=True, mode="mean")
     report["baselines"] = {"H_zero": topk_accuracy(test, everything, "zero"),
                            "H_mean": evaluate_streamed(test, others).accuracy, "B": test.baseline_accuracy()}
+    bar.update(1)
+    bar.close()
     return report
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from residual_core.models import LoadedClip
+from residual_core.progress import steps
 
 
 @torch.no_grad()
@@ -37,8 +37,15 @@ def embed_texts(loaded: LoadedClip, texts: list[str], batch_size: int = 256, dev
     """L2-normalised text embeddings [n_texts, d_embed]."""
     _require_text(loaded)
     starts = range(0, len(texts), batch_size)
-    bar = tqdm(starts, desc="embedding texts", unit="batch", disable=None if len(starts) > 1 else True)
-    return torch.cat([loaded.encode_texts(texts[i:i + batch_size]).float().cpu() for i in bar])
+    bar = steps(len(starts), "embedding texts", "batch") if len(starts) > 1 else None
+    parts = []  # [batch, d_embed] each
+    for i in starts:
+        parts.append(loaded.encode_texts(texts[i:i + batch_size]).float().cpu())
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    return torch.cat(parts)
 
 
 def logit_scale(loaded: LoadedClip) -> float:
