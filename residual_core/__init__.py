@@ -1,7 +1,8 @@
 """ResiDual engine: exact per-head decomposition of CLIP ViTs (open_clip, transformers), per-head PCA,
 zero-shot and ablation.
 
-Public API (re-exported here; importing has no side effects):
+Public API (re-exported here; importing has no side effects and loads nothing heavy: each name imports its
+module, and with it torch and the model libraries, on first use):
   load_clip, parse_model_spec            -> LoadedClip, ModelSpec
   decompose_images                       -> ResidualDecomposition (Σ units == encode_image)
   precompute, PrecomputeSpec             -> a verified cache folder
@@ -9,23 +10,35 @@ Public API (re-exported here; importing has no side effects):
   AblationMask, evaluate, ablate_embeddings, LogitState, probe_images
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
-from residual_core.models import LoadedClip, ModelLoadError, ModelSpec, load_clip, parse_model_spec  # noqa: E402
-from residual_core.decompose import (  # noqa: E402
-    DecompositionError, ResidualDecomposition, UnsupportedModelError, decompose_images,
-)
-from residual_core.units import UnitTable  # noqa: E402
-from residual_core.pipeline import PrecomputeSpec, precompute  # noqa: E402
-from residual_core.cache import Cache, load_cache  # noqa: E402
-from residual_core.ablation import (  # noqa: E402
-    AblationMask, AblationResult, AblationSummary, ablate_embeddings, evaluate, evaluate_streamed)
-from residual_core.live import LogitState  # noqa: E402
-from residual_core.probe import ProbeResult, probe_images  # noqa: E402
+_HOMES = {
+    "residual_core.models": ("LoadedClip", "ModelLoadError", "ModelSpec", "load_clip", "parse_model_spec"),
+    "residual_core.decompose": ("DecompositionError", "ResidualDecomposition", "UnsupportedModelError",
+                                "decompose_images"),
+    "residual_core.units": ("UnitTable",),
+    "residual_core.pipeline": ("PrecomputeSpec", "precompute"),
+    "residual_core.cache": ("Cache", "load_cache"),
+    "residual_core.ablation": ("AblationMask", "AblationResult", "AblationSummary", "ablate_embeddings", "evaluate",
+                               "evaluate_streamed"),
+    "residual_core.live": ("LogitState",),
+    "residual_core.probe": ("ProbeResult", "probe_images"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = list(_HOME_OF)
 
-__all__ = [
-    "LoadedClip", "ModelLoadError", "ModelSpec", "load_clip", "parse_model_spec", "DecompositionError",
-    "ResidualDecomposition", "UnitTable", "UnsupportedModelError", "decompose_images", "PrecomputeSpec",
-    "precompute", "Cache", "load_cache", "AblationMask", "AblationResult", "AblationSummary", "LogitState",
-    "ablate_embeddings", "evaluate", "evaluate_streamed", "ProbeResult", "probe_images",
-]
+
+def __getattr__(name: str):
+    """PEP 562: a public name is imported from its home on first use (``python -m residual_core models`` then
+    lists without importing torch)."""
+    if name not in _HOME_OF:
+        raise AttributeError(f"module 'residual_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME_OF[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

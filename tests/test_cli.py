@@ -80,3 +80,62 @@ def test_commands_print_a_table_on_stderr_before_the_json(tmp_path, capsys):
     header = captured.err.splitlines()[-3]
     assert header.split()[:2] == ["method", "λ"] and "coarse" in captured.err.splitlines()[-1]
     assert json.loads(captured.out.strip().splitlines()[-1])["method"] == "coarse"
+
+
+def _run(*args: str, env_extra: dict | None = None):
+    """The CLI in its own process, stderr a pipe (not a terminal), as in a log or CI."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "RESIDUAL_DEBUG")} | (env_extra or {})
+    return subprocess.run([sys.executable, "-m", "residual_core", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def test_long_steps_report_progress_when_stderr_is_not_a_terminal(tmp_path):
+    args = ["--model", "tiny-random", "--dataset", "mnist-offline", "--limit", "80", "--cache-dir", str(tmp_path)]
+    done = _run("specialize", *args, "--n-random", "2")
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    for step in ("encoding mnist-offline:val", "encoding mnist-offline:test", "merging shards into the cache",
+                 "scoring heads and top-k curves"):
+        started = [line for line in lines if line.startswith(step)]
+        assert started, (step, lines[:20])
+        assert "(100%)" in started[-1]  # its last line says it finished
+    assert "\r" not in done.stderr  # lines, not a terminal's redrawn bar
+    trained = _run("align", *args, "--method", "coarse", "--epochs", "2")
+    assert trained.returncode == 0 and any(line.startswith("training coarse: 2/2 epoch") for line in
+                                           trained.stderr.splitlines()), trained.stderr[-2000:]
+
+
+def test_listing_models_and_datasets_imports_no_model_library():
+    """`models` and `datasets` took ~22 s on a busy machine because the package import loaded torch, open_clip and
+    transformers; datasets needs none of them, models only open_clip's tag registry."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from residual_core.__main__ import main; main(['{}']); "
+             "print(sorted(m for m in ('torch', 'open_clip', 'transformers') if m in sys.modules), file=sys.stderr)")
+    for command, allowed in (("datasets", []), ("models", ["open_clip", "torch", "transformers"])):
+        done = subprocess.run([sys.executable, "-c", probe.format(command)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == str(allowed), (command, done.stderr[-300:])
+    done = subprocess.run([sys.executable, "-c", "import sys, residual_core; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False"  # the package import itself loads nothing heavy
+
+
+def test_a_value_error_from_a_bug_shows_its_traceback_with_residual_debug(monkeypatch, capsys):
+    import residual_core.__main__ as cli
+
+    def bug(args):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(cli, "_cmd_datasets", bug)
+    assert cli.main(["datasets"]) == 2  # without the flag: one line, exit 2
+    assert "an internal invariant broke" in capsys.readouterr().err
+    monkeypatch.setenv("RESIDUAL_DEBUG", "1")
+    with pytest.raises(ValueError, match="invariant"):
+        cli.main(["datasets"])
