@@ -39,6 +39,7 @@ MAX_MANIFEST_BYTES = 1 << 20  # a real one is a few kB (its list of skipped imag
 DIGEST = "xxh3_128"
 _CHUNK = 1 << 22
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
 
 
@@ -80,7 +81,9 @@ def writing(folder: Path) -> Iterator[None]:
     except OSError as err:
         if err.errno in _WRITE_ERRNOS:
             raise write_error(folder, err) from err
-        if err.errno is None and _no_room(folder):  # numpy reports a short write without an errno
+        if err.errno is None and (_SHORT_WRITE.search(str(err)) or _no_room(folder)):
+            # numpy reports a short write without an errno ("786432 requested and 765824 written"); by the time
+            # it is caught its temporary file is gone, so the space it could not have is free again
             raise write_error(folder, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from err
         raise
 
@@ -122,10 +125,23 @@ def open_npy_writer(path: Path, dtype: str, shape: tuple[int, ...]) -> tuple[np.
     fd, tmp = _temp_in(path, ".partial")
     os.close(fd)
     try:
-        return np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape), Path(tmp)
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        _reserve(Path(tmp))
+        return array, Path(tmp)
     except BaseException:
         discard(Path(tmp))
         raise
+
+
+def _reserve(path: Path) -> None:
+    """Allocate a memory-mapped file's blocks now: open_memmap makes a sparse file, and a page written into it
+    on a full disk kills the process with SIGBUS (seen on a 12 MB tmpfs) instead of raising ENOSPC here."""
+    with open(path, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it: as before
+                raise
 
 
 def commit_npy(array: np.memmap, tmp: Path, path: Path) -> None:
