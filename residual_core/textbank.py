@@ -77,15 +77,37 @@ def write_bank(path: Path = BANK_PATH) -> Path:
     return path
 
 
+MAX_BANK_TEXTS = 100_000  # each is embedded once per model and compared with every PC: bounded time and memory
+MAX_BANK_BYTES = 16 << 20
+MAX_TEXT_CHARS = 1_000  # CLIP reads 77 tokens: a longer line is a file of something else
+
+
 def load_bank(path: str | Path | None = None) -> list[str]:
-    """Read a text bank (one description per line, blank lines and '#' comments ignored)."""
+    """Read a text bank (one description per line, blank lines and '#' comments ignored), UTF-8, bounded in size:
+    a bad file is a ValueError naming it and what to do, never a codec error or an allocator failure."""
     path = Path(path) if path else BANK_PATH
     if not path.is_file():
         raise FileNotFoundError(f"text bank not found: {path}. Pass a text file with one description per line.")
-    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    texts = [t for t in texts if t and not t.startswith("#")]
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_BANK_BYTES + 1)
+    if len(raw) > MAX_BANK_BYTES:
+        raise ValueError(f"text bank {path} is larger than {MAX_BANK_BYTES >> 20} MB; pass at most "
+                         f"{MAX_BANK_TEXTS:,} descriptions, one per line")
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"text bank {path} is not UTF-8 text (byte {err.start}); pass a text file with one "
+                         "description per line") from None
+    texts = [t for t in (line.strip() for line in lines) if t and not t.startswith("#")]
     if not texts:
         raise ValueError(f"text bank {path} has no descriptions")
+    if len(texts) > MAX_BANK_TEXTS:
+        raise ValueError(f"text bank {path} has {len(texts):,} descriptions; at most {MAX_BANK_TEXTS:,} are embedded "
+                         "(each once per model): pass a shorter list")
+    longest = max(texts, key=len)
+    if len(longest) > MAX_TEXT_CHARS or any("\x00" in t for t in texts):
+        raise ValueError(f"text bank {path} holds a line of {len(longest):,} characters or a NUL byte; a description "
+                         f"is at most {MAX_TEXT_CHARS:,} characters of text")
     return texts
 
 

@@ -216,3 +216,34 @@ def test_a_first_open_with_no_cache_builds_nothing_until_a_click(tmp_path, open_
     assert not at.exception
     assert list(empty.iterdir()) == []
     assert [b.label for b in at.button if b.key == "build_main"] == ["Build the cache"]
+
+
+@pytest.mark.parametrize("content, what", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe" * 10, "not UTF-8"),
+    ("".join(f"text {i}\n" for i in range(100_001)).encode(), "100,001 descriptions"),
+    (b"a" * 5_000 + b"\n", "5,000 characters"),
+    (b"ok\nbad\x00line\n", "NUL"),
+])
+def test_a_bad_text_bank_is_one_line_naming_the_file(tmp_path, content, what, capsys):
+    from residual_core.__main__ import main
+    from residual_core.textbank import load_bank
+
+    bank = tmp_path / "bank.txt"
+    bank.write_bytes(content)
+    with pytest.raises(ValueError, match=what) as caught:
+        load_bank(bank)
+    assert str(bank) in str(caught.value)
+    assert main(["precompute", "--model", "tiny-random", "--dataset", "mnist-offline", "--limit", "20",
+                 "--text-bank", str(bank), "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: text bank") and str(bank) in err[-1]
+
+
+def test_a_text_bank_larger_than_the_cap_is_not_read_whole(tmp_path, monkeypatch):
+    from residual_core import textbank
+
+    monkeypatch.setattr(textbank, "MAX_BANK_BYTES", 1_000)
+    bank = tmp_path / "bank.txt"
+    bank.write_text("a description\n" * 1_000)
+    with pytest.raises(ValueError, match="larger than"):
+        textbank.load_bank(bank)
