@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from residual_core.images import MAX_PIXELS, MAX_SIDE
+
 SPLIT_SEED = 42
 
 
@@ -47,6 +49,12 @@ class ImageSource:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image = self._get(index)
+                width, height = image.size
+                if width * height > MAX_PIXELS and image.format == "JPEG":
+                    image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # libjpeg decodes at 1/2, 1/4 or 1/8 scale
+                if image.size[0] * image.size[1] > MAX_PIXELS:  # header only: nothing was decoded
+                    raise ValueError(f"{width}×{height} pixels, more than the {MAX_PIXELS / 1e6:.0f} MP a dataset "
+                                     "image may have (downscale it)")
                 image.load()
                 return image.convert("RGB")
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,

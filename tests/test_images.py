@@ -60,3 +60,60 @@ def test_exif_rotation_is_applied_and_large_images_downscaled():
     assert loaded.image.size == (20, 40)
     big = open_image_bytes(_encode(Image.new("RGB", (3000, 1500)), "PNG"), "big.png")
     assert max(big.image.size) == MAX_SIDE and any("downscaled" in n for n in big.notes)
+
+
+def test_a_16_bit_image_is_brought_to_8_bits_in_its_own_depth():
+    from residual_core.images import _to_8_bits
+
+    pixels = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)
+    assert _to_8_bits(pixels).tolist() == [[0, 4], [117, 255]]
+    flat = np.full((3, 3), 7, np.uint16)
+    assert _to_8_bits(flat).tolist() == np.zeros((3, 3), np.uint8).tolist()
+    floats = np.array([[np.nan, 1.0], [0.0, 2.0]], np.float32)
+    assert _to_8_bits(floats).dtype == np.uint8  # a NaN never becomes a wrong number or an exception
+
+
+def test_decoding_waits_for_the_server_wide_budget_and_refuses_when_it_stays_full():
+    import threading
+
+    from residual_core.images import DecodeBudget, ImageInputError
+
+    budget = DecodeBudget(100)
+    order, finish = [], threading.Event()
+
+    def second() -> None:
+        with budget.hold(50, "second"):
+            order.append(("second", budget.free))
+            finish.wait(5)
+
+    with budget.hold(80, "first"):
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(0.2)
+        assert order == [] and budget.free == 20  # the second waits: 80 + 50 > 100
+        with pytest.raises(ImageInputError, match="server is decoding"):
+            with budget.hold(30, "third", wait_s=0.05):
+                pass
+        order.append("first done")
+    finish.set()
+    waiter.join(5)
+    assert order == ["first done", ("second", 50)] and budget.free == 100
+    with budget.hold(10_000, "huge", wait_s=0.01):  # larger than the budget: waits for all of it, then runs alone
+        assert budget.free == 0
+
+
+def test_a_folder_image_over_the_pixel_cap_is_skipped_by_name(tmp_path, monkeypatch):
+    from residual_core import sources
+    from residual_core.datasets import load_dataset
+    from residual_core.sources import ImageReadError
+
+    monkeypatch.setattr(sources, "MAX_PIXELS", 1_000)
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (20, 20)).save(tmp_path / cls / "small.png")
+        Image.new("RGB", (40, 40)).save(tmp_path / cls / "big.png")  # 1,600 pixels: over the lowered cap
+    source = load_dataset(f"folder:{tmp_path}", "all")
+    big = source.ids.index("a/big.png")
+    with pytest.raises(ImageReadError, match="a/big.png: .*40×40 pixels"):
+        source.image(big)
+    assert source.image(source.ids.index("a/small.png")).size == (20, 20)
