@@ -1,18 +1,27 @@
 """ResiDual explorer: ``streamlit run app.py``. Shared sidebar + page router; no math here."""
 
 import logging
+import sys
 from pathlib import Path
 
 import streamlit as st
 
 from dashboard import theme
-from dashboard.sidebar import sidebar
-from dashboard.state import configure_threads, init_state, plain, show_notices, write_url
 
 # a local file, not an icon font: the favicon must load on a machine without internet
 st.set_page_config(page_title="ResiDual explorer", page_icon=str(Path(__file__).parent / "assets" / "favicon.png"),
                    layout="wide")
 theme.apply()
+# The first visit after a server start imports torch and the model libraries and checks the cache (seconds): say so
+# at once instead of a blank page. Later visits find the modules loaded and skip this line.
+starting = st.empty()
+if "dashboard.sidebar" not in sys.modules:
+    starting.info("Opening the explorer: the first visit after the server starts loads the model libraries and "
+                  "checks the cache, which takes several seconds …")
+
+from dashboard.sidebar import sidebar  # noqa: E402  (after the line above: this import is the slow part)
+from dashboard.state import configure_threads, init_state, plain, show_notices, write_url  # noqa: E402
+
 configure_threads()  # once per server process
 
 
@@ -42,6 +51,7 @@ PAGES = [
     st.Page("dashboard/pages/8_present.py", title="Present", icon=":material/slideshow:", url_path="present"),
 ]
 page = st.navigation(PAGES)
+starting.empty()
 presenting = page.url_path == "present"  # full-screen: no sidebar, and the link is the tour's, not a view's
 if ready and (presenting or guarded(sidebar, page)) and guarded(page.run) and not presenting:
     guarded(write_url)

@@ -45,10 +45,13 @@ def class_colours(classnames: tuple[str, ...]) -> list[str]:
 PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
-def heads_heatmap(values: np.ndarray, title: str, unit: str, selected: tuple[int, int] | None = None) -> go.Figure:
-    """values [n_layers, n_heads]; rows are layers (L0 at the top), columns heads."""
+def heads_heatmap(values: np.ndarray, title: str, unit: str, selected: tuple[int, int] | None = None,
+                  blank_below: float = 0.0) -> go.Figure:
+    """values [n_layers, n_heads]; rows are layers (L0 at the top), columns heads. A cell whose |value| is below
+    ``blank_below`` keeps its colour but shows no number (noise would print as '0.00' or '−0.00')."""
     n_layers, n_heads = values.shape
-    text = [[f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}" for v in row] for row in values]
+    text = [["" if abs(v) < blank_below else f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
+             for v in row] for row in values]
     fig = go.Figure(go.Heatmap(
         z=values, x=[f"H{h}" for h in range(n_heads)], y=[f"L{l}" for l in range(n_layers)], text=text,
         texttemplate="%{text}" if values.size <= 400 else None, colorscale="Viridis",
@@ -162,9 +165,11 @@ def per_class_bars(classnames: tuple[str, ...], baseline: np.ndarray, ablated: n
                           "which": np.repeat(which, len(classnames))})
     axis = dict(labelFontSize=font - 1, titleFontSize=font, labelColor=FONT["color"], titleColor=FONT["color"])
     title = alt.Title("Per-class accuracy", fontSize=font + 3, anchor="start", color=FONT["color"], offset=12)
+    # every class named up to 20 (slanted, so six shape names fit a 1280 px column); beyond that, where there is room
+    few = len(classnames) <= 20
+    labels = alt.Axis(labelAngle=-35 if few else 0, labelLimit=160, labelOverlap=False if few else "greedy", **axis)
     return alt.Chart(frame, height=height, title=title).mark_bar().encode(
-        x=alt.X("class:N", sort=list(classnames), title=None,
-                axis=alt.Axis(labelAngle=0, labelLimit=160, labelOverlap="greedy", **axis)),
+        x=alt.X("class:N", sort=list(classnames), title=None, axis=labels),
         xOffset=alt.XOffset("which:N", sort=which),
         y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="~g", tickCount=5, **axis)),
         color=alt.Color("which:N", sort=which, scale=alt.Scale(domain=which, range=["#9ecae9", "#e45756"]),
@@ -213,8 +218,9 @@ def compare_heatmap(values: np.ndarray, rows: list[str], units: UnitTable, title
                     hovertemplate="%{x} · %{y}<br>cosine %{customdata[2]:.3f}<extra>click for matched PCs</extra>",
                     marker=dict(symbol="square", size=max(6, 900 // max(len(heads), 1)), opacity=0.01,
                                 color="white"))
-    fig.update_layout(title=title, xaxis=dict(title="head", tickangle=-90), yaxis=dict(autorange="reversed"),
-                      height=max(260, 40 * len(rows) + 180), **LAYOUT)
+    ticks = heads if len(heads) <= 48 else heads[::units.n_heads]  # every head, or each layer's first
+    fig.update_layout(title=title, xaxis=dict(title="head", tickangle=-90, tickmode="array", tickvals=ticks),
+                      yaxis=dict(autorange="reversed"), height=max(260, 40 * len(rows) + 180), **LAYOUT)
     return fig
 
 

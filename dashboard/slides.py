@@ -16,7 +16,7 @@ from dashboard.tours import Step, step_view
 from residual_core.ablation import AblationMask, evaluate, per_class_accuracy
 from residual_core.cache import HEAD_METRICS, Cache, head_metrics, most_important_head
 from residual_core.pipeline import PrecomputeSpec
-from residual_core.units import head_label
+from residual_core.units import head_label, points
 
 BIG = dict(font=dict(size=20), title=dict(font=dict(size=24)))  # figures on a projector, across a room
 
@@ -107,7 +107,7 @@ def _ablation(step, index, view, auto, cache, offer) -> None:
     for column, (data, name) in zip(columns, panels):
         result = evaluate(data, mask)
         moved = off and abs(result.delta) >= 5e-4
-        delta = f"{result.delta:+.1%}" if moved else ("no change" if off else "all heads on")
+        delta = points(result.delta) if moved else ("no change" if off else "all heads on")
         column.metric(f"{name.split('/')[-1]} accuracy", f"{result.accuracy:.1%}", delta,
                       delta_color="normal" if moved else "off", delta_arrow="auto" if moved else "off")
     baseline = per_class_accuracy(cache, cache.baseline_predictions())

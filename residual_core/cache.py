@@ -360,6 +360,13 @@ HEAD_METRICS = {
 }
 
 
+def accuracy_noise(cache: Cache) -> float:
+    """The standard error of the cache's zero-shot accuracy, √(p(1−p)/n): a change in accuracy smaller than this
+    is within what another sample of as many images would move it, so the heads map leaves it blank."""
+    p = cache.baseline_accuracy()
+    return float(np.sqrt(p * (1 - p) / max(cache.n_images, 1)))
+
+
 def head_metrics(cache: Cache) -> dict[str, np.ndarray]:
     """Per-head metrics, each [n_layers, n_heads]."""
     shape = (cache.n_layers, cache.n_heads)

@@ -86,7 +86,9 @@ def head_matched_pcs(a: Cache, b: Cache, unit: int, tau: float = 0.9) -> list[tu
     return match_pcs(*_pruned(a, unit, tau), *_pruned(b, unit, tau))
 
 
-MAP_METHODS = {"PCA": "PC1 vs PC2 (instant)", "t-SNE": "t-SNE of the coefficients (about 10 s)",
+MAP_METHODS = {"PCA": "PC1 vs PC2 (instant)",
+               "t-SNE": "t-SNE of the coefficients (seconds to half a minute: up to 3,000 images, slower on a busy "
+                        "server)",
                "UMAP": "UMAP of the coefficients (the first one in a process compiles: about a minute)"}
 MAP_SAMPLE = 3_000  # non-linear maps work on at most this many images (a stated sample)
 PCA_DRAW = 20_000  # the PCA map draws at most this many images (a stated sample beyond it)

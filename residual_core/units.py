@@ -22,6 +22,22 @@ def mlp_label(layer: int) -> str:
     return f"L{layer}MLP"
 
 
+def heads_in_words(heads, n_layers: int, n_heads: int) -> str:
+    """Which heads a set holds, a group per layer: 'L0: all · L3: H1 H6'. For a line that stays readable where a
+    chip per head would not (a preset can switch off 140 heads)."""
+    by_layer = {}
+    for layer, head in sorted(heads):
+        by_layer.setdefault(layer, []).append(head)
+    return " · ".join(f"L{layer}: all" if len(hs) == n_heads else f"L{layer}: " + " ".join(f"H{h}" for h in hs)
+                      for layer, hs in by_layer.items() if layer < n_layers) or "none"
+
+
+def points(change: float, decimals: int = 1) -> str:
+    """A change in accuracy (a difference of two fractions) in percentage points, '+5.9 pp': never '%', which reads
+    as relative (5.9 % of 90 % accuracy is 5.3 points)."""
+    return f"{change * 100:+.{decimals}f} pp".replace("-", "−")
+
+
 @dataclass(frozen=True)
 class Unit:
     kind: str  # "emb" | "mlp" | "head"

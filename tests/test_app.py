@@ -157,6 +157,8 @@ def test_alignment_trains_lists_results_and_applies_lambda_to_the_lab(app):
 
     lab_cache = load_cache(app.session_state["cache_path"])  # the lab shows the λ-rescaled model's accuracy
     assert app.metric[0].value == f"{evaluate(lab_cache, mask).accuracy:.2%}"
+    why = [c.value for c in app.caption if "PCs are rescaled by λ" in c.value]  # and why it is not Alignment's
+    assert why and "keeps only the heads" in why[0] and "trained numbers" in why[0], why
 
 
 def test_compare_shows_spectral_cosines_and_matched_pcs(app, cache_root):
@@ -168,9 +170,9 @@ def test_compare_shows_spectral_cosines_and_matched_pcs(app, cache_root):
     _no_errors(app)
     assert app.title[0].value == "Compare"
     assert len(app.get("plotly_chart")) == 1
-    pcs = app.dataframe[0].value
-    assert list(pcs.columns)[:3] == ["PC here", "nearest texts here", "cos"] and len(pcs) >= 1
-    assert ((pcs["cos"].abs() <= 1.0001)).all()
+    pcs = app.table[0].value  # a table: its texts wrap instead of being cut at 1280 px
+    assert list(pcs.columns)[:2] == ["nearest texts here", "cos"] and len(pcs) >= 1
+    assert (pcs["cos"].astype(float).abs() <= 1.0001).all()
     app.selectbox(key="head").set_value(1).run()
     _no_errors(app)
 
@@ -225,3 +227,43 @@ def test_a_pc_beyond_the_pills_from_a_link_stays_off_and_is_named(cache_root, op
     from residual_core.ablation import evaluate
 
     assert at.metric[0].value == f"{evaluate(tiny_cache, mask).accuracy:.2%}"  # PC 10 counts in the number shown
+
+
+def test_accuracy_changes_are_points_and_noise_is_left_blank_on_the_heads_map(app, tiny_cache):
+    import json
+
+    from residual_core.cache import accuracy_noise
+    from residual_core.units import points
+
+    assert points(-0.059) == "−5.9 pp" and points(0.1234, 2) == "+12.34 pp"
+    app.selectbox(key="metric").set_value("delta_acc_mean_ablated").run()
+    _no_errors(app)
+    noise = accuracy_noise(tiny_cache) * 100
+    assert any(f"±{noise:.1f} pp" in c.value for c in app.caption), [c.value for c in app.caption]
+    spec = json.loads(app.get("plotly_chart")[0].proto.spec)
+    cells = [t for row in spec["data"][0]["text"] for t in row]
+    delta = (np.asarray(tiny_cache.head_ablated_acc) - tiny_cache.baseline_accuracy()) * 100
+    assert [t == "" for t in cells] == list(np.abs(delta) < noise)  # blank exactly where the change is noise
+    assert not {"0.00", "-0.00", "−0.00"} & set(cells)
+    assert spec["data"][0]["colorbar"]["title"]["text"] == "Δ accuracy (pp)"
+
+
+def test_the_lab_says_which_heads_are_off_after_a_preset(app, tiny_cache):
+    app.switch_page("dashboard/pages/4_ablation_lab.py").run()
+    app.selectbox(key="lab_preset").set_value("keep only the selected head").run()
+    app.button[[b.label for b in app.button].index("Apply")].click().run()
+    _no_errors(app)
+    kept = (app.session_state.layer, app.session_state.head)
+    line = [c.value for c in app.caption if "heads off" in c.value]
+    assert line == [f"7 of 8 heads off; on: L{kept[0]}: H{kept[1]}"], line
+    assert app.metric[0].delta.endswith(" pp") or app.metric[0].delta == "no change"
+
+
+def test_every_class_and_head_is_labelled(tiny_cache):
+    from dashboard import figures
+
+    chart = figures.per_class_bars(("circle", "square", "triangle", "star", "cross", "heart"), np.ones(6), np.ones(6))
+    axis = chart.to_dict()["encoding"]["x"]["axis"]
+    assert axis["labelOverlap"] is False  # Vega-Lite's greedy overlap dropped 3 of 6 names in the lab
+    fig = figures.compare_heatmap(np.zeros((2, 8)), ["a", "b"], tiny_cache.units, "t")
+    assert list(fig.layout.xaxis.tickvals) == tiny_cache.units.head_labels()

@@ -6,7 +6,7 @@ import streamlit as st
 from dashboard import figures
 from dashboard.sidebar import page_cache
 from dashboard.state import plain
-from residual_core.cache import HEAD_METRICS, head_metrics, other_metrics
+from residual_core.cache import HEAD_METRICS, accuracy_noise, head_metrics, other_metrics
 from residual_core.units import head_label
 
 cache = page_cache("Heads map")
@@ -18,8 +18,17 @@ metrics = head_metrics(cache)
 st.selectbox("Metric", list(HEAD_METRICS), key="metric", format_func=lambda m: HEAD_METRICS[m])
 values = metrics[ss.metric]
 unit = {"evr1": "share", "participation_ratio": "PCs", "k90": "PCs", "contribution_norm": "norm",
-        "cosine_to_output": "cosine", "accuracy_alone": "accuracy", "delta_acc_mean_ablated": "Δ accuracy"}[ss.metric]
-fig = figures.heads_heatmap(values, HEAD_METRICS[ss.metric], unit, selected=(ss.layer, ss.head))
+        "cosine_to_output": "cosine", "accuracy_alone": "accuracy %", "delta_acc_mean_ablated": "Δ accuracy (pp)"}[ss.metric]
+blank_below = 0.0
+if ss.metric in ("accuracy_alone", "delta_acc_mean_ablated"):  # accuracy in %, its changes in points
+    values = values * 100
+if ss.metric == "delta_acc_mean_ablated":
+    blank_below = accuracy_noise(cache) * 100
+    st.caption(f"Cells within ±{blank_below:.1f} pp are left blank: the standard error of the "
+               f"{cache.baseline_accuracy():.1%} accuracy on these {cache.n_images:,} images, within which another "
+               "sample would move it.")
+fig = figures.heads_heatmap(values, HEAD_METRICS[ss.metric], unit, selected=(ss.layer, ss.head),
+                            blank_below=blank_below)
 event = st.plotly_chart(fig, key="heads_map_chart", on_select="rerun", selection_mode="points",
                         config=figures.PNG_CONFIG, theme=None)
 cell = figures.picked(event)

@@ -13,7 +13,7 @@ from dashboard.state import PC_PILLS, plain, view_state, write_url
 from residual_core.ablation import AblationMask, confusion, evaluate_streamed, per_class_accuracy
 from residual_core.cache import LIVE_IMAGES
 from residual_core.live import LogitState
-from residual_core.units import head_label
+from residual_core.units import head_label, heads_in_words, points
 
 cache = page_cache("Ablation lab")
 ss = st.session_state
@@ -60,9 +60,16 @@ with st.expander("Presets", expanded=ss.mask.is_empty):
     p3.button("Apply", on_click=apply_preset, type="primary")
 
 
-if ss.mask.scales:
-    st.caption(f"{len(ss.mask.scales)} PCs are rescaled by λ (learned λ applied from the Alignment page, or set "
-               "here); Presets → clear all ablations resets them.")
+source = ss.get("lambda_source")
+if ss.mask.scales and source and source["scales"] == ss.mask.scales:
+    st.caption(f"{len(ss.mask.scales):,} PCs are rescaled by λ: the learned λ of {source['method']} "
+               f"({source['n_params']:,} trained numbers; a λ trained per head or per group applies to each of its PCs). "
+               f"Alignment's test accuracy for it, {source['test_acc']:.1%}, keeps only the heads, as the paper does; "
+               "the lab keeps each head's mean, the emb and the MLPs (the identity-start model), so its number differs. "
+               "Presets → clear all ablations resets them.")
+elif ss.mask.scales:
+    st.caption(f"{len(ss.mask.scales)} PCs are rescaled by λ (set here or in the link); Presets → clear all ablations "
+               "resets them.")
 
 
 @st.fragment
@@ -72,6 +79,12 @@ def lab() -> None:
         st.radio("Ablate by replacing with", ["mean", "zero"], key="lab_mode", horizontal=True,
                  help="mean: the unit's average over the dataset; zero: nothing")
         st.multiselect("Heads off", HEADS, key="lab_heads", format_func=head_name)
+        off = set(ss.lab_heads)
+        if off:  # the chips of a preset overflow their box: say it in one line, the shorter way round
+            on = set(HEADS) - off
+            words = (f"on: {heads_in_words(on, cache.n_layers, cache.n_heads)}" if len(on) < len(off)
+                     else f"off: {heads_in_words(off, cache.n_layers, cache.n_heads)}")
+            st.caption(f"{len(off)} of {len(HEADS)} heads off; {words}")
         c1, c2 = st.columns(2)
         c1.selectbox("Layer", range(cache.n_layers), key="layer", format_func=lambda l: f"L{l}")
         c2.selectbox("Head", range(cache.n_heads), key="head", format_func=lambda h: f"H{h}")
@@ -100,7 +113,7 @@ def lab() -> None:
             st.caption(f"Live numbers on a sample ({sample_note(cache, live)}); means are the whole dataset's.")
         m1, m2, m3 = st.columns(3)
         moved = abs(result.delta) >= 5e-5  # "+0.00 %" with a green arrow would claim a gain that is not there
-        m1.metric("Accuracy", f"{result.accuracy:.2%}", f"{result.delta:+.2%}" if moved else "no change",
+        m1.metric("Accuracy", f"{result.accuracy:.2%}", points(result.delta, 2) if moved else "no change",
                   delta_color="normal" if moved else "off", delta_arrow="auto" if moved else "off")
         m2.metric("Unablated", f"{result.baseline_accuracy:.2%}")
         flipped = np.flatnonzero(result.predictions != live.baseline_predictions())
@@ -140,7 +153,7 @@ def exact_on_all(mask: AblationMask) -> None:
     summary = done[1]
     moved = abs(summary.delta) >= 5e-5
     st.metric(f"Accuracy on all {cache.n_images:,} images", f"{summary.accuracy:.2%}",
-              f"{summary.delta:+.2%}" if moved else "no change", delta_color="normal" if moved else "off",
+              points(summary.delta, 2) if moved else "no change", delta_color="normal" if moved else "off",
               delta_arrow="auto" if moved else "off")
 
 

@@ -72,11 +72,11 @@ if not results:
 table = pd.DataFrame([{"method": r["tag"].removeprefix("align_"), "parameters": r["n_params"],
                        "test at λ = 1": r.get("identity_test_acc", np.nan),  # reports before it was recorded lack it
                        "val accuracy": r["val_acc"], "test accuracy": r["test_acc"],
-                       "Δ vs zero-shot": r["test_acc"] - r["zeroshot_test_acc"], "best epoch": r["best_epoch"],
+                       "Δ vs zero-shot (pp)": 100 * (r["test_acc"] - r["zeroshot_test_acc"]), "best epoch": r["best_epoch"],
                        "seconds": round(r["seconds"], 1)} for r in results])
 st.subheader("Results")
 st.dataframe(table.style.format({"test at λ = 1": "{:.2%}", "val accuracy": "{:.2%}", "test accuracy": "{:.2%}",
-                                 "Δ vs zero-shot": "{:+.2%}", "seconds": "{:.1f}"}, na_rep="—"),
+                                 "Δ vs zero-shot (pp)": "{:+.2f}", "seconds": "{:.1f}"}, na_rep="—"),
              hide_index=True)
 # coarse and fine keep only the heads (the paper's setting): below zero-shot is where they start, which the page says
 heads_only = [r for r in results if r["method"] in ("coarse", "fine") and not r["settings"].get("identity_start")
@@ -114,16 +114,19 @@ if b1.button(f"Open L{ss.layer}H{ss.head} in the head explorer"):
     st.switch_page("dashboard/pages/2_head_explorer.py")
 
 
-def apply_to_lab(lam: np.ndarray) -> None:
+def apply_to_lab(lam: np.ndarray, report: dict) -> None:
     # a callback: it runs before the sidebar's widgets, which may then show the new split
     ss.basis_from, ss.split = str(train_dir), "test"
     ss.mask = AblationMask(scales=lambda_scales(lam, train.n_heads), mode="mean")
+    ss.lambda_source = {"method": report["tag"].removeprefix("align_"), "n_params": report["n_params"],
+                        "test_acc": report["test_acc"], "scales": ss.mask.scales}
     for key in [k for k in ss if str(k).startswith("lab_")]:
         del ss[key]
     ss._goto_lab = True
 
 
-b2.button("Apply to the ablation lab", type="primary", on_click=apply_to_lab, args=(lam,),
+b2.button("Apply to the ablation lab", type="primary", on_click=apply_to_lab,
+          args=(lam, next(r for r in results if r["tag"] == tag)),
           help="the lab shows the test split in the train basis with every PC rescaled by its λ (pruned PCs "
                "off); it keeps each head's mean, emb and MLPs, i.e. the identity-start model")
 if ss.pop("_goto_lab", False):

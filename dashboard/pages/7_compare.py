@@ -90,10 +90,10 @@ def strip(c, pc: int, flip: bool) -> np.ndarray:
     return np.concatenate(list(c.thumbs[rows]), axis=1)
 
 
-st.dataframe(pd.DataFrame([{"PC here": f"PC{i + 1}", "nearest texts here": texts(cache, i, False),
-                            "cos": round(cos, 3), "PC there": f"PC{j + 1}",
-                            "nearest texts there": texts(other, j, cos < 0)} for i, j, cos, _ in pairs]),
-             hide_index=True)
+# a table, not a grid: the texts wrap instead of being cut at the column's edge (1280 px cut "there" off)
+st.table(pd.DataFrame([{"PC here": f"PC{i + 1}", "nearest texts here": texts(cache, i, False), "cos": f"{cos:+.3f}",
+                        "PC there": f"PC{j + 1}", "nearest texts there": texts(other, j, cos < 0)}
+                       for i, j, cos, _ in pairs]).set_index("PC here"))
 for i, j, cos, _ in pairs[:3]:
     left, right = st.columns(2)
     left.image(strip(cache, i, False), caption=f"here: PC{i + 1}, + pole", width="stretch")
