@@ -94,12 +94,7 @@ def _cmd_specialize(args: argparse.Namespace) -> int:
 
 
 def _cmd_align(args: argparse.Namespace) -> int:
-    from residual_core.align import align, result_tag, save_result, split_caches
-
-    train_dir, train, val, test = split_caches(
-        model=args.model, dataset=args.dataset, limit=args.limit, seed=args.seed, device=args.device,
-        cache_dir=args.cache_dir, random_weights=args.random_weights, batch_size=args.batch_size,
-        basis_from=args.basis_from)
+    from residual_core.align_results import train_and_save
     from residual_core.progress import steps
 
     bar = steps(args.epochs, f"training {args.method}", "epoch")
@@ -108,15 +103,15 @@ def _cmd_align(args: argparse.Namespace) -> int:
         bar.update(1)
         bar.set_postfix_str(f"val {val_acc:.1%}")
 
-    result = align(train, val, test, args.method, epochs=args.epochs, seed=args.align_seed,
-                   reference_compat=args.reference_compat, identity_start=args.identity_start, progress=progress)
+    report = train_and_save(
+        args.method, epochs=args.epochs, align_seed=args.align_seed, reference_compat=args.reference_compat,
+        identity_start=args.identity_start, basis_from=args.basis_from, progress=progress, model=args.model,
+        dataset=args.dataset, limit=args.limit, seed=args.seed, device=args.device, cache_dir=args.cache_dir,
+        random_weights=args.random_weights, batch_size=args.batch_size)
     bar.close()
-    settings = {"model": args.model, "dataset": args.dataset, "limit": args.limit, "epochs": args.epochs,
-                "seed": args.align_seed, "reference_compat": args.reference_compat,
-                "identity_start": args.identity_start}
-    tag = result_tag(args.method, args.reference_compat, args.identity_start)
-    report = {k: v for k, v in save_result(train_dir, result, tag, settings).items() if k != "history"}
-    print(tables.align_table(report, train.n_images, val.n_images, test.n_images), file=sys.stderr)
+    report = {k: v for k, v in report.items() if k != "history"}
+    sizes = report["settings"]["n_images"]
+    print(tables.align_table(report, sizes["train"], sizes["val"], sizes["test"]), file=sys.stderr)
     print(json.dumps(report))
     return 0
 

@@ -22,9 +22,7 @@ logits, which normalisation does not change, so validation multiplies by B·W ([
 """
 
 import contextlib
-import json
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,7 +31,6 @@ import torch
 import schedulefree
 from torch import Tensor, nn
 
-from residual_core import store
 from residual_core.adapters import ADAPTERS, IN_RAM_NUMBERS, Adapter, make_adapter  # one budget for both
 from residual_core.cache import Cache, copy_f32
 
@@ -256,69 +253,3 @@ def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, pati
     flat = torch.cat([p.detach().flatten() for p in params]).numpy() if params else np.zeros(0, np.float32)
     return AlignResult(method, model.n_params, best[0], test_acc, zs_test, identity_test,
                        time.perf_counter() - started, epochs_run, best[1], flat, head_lambdas(model), tuple(history))
-
-
-def result_tag(method: str, reference_compat: bool = False, identity_start: bool = False) -> str:
-    return f"align_{method}{'_compat' if reference_compat else ''}{'_identity' if identity_start else ''}"
-
-
-def save_result(train_dir: Path, result: AlignResult, tag: str, settings: dict) -> dict:
-    """Write λ (``<tag>.npy``, ``<tag>_heads.npy``) and the report (``<tag>.json``, last) beside the train cache."""
-    store.atomic_save_npy(train_dir / f"{tag}.npy", result.lambdas)
-    if result.head_lambda is not None:
-        store.atomic_save_npy(head_lambda_path(train_dir, tag), result.head_lambda)
-    report = {"method": result.method, "n_params": result.n_params, "val_acc": result.val_acc,
-              "test_acc": result.test_acc, "zeroshot_test_acc": result.zeroshot_test_acc,
-              "identity_test_acc": result.identity_test_acc,
-              "seconds": result.seconds, "epochs": result.epochs, "best_epoch": result.best_epoch,
-              "lambdas": str(train_dir / f"{tag}.npy"), "tag": tag, "settings": settings,
-              "cache_key": store.read_manifest(train_dir)["key"], "history": list(result.history)}
-    store.atomic_write_text(train_dir / f"{tag}.json", json.dumps(report))
-    return report
-
-
-def saved_results(train_dir: Path) -> list[dict]:
-    """Reports of the methods trained on this cache (current cache key only), zero-shot first."""
-    key = store.read_manifest(train_dir)["key"]
-    out = []
-    for path in sorted(Path(train_dir).glob("align_*.json")):
-        report = json.loads(path.read_text())
-        if report.get("cache_key") == key:
-            out.append(report)
-    return sorted(out, key=lambda r: (METHODS.index(r["method"]), r["tag"]))
-
-
-def head_lambda_path(train_dir: Path, tag: str) -> Path:
-    return Path(train_dir) / f"{tag}_heads.npy"
-
-
-def saved_head_lambdas(train_dir: Path, tag: str) -> np.ndarray | None:
-    path = head_lambda_path(train_dir, tag)
-    return np.load(path) if path.is_file() else None
-
-
-def lambda_scales(head_lambda: np.ndarray, n_heads: int, decimals: int = 3) -> tuple:
-    """Learned λ as the ablation lab's per-PC scales ((layer, head, pc, λ), …); pruned PCs are switched off."""
-    rows = []
-    for u, pc in np.ndindex(*head_lambda.shape):
-        value = head_lambda[u, pc]
-        value = 0.0 if np.isnan(value) else round(float(value), decimals)
-        if value != 1.0:
-            rows.append((*divmod(int(u), n_heads), int(pc), value))  # head index -> (layer, head), units.py
-    return tuple(sorted(rows))
-
-
-def split_caches(basis_from: str | None = None, **common) -> tuple[Path, Cache, Cache, Cache]:
-    """Train, val and test caches of one model and dataset; val/test in the train cache's PCA basis.
-
-    ``common`` are PrecomputeSpec fields shared by the splits (model, dataset, limit, cache_dir, …);
-    ``basis_from`` puts the train cache, and so all three, in another folder's basis (e.g. ImageNet train's).
-    """
-    from residual_core.cache import load_cache
-    from residual_core.pipeline import PrecomputeSpec, precompute
-
-    train_dir = precompute(PrecomputeSpec(split="train", basis_from=basis_from, **common))
-    # val and test are expressed in the train cache's basis, so one λ per PC means the same thing everywhere
-    val = load_cache(precompute(PrecomputeSpec(split="val", basis_from=str(train_dir), **common)))
-    test = load_cache(precompute(PrecomputeSpec(split="test", basis_from=str(train_dir), **common)))
-    return train_dir, load_cache(train_dir), val, test

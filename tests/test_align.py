@@ -111,7 +111,7 @@ def _fake_manifest(folder, key: str) -> None:
 
 
 def test_results_are_saved_beside_the_cache_and_lambda_maps_to_lab_scales(tmp_path):
-    from residual_core.align import lambda_scales, result_tag, save_result, saved_head_lambdas, saved_results
+    from residual_core.align_results import lambda_scales, result_tag, save_result, saved_head_lambdas, saved_results
 
     train, val, test = _splits(noise=1.0, seed=2)
     _fake_manifest(tmp_path, "k1")

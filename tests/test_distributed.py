@@ -100,7 +100,7 @@ def test_a_basis_only_pass_gives_the_same_basis_and_serves_basis_from(single, tm
         load_cache(basis)
     test = load_cache(precompute(_spec(tmp_path, split="test", limit=120, basis_from=str(basis))))
     assert np.array_equal(test.head_components, load_cache(single).head_components)
-    from residual_core.align import split_caches
+    from residual_core.align_results import split_caches
 
     _, train, val, test = split_caches(basis_from=str(basis), model="tiny-random", dataset="mnist-offline",
                                        limit=90, cache_dir=str(tmp_path))  # align --basis-from: all three splits

@@ -18,7 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from residual_core.align import METHODS, align, result_tag, save_result, split_caches
+from residual_core.align import METHODS, align
+from residual_core.align_results import result_tag, save_result, split_caches
 from residual_core.pipeline import default_cache_dir
 from residual_core.specialize import specialize
 

@@ -35,7 +35,8 @@ PRESS = {"alignment": "Train"}
 
 
 def build_caches() -> None:
-    from residual_core.align import align, result_tag, save_result, saved_results, split_caches
+    from residual_core.align import align
+from residual_core.align_results import result_tag, save_result, saved_results, split_caches
     from residual_core.pipeline import PrecomputeSpec, precompute
 
     for dataset, split in (("demo-world/shape", "test"), ("demo-world/shape", "val"), ("demo-world/colour", "test")):
