@@ -4,6 +4,8 @@ Slides read cached arrays only (the probe slide runs the model once per drawn im
 """
 
 import hashlib
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,7 +38,8 @@ def cache_or_build(spec: PrecomputeSpec, key: str) -> Cache | None:
     path = find_cache(spec)
     if path is not None:
         return get_cache(path)
-    st.info(plain(f"This step needs the cache of {spec.model} on {spec.dataset} ({spec.split}, {spec.limit:,} images)."))
+    st.info(plain(f"This step needs the cache of {spec.model} on {spec.dataset} ({spec.split}, {images_in(spec):,} "
+                  "images)."))
     if st.button("Build it now", type="primary", key=f"build_{key}"):
         sidebar.build(spec)
     return None
@@ -48,8 +51,8 @@ def needed(step: Step, offer: Offer) -> list[PrecomputeSpec]:
     specs = [_spec(view, offer)]
     if step.view.get("also"):
         specs.append(_spec(view, offer, dataset=step.view["also"]))
-    if step.slide == "alignment":
-        specs = [_spec(view, offer, split=s) for s in ("train", "val", "test")]
+    if step.slide == "alignment":  # its train/val/test caches (val and test in train's basis) come with training
+        specs = [_spec(view, offer, split="train")]
     return specs
 
 
@@ -61,11 +64,14 @@ def _head(step: Step, view: ViewState, auto: bool, cache: Cache) -> tuple[int, i
 
 def render(step: Step, index: int, offer: Offer) -> None:
     view, auto = step_view(step, offer)
+    if step.slide == "alignment":  # its own three caches, made with its training (see ``prepare``)
+        _alignment(step, index, view, auto, None, offer)
+        return
     cache = cache_or_build(_spec(view, offer), f"step{index}")
     if cache is None:
         return
-    {"heads_map": _heads_map, "head": _head_slide, "ablation": _ablation, "probe": _probe,
-     "alignment": _alignment}[step.slide](step, index, view, auto, cache, offer)
+    {"heads_map": _heads_map, "head": _head_slide, "ablation": _ablation, "probe": _probe}[step.slide](
+        step, index, view, auto, cache, offer)
 
 
 def _heads_map(step, index, view, auto, cache, offer) -> None:
@@ -141,16 +147,70 @@ def _probe(step, index, view, auto, cache, offer) -> None:
 
 
 def _alignment(step, index, view, auto, cache, offer) -> None:
-    from residual_core.align import saved_results
+    from residual_core.align_results import saved_results
 
     train_path = find_cache(_spec(view, offer, split="train"))
     reports = saved_results(train_path) if train_path else []
     if not reports:
-        st.info(plain(f"No alignment trained yet on {view.dataset}. Before the talk: python -m residual_core align "
-                      f"--dataset {view.dataset} --method fine (a few minutes), or the Alignment page."))
-        st.metric("zero-shot accuracy (this split)", f"{cache.baseline_accuracy():.1%}")
+        st.warning(plain(f"Not prepared: {'; '.join(missing(step, offer))}. Open “Before the talk” below and press "
+                         "“Prepare everything this tour shows” (it builds the caches and trains, with progress), or run "
+                         f"python -m residual_core align --model {view.model} --dataset {view.dataset} --method "
+                         f"{ALIGN_METHOD}."))
         return
-    table = pd.DataFrame([{"method": r["tag"].removeprefix("align_"), "test accuracy": r["test_acc"],
-                           "parameters": r["n_params"]} for r in reports])
-    _chart(figures.bars(list(table["method"]), list(table["test accuracy"]), f"{view.dataset}: test accuracy",
+    sizes = reports[0]["settings"].get("n_images") or {}
+    if sizes:
+        st.caption(" · ".join(f"{split} {n:,}" for split, n in sizes.items()) + " images")
+    rows = [(r["tag"].removeprefix("align_"), r["test_acc"]) for r in reports]
+    if not any(r["method"] == "zeroshot" for r in reports):  # the starting point, from the same test split
+        rows.insert(0, ("zero-shot", reports[0]["zeroshot_test_acc"]))
+    _chart(figures.bars([name for name, _ in rows], [acc for _, acc in rows], f"{view.dataset}: test accuracy",
                         "accuracy"), 420)
+
+
+ALIGN_METHOD = "fine"  # what "Before the talk" trains for an alignment step (the paper's ResiDual*)
+
+
+def images_in(spec: PrecomputeSpec) -> int:
+    """How many images the cache of ``spec`` holds (a split can be smaller than the link's size)."""
+    from residual_core.pipeline import prepare
+
+    return len(prepare(replace(spec, basis_from=None)).positions)
+
+
+def missing(step: Step, offer: Offer) -> list[str]:
+    """What a step still needs before it can be shown, in words (empty: ready)."""
+    view, _ = step_view(step, offer)
+    if step.slide != "alignment":
+        return [f"the cache of {s.dataset} ({s.split}, {images_in(s):,} images)" for s in needed(step, offer)
+                if find_cache(s) is None]
+    from residual_core.align_results import trained
+
+    train = _spec(view, offer, split="train")
+    train_path = find_cache(train)
+    if train_path and trained(Path(train_path), ALIGN_METHOD):
+        return []
+    sizes = "/".join(f"{images_in(_spec(view, offer, split=s)):,}" for s in ("train", "val", "test"))
+    what = [] if train_path else [f"the train/val/test caches of {view.dataset} ({sizes} images)"]
+    return what + [f"training {ALIGN_METHOD} on them"]
+
+
+def prepare(step: Step, offer: Offer) -> None:
+    """Build what ``missing`` names, with a progress bar (training included for an alignment step)."""
+    view, _ = step_view(step, offer)
+    if step.slide != "alignment":
+        for spec in needed(step, offer):
+            if find_cache(spec) is None:
+                st.write(plain(f"{spec.dataset} · {spec.split} · {images_in(spec):,} images"))
+                sidebar.build(spec, rerun=False)
+        return
+    from residual_core.align_results import train_and_save
+
+    bar = st.progress(0.0, text=plain(f"{view.dataset}: building the caches …"))
+    report = train_and_save(
+        ALIGN_METHOD, model=view.model, dataset=view.dataset, limit=view.limit, cache_dir=offer.cache_dir,
+        build_progress=lambda stage, done, total: bar.progress(min(done / max(total, 1), 1.0) * 0.5,
+                                                               text=f"{stage}: {done:,}/{total:,}"),
+        progress=lambda e, n, acc: bar.progress(0.5 + 0.5 * e / n, text=f"training {ALIGN_METHOD}: epoch {e}/{n}, "
+                                                                          f"val {acc:.1%}"))
+    bar.progress(1.0, text=f"{ALIGN_METHOD}: test accuracy {report['test_acc']:.1%} "
+                           f"(zero-shot {report['zeroshot_test_acc']:.1%})")

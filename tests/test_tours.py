@@ -116,3 +116,26 @@ def test_a_hostile_tour_link_plays_the_demo_tour_with_a_notice(tmp_path, monkeyp
     assert warning in at.warning[0].value.replace("\\", "") and "demo tour" in at.warning[0].value
     assert at.session_state.tour == tours.load_shipped("demo", _process_offer())[0]
     assert not list(tmp_path.iterdir())  # nothing was built
+
+
+def test_before_the_talk_prepares_an_alignment_step_training_included(tmp_path, open_app):
+    """The shipped tour's alignment step said "No alignment trained yet" after every cache was built."""
+    step = {"slide": "alignment", "title": "Alignment", "view": {"model": "tiny-random", "dataset": "mnist-offline",
+                                                                 "n": "10000"}}
+    link = tours.encode(tours.Tour("t", (tours.Step(step["title"], "alignment", step["view"]),)))
+    root = tmp_path / "caches"
+    root.mkdir()
+    at = open_app(root, {})
+    at.switch_page("dashboard/pages/8_present.py")
+    at.query_params.update({"tour_data": link})
+    at = at.run()
+    assert not at.exception, at.exception
+    todo = [c.value for c in at.caption if "Not prepared yet" in c.value]
+    # the sizes the splits hold, not the link's 10,000
+    assert todo and "3,000/1,000/1,000 images" in todo[0].replace("\\", "") and "training fine" in todo[0], todo
+    at.button(key="prepare_tour").click().run(timeout=600)
+    assert not at.exception, at.exception
+    assert any("Every step of this tour is ready" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert not [w.value for w in at.warning if "Not prepared" in w.value]
+    assert any("train 3,000 · val 1,000 · test 1,000 images" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 1

@@ -10,8 +10,9 @@ import streamlit as st
 from dashboard import figures
 from dashboard.state import current_spec, find_cache, get_cache, lookup_cache
 from residual_core.ablation import AblationMask
-from residual_core.align import (METHODS, align, head_lambda_path, lambda_scales, result_tag, save_result,
-                                 saved_head_lambdas, saved_results)
+from residual_core.align import METHODS, align
+from residual_core.align_results import (head_lambda_path, lambda_scales, result_tag, save_result, saved_head_lambdas,
+                                         saved_results)
 from residual_core.pipeline import precompute
 from residual_core.units import head_label
 
@@ -61,7 +62,9 @@ if go:
     tag = result_tag(method, compat, identity)
     save_result(train_dir, result, tag, {"model": ss.model, "dataset": ss.dataset, "limit": ss.limit,
                                          "epochs": int(epochs), "seed": 42, "reference_compat": compat,
-                                         "identity_start": identity})
+                                         "identity_start": identity, "n_images": {"train": train.n_images,
+                                                                                  "val": val.n_images,
+                                                                                  "test": test.n_images}})
     bar.progress(1.0, text=f"{method}: test accuracy {result.test_acc:.2%} (zero-shot {result.zeroshot_test_acc:.2%}; "
                            f"its terms at λ = 1, untrained: {result.identity_test_acc:.2%}) in {result.seconds:.1f} s")
 

@@ -5,8 +5,7 @@ import html
 import streamlit as st
 
 from dashboard import slides, theme, tours
-from dashboard.sidebar import build
-from dashboard.state import find_cache, get_offer, plain
+from dashboard.state import get_offer, lookup_cache, plain
 
 ss = st.session_state
 offer = get_offer()
@@ -54,13 +53,17 @@ if step.notes:
     with st.expander("Speaker notes", expanded=ss.get("show_notes", False)):
         st.markdown(plain(step.notes))
 with st.expander("Before the talk"):
-    specs = list(dict.fromkeys(spec for s in tour.steps for spec in slides.needed(s, offer)))
-    missing = [spec for spec in specs if find_cache(spec) is None]
-    st.caption(f"This tour reads {len(specs)} caches; {len(missing)} not built yet. Exit: the Heads map link below.")
-    if missing and st.button("Build every cache this tour needs", key="prepare_tour"):
-        for spec in missing:
-            st.write(plain(f"{spec.dataset} · {spec.split} · {spec.limit:,} images"))
-            build(spec, rerun=False)
+    todo = list(dict.fromkeys(what for s in tour.steps for what in slides.missing(s, offer)))
+    if todo:
+        st.caption(plain(f"Not prepared yet ({len(todo)}): {'; '.join(todo)}. Exit: the Heads map link below."))
+    else:
+        st.caption("Every step of this tour is ready: its caches are built and its alignment trained. Exit: the "
+                   "Heads map link below.")
+    if todo and st.button("Prepare everything this tour shows", key="prepare_tour"):
+        for tour_step in tour.steps:
+            if slides.missing(tour_step, offer):
+                slides.prepare(tour_step, offer)
+        lookup_cache.clear()
         st.rerun()
     st.page_link("dashboard/pages/1_heads_map.py", label="Leave presenter mode")
 st.query_params["step"] = str(ss.present_step + 1)  # the link opens this step (tour or tour_data stays)
