@@ -10,6 +10,7 @@ from residual_core.ablation import AblationMask, ablate_embeddings
 from residual_core.cache import Cache, copy_f32
 from residual_core.decompose import ResidualDecomposition, decompose_images
 from residual_core.models import LoadedClip
+from residual_core.typicality import ALARM, typicality_model
 
 
 @dataclass(frozen=True)
@@ -20,10 +21,11 @@ class ProbeResult:
     probs: np.ndarray  # [n_probe, n_classes] softmax(logit_scale · cos)
     logit_scale: float
     inputs: np.ndarray  # [n_probe, H, W, 3] uint8: what the model received (preprocessed, normalisation undone)
-    typicality: np.ndarray  # [n_probe] share of the cache's own images less like the cache than this one
+    typicality: np.ndarray  # [n_probe] share of held-out cached images further from the cache's own (typicality.py)
 
-    def is_unusual(self, image: int, threshold: float = 0.01) -> bool:
-        """Less like the cached images than all but ``threshold`` of them: the prediction may mean little."""
+    def is_unusual(self, image: int, threshold: float = ALARM) -> bool:
+        """Further from the cached images than all but ``threshold`` of held-out ones: the explanation and the
+        prediction are read in coordinates fitted on other images, and may not transfer."""
         return bool(self.typicality[image] < threshold)
 
     def driving_heads(self, image: int, cls: int, cache: Cache, top: int = 5) -> list[tuple[int, int]]:
@@ -63,40 +65,6 @@ def _percentiles(cache: Cache, scores: np.ndarray) -> np.ndarray:
     return out
 
 
-TYPICALITY_K = 10  # neighbours averaged
-_REFERENCE: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _unit_rows(array: np.ndarray) -> np.ndarray:
-    return array / np.linalg.norm(array, axis=1, keepdims=True).clip(1e-12)
-
-
-def _reference(cache: Cache, n_ref: int = 4_000, n_cal: int = 1_000) -> tuple[np.ndarray, np.ndarray]:
-    """(reference embeddings [m, E] L2-normalised, sorted typicality of n_cal cached images [n_cal]), memoised per
-    cache. Typicality = mean cosine to the k nearest reference images (the image itself left out)."""
-    memo = (str(cache.path), str(cache.manifest.get("key", "")))
-    if memo not in _REFERENCE:
-        rng = np.random.default_rng(0)
-        ref_rows = np.sort(rng.choice(cache.n_images, min(n_ref, cache.n_images), replace=False))
-        ref = _unit_rows(copy_f32(cache.output, ref_rows))  # [m, E]
-        cal = ref[: min(n_cal, len(ref))]  # images of the reference itself: drop each one's self-match
-        sims = cal @ ref.T  # [n_cal, m]
-        k = min(TYPICALITY_K + 1, sims.shape[1])
-        nearest = -np.sort(-sims, axis=1)[:, 1:k]  # [n_cal, k-1] without the self-match
-        _REFERENCE[memo] = (ref, np.sort(nearest.mean(1)))
-    return _REFERENCE[memo]
-
-
-def typicality(cache: Cache, embeddings: np.ndarray) -> np.ndarray:
-    """embeddings [n, E] -> [n] share of the cache's own images whose neighbourhood is less close than this one's
-    (0: further from the cached images than any of them; about 0.5: a typical image)."""
-    ref, calibration = _reference(cache)
-    sims = _unit_rows(np.asarray(embeddings, dtype=np.float32)) @ ref.T  # [n, m]
-    k = min(TYPICALITY_K, sims.shape[1])
-    score = -np.sort(-sims, axis=1)[:, :k].mean(1)
-    return np.searchsorted(calibration, score) / len(calibration)
-
-
 @torch.no_grad()
 def probe_images(loaded: LoadedClip, cache: Cache, images: list[Image.Image]) -> ProbeResult:
     """Decompose new images with the cache's model and express them in the cache's coordinates."""
@@ -114,7 +82,7 @@ def probe_images(loaded: LoadedClip, cache: Cache, images: list[Image.Image]) ->
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     return ProbeResult(decomp, scores.astype(np.float32), _percentiles(cache, scores), probs, scale,
-                       loaded.input_pixels(batch), typicality(cache, emb))
+                       loaded.input_pixels(batch), typicality_model(cache).typicality(emb, scores))
 
 
 def as_cache(result: ProbeResult, cache: Cache) -> Cache:

@@ -14,6 +14,7 @@ from residual_core.datasets import load_dataset
 from residual_core.sources import DatasetUnavailableError, ImageReadError
 from residual_core.images import budget_text, open_uploads
 from residual_core.models import ModelLoadError
+from residual_core.typicality import ALARM
 from residual_core.probe import PERCENTILE_SAMPLE, counterfactual_probs
 from residual_core.units import head_label, pc_label
 
@@ -57,11 +58,14 @@ right.plotly_chart(figures.bars([cache.classnames[c] for c, _ in top], [p for _,
                                 "probability"), config=figures.PNG_CONFIG, theme=None)
 typical = float(result.typicality[choice])
 if result.is_unusual(choice):
-    st.warning(f"This image is unlike the {cache.n_images:,} images of this cache: its embedding is further from "
-               f"them than {1 - typical:.0%} of their own are. The model still ranks the classes, but the "
-               "prediction may mean little.")
+    st.warning(f"This image is unlike the {cache.n_images:,} images of this cache: further from them (in its embedding "
+               f"or in its heads' PC coordinates) than {1 - typical:.1%} of held-out cached images. The heads and PCs "
+               "below were fitted on those images, so they describe where this one falls outside what they know: the "
+               "explanation, like the prediction, may not transfer to it.")
 else:
-    st.caption(f"Typicality: more like this cache's images than {typical:.0%} of them are (below 1 % gets a warning).")
+    st.caption(f"Typicality {typical:.0%}: that share of held-out images of this cache are further from the rest than "
+               f"this one (below {ALARM:.1%} in the embedding or the heads' PCs gets a warning: the explanation may "
+               "not transfer).")
 attribution = result.head_logit_attribution(choice, predicted, cache)
 st.plotly_chart(figures.heads_heatmap(attribution, f"Each head's direct push toward '{cache.classnames[predicted]}'",
                                       "logit units"), config=figures.PNG_CONFIG, theme=None)
