@@ -226,8 +226,10 @@ def _align(train: Cache, val: Cache, test: Cache, method: str, epochs: int, pati
     zero_shot = make_adapter("zeroshot", train, reference_compat, identity_start, seed)
     zs_test = _accuracy(zero_shot, _Split(test, zero_shot), weights)
     identity_test = _identity_accuracy(model, data["test"], weights)
-    best = (_accuracy(model, data["val"], weights), 0, [p.detach().clone() for p in params])
-    history = [{"epoch": 0, "val_acc": best[0]}]
+    start = _accuracy(model, data["val"], weights)
+    history = [{"epoch": 0, "val_acc": start}]
+    # Lightning checkpoints trained epochs only: under compat the untrained start is never the best
+    best = (-1.0 if reference_compat and params else start, 0, [p.detach().clone() for p in params])
     epochs_run = 0
     if params:
         lr = lr if lr is not None else (1e-3 if method in ("linear", "spectral") else 0.8)

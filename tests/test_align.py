@@ -212,3 +212,14 @@ def test_measuring_the_start_leaves_the_parameters_being_trained_alone(method):
     before = [p.detach().clone() for p in model.parameters()]
     _identity_accuracy(model, _Split(test, model), torch.from_numpy(train.classifier))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_under_compat_the_untrained_start_is_never_the_best_epoch():
+    """Lightning's checkpoint sees trained epochs only; here epoch 0 is a candidate unless reference_compat."""
+    train, val, test = _splits(noise=0.5)
+    ruin = dict(epochs=3, patience=5, lr=1e4, identity_start=True)  # starts at the model, then a huge step ruins it
+    default = align(train, val, test, "coarse", **ruin)
+    assert default.best_epoch == 0 and default.val_acc == default.history[0]["val_acc"]
+    compat = align(train, val, test, "coarse", reference_compat=True, **ruin)
+    assert compat.best_epoch >= 1
+    assert compat.val_acc == max(h["val_acc"] for h in compat.history[1:])

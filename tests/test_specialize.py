@@ -145,3 +145,22 @@ def test_jaccard_across_datasets_separates_heads_that_carry_different_labels():
     assert overlap[0, 2] > overlap[0, 1]  # the same planted head is shared; a different one is not
     with pytest.raises(ValueError, match="one architecture"):
         jaccard_matrix([a, planted(n_heads=2)[0]])
+
+
+def test_compat_takes_u_and_h_mean_from_the_stored_units_not_from_encode_image():
+    """In a real cache encode_image and the sum of the stored (fp16) units differ by the storage error; the
+    reference's U basis and its all-heads mean baseline start from the stored units."""
+    from dataclasses import replace
+
+    from residual_core.specialize import specialize, stored_sum
+
+    cache = _with_emb()
+    stored = cache.output.astype(np.float64)
+    assert np.allclose(stored_sum(cache, slice(None)), stored, atol=1e-4)  # emb + Σ heads, as stored
+    gap = np.random.default_rng(3).standard_normal(stored.shape) * 0.3  # what storage would leave out
+    real = replace(cache, output=(stored + gap).astype(np.float32))
+    expected = _reference_correlation(_heads(real), stored)  # QR of the stored sum, not of the output
+    assert np.allclose(head_scores(real, "U", reference_compat=True), expected, atol=1e-5)
+    assert not np.allclose(head_scores(real, "U"), expected * real.n_images / (real.n_images - 1), atol=1e-3)
+    both = specialize(real, real, n_random=1, reference_compat=True)["baselines"]["H_mean"]
+    assert both == topk_accuracy(real, np.arange(real.n_layers * real.n_heads), "mean")
