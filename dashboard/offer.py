@@ -27,7 +27,8 @@ from residual_core.store import MANIFEST, CacheError, read_manifest
 from residual_core.untrusted import index, json_value
 
 SIZES = (500, 1000, 2000, 5000, 10000)  # images per cache a visitor may ask for (a fixed list)
-# the first open builds this many: ~7 s for the demo model on 2 cores, and one head still moves accuracy visibly
+# the first open builds this many: seconds for the demo model on 2 cores (docs/measurements.md), and one head
+# still moves accuracy visibly
 DEFAULT_LIMIT = 1000
 FALLBACK_MODEL = "tiny-random"  # when the demo weights are missing: clearly labelled random weights
 METRICS = ("evr1", "participation_ratio", "k90", "contribution_norm", "cosine_to_output", "accuracy_alone",

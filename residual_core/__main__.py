@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "CPU cores per GPU minus one)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
                    help="storage of head coefficients, emb and MLPs: float16 reconstructs encode_image to ~3e-4 "
-                        "relative, float32 to ~1e-6 at about twice the size")
+                        "relative, float32 to ~1e-6 in a larger cache (bytes per image: docs/measurements.md)")
     p.set_defaults(func=_cmd_precompute)
 
     p = sub.add_parser("specialize", help="score heads on val (S, U|T, U, random), top-k accuracy on test")
