@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import theme
+from dashboard import navigation, theme
 
 # a local file, not an icon font: the favicon must load on a machine without internet
 st.set_page_config(page_title="ResiDual explorer", page_icon=str(Path(__file__).parent / "assets" / "favicon.png"),
@@ -38,18 +38,8 @@ def guarded(step, *args) -> bool:
 
 
 ready = guarded(init_state) and guarded(show_notices)
-PAGES = [
-    st.Page("dashboard/pages/1_heads_map.py", title="Heads map", icon=":material/grid_on:", default=True),
-    st.Page("dashboard/pages/2_head_explorer.py", title="Head explorer", icon=":material/search:",
-            url_path="head_explorer"),
-    st.Page("dashboard/pages/3_probe.py", title="Probe", icon=":material/image_search:", url_path="probe"),
-    st.Page("dashboard/pages/4_ablation_lab.py", title="Ablation lab", icon=":material/science:", url_path="ablation_lab"),
-    st.Page("dashboard/pages/5_specialisation.py", title="Specialisation", icon=":material/leaderboard:",
-            url_path="specialisation"),
-    st.Page("dashboard/pages/6_alignment.py", title="Alignment", icon=":material/tune:", url_path="alignment"),
-    st.Page("dashboard/pages/7_compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
-    st.Page("dashboard/pages/8_present.py", title="Present", icon=":material/slideshow:", url_path="present"),
-]
+PAGES = [st.Page(spec.path, title=spec.title, icon=spec.icon, url_path=spec.url_path or None,
+                 default=not spec.url_path) for spec in navigation.PAGES]
 page = st.navigation(PAGES)
 starting.empty()
 presenting = page.url_path == "present"  # full-screen: no sidebar, and the link is the tour's, not a view's

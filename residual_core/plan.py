@@ -4,7 +4,6 @@ A leaf module: shards.py, finalize.py and pipeline.py all read these types, and 
 """
 
 import functools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable

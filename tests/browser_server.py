@@ -1,9 +1,20 @@
 """A real dashboard server for the browser tests (test_e2e.py, test_layout.py)."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def require_browser():
+    """Playwright's sync API, or a skip of the calling module where no chromium is installed and CI is not set
+    (CI installs it, so there a missing browser fails instead of skipping)."""
+    if CHROMIUM is None and not os.environ.get("CI"):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+    return pytest.importorskip("playwright.sync_api")
 
 
 def serve_dashboard(cache_dir: Path):

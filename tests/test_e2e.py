@@ -6,8 +6,6 @@ upload an image in the probe. Skipped only where no chromium is installed and CI
 """
 
 import json
-import os
-import shutil
 import time
 import urllib.parse
 import urllib.request
@@ -17,13 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_server import serve_dashboard
+from browser_server import CHROMIUM, require_browser, serve_dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None and not os.environ.get("CI"):
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = require_browser()
 N_IMAGES = 10_000
 
 pytestmark = pytest.mark.slow  # a real browser and server: minutes, not seconds
@@ -108,7 +103,8 @@ def test_toggle_a_pc_changes_the_accuracy_fast(page, browser, server, big_cache)
         page.get_by_role("button", name=pc, exact=True).click()
         page.wait_for_function(
             "([a, b]) => { const m = document.querySelectorAll('[data-testid=\"stMetricValue\"]');"
-            " return m[0].innerText !== a || m[2].innerText !== b; }", arg=[before, delta_before], timeout=10_000)
+            " return m[0].innerText !== a || m[2].innerText !== b; }", arg=[before, delta_before],
+            timeout=60_000)  # behaviour, not speed: the latency is printed and written below, never asserted
         timings.append(time.perf_counter() - started)
         _wait_idle(page)
     print(f"\nPC toggle -> accuracy update in the browser, {N_IMAGES} images: "

@@ -2,32 +2,25 @@
 sideways, the page's key figure or number is on screen without scrolling, axis labels are at least 14 px,
 thumbnails are upscaled as pixels, and there is no exception box and no console error."""
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from browser_server import serve_dashboard
+from browser_server import CHROMIUM, require_browser, serve_dashboard
+from dashboard import navigation
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None and not os.environ.get("CI"):
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = require_browser()
 pytestmark = pytest.mark.slow
 
 SIZES = [(1280, 720), (1920, 1080)]
 BASE = "model=demo&dataset=demo-world/shape&split=test&n=1000"
-# page path, what must be fully on screen (a CSS selector), and its title
-PAGES = [("/", ".js-plotly-plot", "Heads map"),
-         ("/head_explorer", '[data-testid="stImage"]', "Head explorer"),
-         ("/probe", ".js-plotly-plot", "Probe"),
-         ("/ablation_lab", '[data-testid="stMetricValue"]', "Ablation lab"),
-         ("/specialisation", ".js-plotly-plot", "Specialisation"),
-         ("/alignment", '[data-testid="stAlert"], .js-plotly-plot', "Alignment"),
-         ("/compare", ".js-plotly-plot", "Compare")]
+# each page (its path from the one page list), what must be fully on screen (a CSS selector), and its title
+KEY = {"Heads map": ".js-plotly-plot", "Head explorer": '[data-testid="stImage"]', "Probe": ".js-plotly-plot",
+       "Ablation lab": '[data-testid="stMetricValue"]', "Specialisation": ".js-plotly-plot",
+       "Alignment": '[data-testid="stAlert"], .js-plotly-plot', "Compare": ".js-plotly-plot"}
+PAGES = [("/" + navigation.page(title).url_path, selector, title) for title, selector in KEY.items()]
 
 
 @pytest.fixture(scope="module")
