@@ -218,6 +218,19 @@ def text_arrays(plan: BuildPlan, spec: PrecomputeSpec, texts: list[str]) -> tupl
     return classifier, bank
 
 
+def model_bank(loaded, cache_dir: Path, texts: list[str], device: str = "cpu") -> torch.Tensor:
+    """The text bank's embeddings [n_texts, d_embed] for a loaded model without any cache of it (the data-free
+    reading): the same shared file a build would write, under the same key, so a later build finds it."""
+    from residual_core import __version__
+    from residual_core.models import library_version
+
+    versions = {"residual_core": __version__, loaded.spec.family: library_version(loaded.spec),
+                "torch": torch.__version__.split("+")[0]}
+    common = {"model": loaded.spec.name, "weights": loaded.weights_id, "versions": versions}
+    return _shared(Path(cache_dir), "bank", common | {"bank": bank_digest(texts)},
+                   lambda: embed_texts(loaded, texts, device=device))
+
+
 def _shared(cache_dir: Path, kind: str, inputs: dict, compute) -> torch.Tensor:
     """An array keyed by ``inputs`` in cache_dir/text/, verified by its digest; computed and saved if absent."""
     key = store.cache_key({"kind": kind, **inputs})
