@@ -126,7 +126,7 @@ class AblationResult(AblationSummary):
 
 
 @dataclass(frozen=True)
-class _Readout:
+class Readout:
     """Cached arrays seen through a linear readout R (classifier W for logits, identity for embeddings)."""
 
     base: np.ndarray  # [n, X]
@@ -135,13 +135,13 @@ class _Readout:
     matrix: np.ndarray | None  # R [d_embed, X]; None = identity
 
 
-def _readout(cache: Cache, logits: bool) -> _Readout:
+def readout(cache: Cache, logits: bool) -> Readout:
     if logits:
-        return _Readout(cache.base_logits, cache.pc_logits, cache.mean_logits, cache.classifier)
-    return _Readout(cache.output, cache.head_components, cache.head_mean, None)
+        return Readout(cache.base_logits, cache.pc_logits, cache.mean_logits, cache.classifier)
+    return Readout(cache.output, cache.head_components, cache.head_mean, None)
 
 
-def _t(array) -> torch.Tensor:
+def as_tensor(array) -> torch.Tensor:
     # Matrix products run in torch: numpy's BLAS threads right after torch's OpenMP ones spin against
     # each other on small machines (measured: a 0.2 ms product took 8 ms). Inputs are read-only cache arrays
     # that are never written through the tensor, so torch's non-writable warning does not apply.
@@ -154,14 +154,14 @@ def pc_coefficients(cache: Cache, unit: int, mode: str, pcs: np.ndarray | None =
     """Coefficients removed when PCs of a head are ablated: [len(pcs), n_images] (float32 tensor).
 
     Mean mode centres on ``cache.score_mean`` (a probe's cache carries the dataset's there)."""
-    scores = _t(copy_f32(cache.head_scores[unit], pcs))  # [m, n]
+    scores = as_tensor(copy_f32(cache.head_scores[unit], pcs))  # [m, n]
     pcs = np.arange(cache.n_pcs) if pcs is None else pcs
     if mode == "mean":
-        return scores - _t(cache.score_mean[unit, pcs])[:, None]
-    return scores + _t(cache.mean_proj[unit, pcs].astype(np.float32))[:, None]
+        return scores - as_tensor(cache.score_mean[unit, pcs])[:, None]
+    return scores + as_tensor(cache.mean_proj[unit, pcs].astype(np.float32))[:, None]
 
 
-def _apply(cache: Cache, mask: AblationMask, out: _Readout, stats: Cache | None = None) -> np.ndarray:
+def apply_mask(cache: Cache, mask: AblationMask, out: Readout, stats: Cache | None = None) -> np.ndarray:
     """The readout of ``cache``'s images under ``mask``: [n_images, X]. Mean replacements are ``stats``'s
     means (default: the whole cache's, also for ``rows`` of it); probed images pass the dataset's cache there."""
     stats = cache.whole if stats is None else stats
@@ -171,11 +171,11 @@ def _apply(cache: Cache, mask: AblationMask, out: _Readout, stats: Cache | None 
     for layer, head in mask.heads:
         u = index(layer, head)
         if mask.mode == "zero":  # the whole contribution: mean + every coefficient
-            coef = _t(copy_f32(cache.head_scores[u]))  # [n_pcs, n]
-            result -= _t(out.mean[u])
+            coef = as_tensor(copy_f32(cache.head_scores[u]))  # [n_pcs, n]
+            result -= as_tensor(out.mean[u])
         else:
             coef = pc_coefficients(cache, u, "mean")
-        result -= coef.T @ _t(out.pc[u])
+        result -= coef.T @ as_tensor(out.pc[u])
     per_head: dict[int, dict[int, float]] = {}
     for layer, head, pc in mask.pcs:
         per_head.setdefault(index(layer, head), {})[pc] = 0.0
@@ -190,12 +190,12 @@ def _apply(cache: Cache, mask: AblationMask, out: _Readout, stats: Cache | None 
                 pcs_arr = np.array(sorted(pcs))
                 coef = pc_coefficients(cache, u, kind, pcs_arr)  # [m, n]
                 change = torch.tensor([factors[k] - 1.0 for k in pcs_arr], dtype=torch.float32)
-                result += coef.T @ (change[:, None] * _t(out.pc[u, pcs_arr]))
+                result += coef.T @ (change[:, None] * as_tensor(out.pc[u, pcs_arr]))
     others = [("mlp", layer) for layer in mask.mlps] + ([("emb", -1)] if mask.embed else [])
     for kind, layer in others:
-        contrib = _t(copy_f32(cache.mlps[:, layer] if kind == "mlp" else cache.embed))  # [n, d_embed]
-        removed = contrib if mask.mode == "zero" else contrib - _t(stats.unit_mean(layer if kind == "mlp" else None))
-        result -= removed if out.matrix is None else removed @ _t(out.matrix)
+        contrib = as_tensor(copy_f32(cache.mlps[:, layer] if kind == "mlp" else cache.embed))  # [n, d_embed]
+        removed = contrib if mask.mode == "zero" else contrib - as_tensor(stats.unit_mean(layer if kind == "mlp" else None))
+        result -= removed if out.matrix is None else removed @ as_tensor(out.matrix)
     return result.numpy()
 
 
@@ -220,7 +220,7 @@ def _summary(cache: Cache, predictions: np.ndarray) -> AblationSummary:
                            baseline_accuracy=cache.baseline_accuracy())
 
 
-def _result(cache: Cache, logits: np.ndarray, predictions: np.ndarray | None = None) -> AblationResult:
+def result_from_logits(cache: Cache, logits: np.ndarray, predictions: np.ndarray | None = None) -> AblationResult:
     """``predictions`` [n]: ``logits.argmax(1)`` where the caller already knows it."""
     if predictions is None:
         predictions = logits.argmax(1)  # numpy's runs at memory bandwidth; torch's took 5× longer (50 k × 1,000)
@@ -250,18 +250,18 @@ def keep_heads(cache: Cache, heads, mode: str = "zero") -> AblationSummary:
     keep[np.asarray(heads, dtype=int)] = True
     constant = torch.zeros(cache.classifier.shape[1])  # [n_classes] what every image gets alike
     for u in np.flatnonzero(keep):
-        constant += _t(cache.mean_logits[u])
+        constant += as_tensor(cache.mean_logits[u])
     if mode == "mean":
         rest = ~keep
         heads_mean = cache.mean_logits[rest].sum(0) + np.einsum("uk,ukc->c", cache.score_mean[rest],
                                                                  cache.pc_logits[rest])  # [n_classes]
         others = cache.unit_mean(None) + sum(cache.unit_mean(layer) for layer in range(cache.n_layers))  # [d_embed]
-        constant += _t(heads_mean.astype(np.float32)) + _t(others) @ _t(cache.classifier)
+        constant += as_tensor(heads_mean.astype(np.float32)) + as_tensor(others) @ as_tensor(cache.classifier)
 
     def logits_of(part: Cache) -> torch.Tensor:
         logits = constant.expand(part.n_images, -1).clone()  # [n_chunk, n_classes]
         for u in np.flatnonzero(keep):
-            logits += _t(copy_f32(part.head_scores[u])).T @ _t(cache.pc_logits[u])
+            logits += as_tensor(copy_f32(part.head_scores[u])).T @ as_tensor(cache.pc_logits[u])
         return logits.numpy()
 
     return _streamed(cache, logits_of)
@@ -270,14 +270,29 @@ def keep_heads(cache: Cache, heads, mode: str = "zero") -> AblationSummary:
 def evaluate(cache: Cache, mask: AblationMask) -> AblationResult:
     """Accuracy, predictions, per-class accuracy and logits of the cached images under ``mask``, in RAM
     (``evaluate_streamed`` answers the same without the logits for a cache of any size)."""
-    return _result(cache, _apply(cache, mask, _readout(cache, logits=True)))
+    return result_from_logits(cache, apply_mask(cache, mask, readout(cache, logits=True)))
 
 
 def evaluate_streamed(cache: Cache, mask: AblationMask, progress=None) -> AblationSummary:
     """``evaluate`` a chunk of images at a time: memory bounded by the chunk, not by the cache.
     ``progress(fraction)`` is called after each chunk."""
     mask.check_fits(cache.n_layers, cache.n_heads, cache.n_pcs)
-    return _streamed(cache, lambda part: _apply(part, mask, _readout(part, logits=True)), progress)
+    return _streamed(cache, lambda part: apply_mask(part, mask, readout(part, logits=True)), progress)
+
+
+def evaluate_projected(cache: Cache, bases: dict[int, np.ndarray]) -> AblationSummary:
+    """Each head u in ``bases`` replaced by its mean plus the projection of its centred coefficients on the span
+    of ``bases[u]`` ([m, n_pcs], orthonormal rows in its PC coordinates); every other unit as it is. TextSpan's
+    completeness check: Δlogits = (s − s̄)(QᵀQ − I)(Φ W), streamed a chunk at a time."""
+    def logits_of(part: Cache) -> np.ndarray:
+        logits = as_tensor(np.asarray(part.base_logits, dtype=np.float32)).clone()  # [n_chunk, n_classes]
+        for u, basis in bases.items():
+            centred = pc_coefficients(part, u, "mean").T  # [n_chunk, n_pcs]
+            q = as_tensor(np.asarray(basis, dtype=np.float32).reshape(-1, cache.n_pcs))  # [m, n_pcs]
+            logits += ((centred @ q.T) @ q - centred) @ as_tensor(cache.pc_logits[u])
+        return logits.numpy()
+
+    return _streamed(cache, logits_of)
 
 
 def ablate_embeddings(cache: Cache, mask: AblationMask, stats: Cache | None = None) -> np.ndarray:
@@ -285,4 +300,4 @@ def ablate_embeddings(cache: Cache, mask: AblationMask, stats: Cache | None = No
 
     ``stats``: the cache whose means replace what mean mode removes (default: ``cache`` itself).
     """
-    return _apply(cache, mask, _readout(cache, logits=False), stats)
+    return apply_mask(cache, mask, readout(cache, logits=False), stats)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from residual_core.ablation import AblationMask, AblationResult, _apply, _readout, _result, _t, pc_coefficients
+from residual_core.ablation import (AblationMask, AblationResult, apply_mask, as_tensor, pc_coefficients, readout,
+                                    result_from_logits)
 from residual_core.cache import Cache, copy_f32
 
 BLOCK_BYTES = 1 << 19  # logits per block: 128 images at 1,000 classes, within a core's 2 MB L2
@@ -30,7 +31,7 @@ class LogitState:
     logits: np.ndarray | None = None
 
     def __post_init__(self):
-        start = self.logits if self.logits is not None else _apply(self.cache, self.mask, _readout(self.cache, True))
+        start = self.logits if self.logits is not None else apply_mask(self.cache, self.mask, readout(self.cache, True))
         self._reset(start)
 
     def _reset(self, logits: np.ndarray) -> None:
@@ -66,7 +67,7 @@ class LogitState:
         return pc_coefficients(self.cache, unit, "mean", np.array([pc]))[0] * (factor - 1.0)
 
     def _pc_terms(self, unit: int, pc: int, vector: torch.Tensor | None, sign: float = 1.0) -> list:
-        return [] if vector is None else [(vector, _t(self.cache.pc_logits[unit, pc]).float(), sign)]  # [n] ⊗ [C]
+        return [] if vector is None else [(vector, as_tensor(self.cache.pc_logits[unit, pc]).float(), sign)]  # [n] ⊗ [C]
 
     def toggle_pc(self, layer: int, head: int, pc: int) -> None:
         key = (layer, head, pc)
@@ -85,10 +86,10 @@ class LogitState:
     def _head_terms(self, unit: int, sign: float) -> list:
         """Terms adding sign × (the change of ablating an otherwise untouched head)."""
         cache = self.cache
-        rows = _t(cache.pc_logits[unit]).float()  # [k, C]
+        rows = as_tensor(cache.pc_logits[unit]).float()  # [k, C]
         if self.mask.mode == "zero":
-            coef = _t(copy_f32(cache.head_scores[unit]))  # [n_pcs, n]
-            return [(None, _t(cache.mean_logits[unit]).float(), -sign), (coef.T, rows, -sign)]
+            coef = as_tensor(copy_f32(cache.head_scores[unit]))  # [n_pcs, n]
+            return [(None, as_tensor(cache.mean_logits[unit]).float(), -sign), (coef.T, rows, -sign)]
         return [(pc_coefficients(cache, unit, "mean").T, rows, -sign)]  # [n, k] @ [k, C]
 
     def toggle_head(self, layer: int, head: int) -> None:
@@ -111,7 +112,7 @@ class LogitState:
         if (mask.mode, mask.scales, mask.mlps, mask.embed) != (old.mode, old.scales, old.mlps, old.embed) or \
                 len(mask.heads ^ old.heads) + len(mask.pcs ^ old.pcs) > 8:
             self.mask = mask
-            self._reset(_apply(self.cache, mask, _readout(self.cache, logits=True)))
+            self._reset(apply_mask(self.cache, mask, readout(self.cache, logits=True)))
             return
         for key in sorted(old.heads - mask.heads):
             self.toggle_head(*key)
@@ -121,4 +122,4 @@ class LogitState:
             self.toggle_head(*key)
 
     def result(self) -> AblationResult:
-        return _result(self.cache, self.logits, self._predictions.copy())
+        return result_from_logits(self.cache, self.logits, self._predictions.copy())

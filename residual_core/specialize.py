@@ -24,7 +24,7 @@ Conventions that differ from the reference, each switched by ``reference_compat`
 import numpy as np
 import torch
 
-from residual_core.ablation import AblationMask, _t, evaluate_streamed, keep_heads
+from residual_core.ablation import AblationMask, as_tensor, evaluate_streamed, keep_heads
 from residual_core.cache import Cache, as_f32, copy_f32
 from residual_core.progress import steps
 
@@ -41,7 +41,7 @@ def k_values(n_heads: int) -> list[int]:
 def _centred(cache: Cache, unit: int) -> torch.Tensor:
     """A head's coefficients centred on the dataset's mean coefficient: [n_pcs, n] (float64). Constants leave
     a Pearson correlation unchanged, and near-zero means keep the one-pass sums below exact."""
-    return _t(copy_f32(cache.head_scores[unit])).double() - _t(cache.score_mean[unit]).double()[:, None]
+    return as_tensor(copy_f32(cache.head_scores[unit])).double() - as_tensor(cache.score_mean[unit]).double()[:, None]
 
 
 def _unit_correlation(cache: Cache, basis: torch.Tensor, reference_compat: bool) -> np.ndarray:
@@ -54,7 +54,7 @@ def _unit_correlation(cache: Cache, basis: torch.Tensor, reference_compat: bool)
     Where k < n_pcs (U|T with few classes) the squares are summed from s_uᵀ A_u itself, cheaper than the Gram."""
     n_total, n_pcs, k = cache.n_layers * cache.n_heads, cache.n_pcs, basis.shape[1]
     f64 = dict(dtype=torch.float64)
-    readouts = torch.stack([_t(cache.head_components[u]).double() @ basis for u in range(n_total)])  # [U, n_pcs, k]
+    readouts = torch.stack([as_tensor(cache.head_components[u]).double() @ basis for u in range(n_total)])  # [U, n_pcs, k]
     sum_t, sum_tt = torch.zeros(k, **f64), torch.zeros(k, **f64)
     sums = torch.zeros(n_total, n_pcs, **f64)  # Σ_i s_u
     narrow = k < n_pcs
@@ -93,13 +93,13 @@ def head_scores(cache: Cache, method: str, seed: int = 0, reference_compat: bool
     if method == "random":
         return torch.randn(n_total, generator=torch.Generator().manual_seed(seed)).double().numpy()
     if method == "U|T":
-        basis = torch.linalg.qr(_t(cache.classifier).double()).Q  # [d_embed, n_classes], orthonormal columns
+        basis = torch.linalg.qr(as_tensor(cache.classifier).double()).Q  # [d_embed, n_classes], orthonormal columns
     elif method == "U":
         # Q of QR(outputsᵀ) [d_embed, min(d_embed, n)]: Householder QR builds Q from the first d_embed columns
         # alone, so those images give the very Q of all of them without reading the rest
         first = slice(0, cache.output.shape[1])
         outputs = stored_sum(cache, first) if reference_compat else as_f32(cache.output[first])  # [d_embed, d_embed]
-        basis = torch.linalg.qr(_t(outputs).double().T).Q
+        basis = torch.linalg.qr(as_tensor(outputs).double().T).Q
     else:
         raise ValueError(f"unknown scoring method {method!r}; choose one of {', '.join(METHODS)}")
     return _unit_correlation(cache, basis, reference_compat)
