@@ -1,25 +1,19 @@
-"""The sidebar shared by all pages: what to look at (only what the server offers), and building its cache.
+"""The sidebar shared by all pages: what to look at (only what the server offers), and whether its cache is built.
 
-Nothing here starts a build by itself: a build runs on a click of "Build the cache", in the sidebar or in
-the main area of a page that has no cache yet.
+Nothing here starts a build: "Build the cache" asks the main area (builds.py) to build it, where its progress shows.
 """
 
 from pathlib import Path
 
 import streamlit as st
 
-from dashboard import tours
+from dashboard.builds import USER_ERRORS
 from dashboard.offer import FALLBACK_MODEL
-from dashboard.state import active_cache, current_spec, get_offer, lookup_cache, plain
-from residual_core.cache import Cache, sample_stride
-from residual_core.datasets import SPLITS, DatasetUnavailableError
-from residual_core.decompose import UnsupportedModelError
-from residual_core.models import ModelLoadError
-from residual_core.pipeline import precompute
+from dashboard.state import current_spec, get_offer, lookup_cache, plain
+from dashboard.tour_recorder import tour_recorder
+from residual_core.datasets import SPLITS
 from residual_core.store import CacheError, read_manifest
-from residual_core.units import head_label
 
-USER_ERRORS = (ModelLoadError, DatasetUnavailableError, UnsupportedModelError, CacheError, ValueError, OSError)
 
 
 def _open_existing() -> None:
@@ -98,94 +92,9 @@ def sidebar(page=None) -> None:
             ss._build_requested = True  # built in the main area, where its progress can be seen
 
 
-def build_prompt() -> None:
-    """The main area of a page without a cache: what would be built, the button, and the build's progress."""
-    ss = st.session_state
-    what = f"{ss.model} on {ss.dataset} ({ss.split} split, {ss.limit:,} images)"
-    if ss.pop("_build_requested", False) or st.button("Build the cache", type="primary", key="build_main"):
-        st.subheader(plain(f"Building the cache: {what}"))
-        st.caption("The model runs once over the images (seconds for the demo model's 1,000 images on 2 CPU "
-                   "cores); afterwards every view is arithmetic on the cache. The other pages are in the sidebar.")
-        build(current_spec())
-        return
-    st.info(plain(f"No cache yet for {what}. Building it runs the model once over the images; afterwards every view "
-                  "is arithmetic on the cache."))
-
-
-def page_cache(title: str) -> Cache:
-    """Every page's prologue: its title, then the active cache (or what to build, and a stop)."""
-    st.title(title)
-    cache = active_cache()
-    if cache is None:
-        build_prompt()
-        st.stop()
-    return cache
-
-
-def sample_note(cache: Cache, drawn: Cache) -> str:
-    """"" when ``drawn`` is all of ``cache``, else the words that say which of its images it holds."""
-    if drawn.n_images == cache.n_images:
-        return ""
-    step = sample_stride(cache.n_images, drawn.n_images)
-    return f"one image in every {step}: {drawn.n_images:,} of {cache.n_images:,}"
-
-
 def _basis_matches(folder: str, model: str, dataset: str) -> bool:
     try:
         spec = read_manifest(Path(folder), verify=False)["spec"]
     except (CacheError, KeyError, OSError):
         return False
     return (spec.get("model"), spec.get("dataset")) == (model, dataset)
-
-
-STAGES = {"encode": "encoding images with the model", "finalize": "fitting each head's PCA and its nearest texts"}
-
-
-def build(spec, rerun: bool = True) -> None:
-    bar = st.progress(0.0, text="loading the model and the images …")
-
-    def report(stage: str, done: int, total: int) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"{STAGES.get(stage, stage)}: {done:,} of {total:,}")
-
-    try:
-        precompute(spec, progress=report)
-    except USER_ERRORS as err:
-        st.error(plain(f"Could not build the cache: {err}"))
-        return
-    lookup_cache.clear()
-    if rerun:
-        st.rerun()
-
-
-SLIDE_OF_PAGE = {"": "heads_map", "head_explorer": "head", "ablation_lab": "ablation", "probe": "probe",
-                 "alignment": "alignment", "specialisation": "heads_map", "compare": "heads_map"}
-
-
-def tour_recorder(page) -> None:
-    """Record a tour while exploring: each click adds the current view as a step; present, save or load it."""
-    ss = st.session_state
-    with st.expander(f"Tour ({len(ss.tour_draft.steps)} steps)" if ss.get("tour_draft") else "Tour"):
-        if st.button("Add this view", key="tour_add", help="the page, model, dataset, head, PC and ablation now shown"):
-            params = dict(st.query_params)  # the view as the last run wrote it to the link
-            params.update({"layer": str(ss.layer), "head": str(ss.head), "pc": str(ss.pc), "metric": ss.metric})
-            step = tours.step_from_view(params, SLIDE_OF_PAGE.get(page.url_path, "heads_map"),
-                                        f"{page.title}: {head_label(ss.layer, ss.head)}")
-            draft = ss.get("tour_draft") or tours.Tour("My tour", ())
-            ss.tour_draft = tours.Tour(draft.title, (draft.steps + (step,))[:tours.MAX_STEPS])
-        upload = st.file_uploader("Load a tour (JSON)", type=["json"], key="tour_upload")
-        if upload is not None and ss.get("_tour_upload_id") != upload.file_id:
-            ss._tour_upload_id = upload.file_id
-            try:
-                ss.tour_draft, notices = tours.from_json_text(upload.getvalue(), get_offer())
-                for notice in notices:
-                    st.warning(plain(notice))
-            except ValueError as err:
-                st.error(plain(f"Could not load the tour: {err}"))
-        draft = ss.get("tour_draft")
-        if draft:
-            st.markdown(f"[Present it full-screen](./present?tour_data={tours.encode(draft)})")
-            st.download_button("Save it (JSON)", draft.to_json(), "tour.json", "application/json")
-            if st.button("Clear it", key="tour_clear"):
-                ss.tour_draft = None
-                st.rerun()
-        st.markdown("[Present the demo tour](./present?tour=demo)")

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from dashboard import figures, sidebar
-from dashboard.offer import Offer, ViewState
+from dashboard import builds, figures
+from dashboard.offer import Offer
+from dashboard.view import ViewState
 from dashboard.state import find_cache, get_cache, plain, probe_cached
 from dashboard.tours import Step, step_view
 from residual_core.ablation import AblationMask, evaluate, per_class_accuracy
@@ -40,7 +41,7 @@ def cache_or_build(spec: PrecomputeSpec, key: str) -> Cache | None:
     st.info(plain(f"This step needs the cache of {spec.model} on {spec.dataset} ({spec.split}, {images_in(spec):,} "
                   "images)."))
     if st.button("Build it now", type="primary", key=f"build_{key}"):
-        sidebar.build(spec)
+        builds.build(spec)
     return None
 
 
@@ -200,7 +201,7 @@ def prepare(step: Step, offer: Offer) -> None:
         for spec in needed(step, offer):
             if find_cache(spec) is None:
                 st.write(plain(f"{spec.dataset} · {spec.split} · {images_in(spec):,} images"))
-                sidebar.build(spec, rerun=False)
+                builds.build(spec, rerun=False)
         return
     from residual_core.align_results import train_and_save
 

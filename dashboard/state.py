@@ -4,7 +4,8 @@ from dataclasses import replace
 
 import streamlit as st
 
-from dashboard.offer import Offer, built_caches, encode_mask, offer_from_process, parse_view
+from dashboard.offer import Offer, built_caches, offer_from_process
+from dashboard.view import encode_mask, parse_view
 from residual_core.cache import Cache, load_cache, most_important_head
 from residual_core.models import LoadedClip, load_clip, parse_model_spec
 from residual_core.pipeline import CacheLookup, PrecomputeSpec, lookup

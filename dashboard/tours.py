@@ -15,7 +15,8 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dashboard.offer import Offer, ViewState, parse_view
+from dashboard.offer import Offer
+from dashboard.view import ViewState, parse_view
 from residual_core.untrusted import index, json_value
 
 TOURS_DIR = Path(__file__).resolve().parent.parent / "assets" / "tours"

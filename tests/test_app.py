@@ -221,7 +221,7 @@ def test_every_page_works_on_a_transformers_clip_cache(tmp_path, open_app):
 
 def test_a_pc_beyond_the_pills_from_a_link_stays_off_and_is_named(cache_root, open_app, monkeypatch, tiny_cache):
     from dashboard import state
-    from dashboard.offer import encode_mask
+    from dashboard.view import encode_mask
     from residual_core.ablation import AblationMask
 
     monkeypatch.setattr(state, "PC_PILLS", 4)  # the tiny cache has 18 PCs: pills for 4, the link names PC 10

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dashboard.offer import encode_mask
+from dashboard.view import encode_mask
 from residual_core.ablation import AblationMask
 from residual_core.datasets import DatasetUnavailableError, load_dataset
 from residual_core.images import MAX_FILES, open_image_bytes, open_uploads, ImageInputError

@@ -9,7 +9,8 @@ import zlib
 import pytest
 
 from dashboard import tours
-from dashboard.offer import Offer, decode_mask, encode_mask, parse_view
+from dashboard.offer import Offer
+from dashboard.view import decode_mask, encode_mask, parse_view
 from residual_core.ablation import AblationMask
 from residual_core.untrusted import index, json_value, nesting_depth
 

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.sidebar import page_cache
+from dashboard.builds import page_cache
 from dashboard.state import plain
 from residual_core.cache import HEAD_METRICS, accuracy_noise, head_metrics, other_metrics
 from residual_core.units import head_label

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.sidebar import page_cache, sample_note
+from dashboard.builds import page_cache, sample_note
 from dashboard.state import head_map, plain
 from residual_core.geometry import MAP_METHODS
 from residual_core.units import head_label

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.sidebar import page_cache, sample_note
+from dashboard.builds import page_cache, sample_note
 from dashboard.state import plain, probe_cached
 from residual_core.ablation import AblationMask
 from residual_core.datasets import load_dataset

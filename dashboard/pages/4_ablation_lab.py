@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.sidebar import page_cache, sample_note
+from dashboard.builds import page_cache, sample_note
 from dashboard.state import PC_PILLS, plain, view_state, write_url
 from residual_core.ablation import AblationMask, confusion, evaluate_streamed, per_class_accuracy
 from residual_core.cache import LIVE_IMAGES

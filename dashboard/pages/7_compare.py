@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import figures
-from dashboard.sidebar import page_cache
+from dashboard.builds import page_cache
 from dashboard.state import get_cache, get_offer
 from residual_core.geometry import head_matched_pcs, head_spectral_cosine
 from residual_core.units import head_label
