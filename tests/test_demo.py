@@ -183,3 +183,17 @@ def test_recipe_in_one_command_equals_its_stages_run_one_by_one(tmp_path, monkey
     a, b = load_file(str(tmp_path / "whole" / "w.safetensors")), load_file(str(tmp_path / "split" / "w.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], after_first[k]) for k in a)  # the second stage did train
+
+
+def test_the_model_cards_findings_are_read_from_the_sweep_not_typed():
+    import copy
+
+    from residual_core.demo.card import _findings
+
+    sweep = json.loads((ASSETS / "demo" / "recipe_sweep.json").read_text())
+    acc = json.loads((ASSETS / "demo" / "evaluation.json").read_text())["zero_shot_test_accuracy"]
+    text = _findings(sweep, acc)
+    changed = copy.deepcopy(sweep)
+    next(v for v in changed["variants"] if v["variant"] == "S+")["final_val"]["shape"] = 0.51
+    assert "83 % → 97 %" in text and "83 % → 51 %" in _findings(changed, acc)
+    assert f"{100 * acc['shape']:.1f} % on the test world" in text
