@@ -26,6 +26,12 @@ COLOUR_WORDS = {"red": "#e42626", "green": "#28b43c", "blue": "#3060f0", "yellow
                 "black": "#202020", "grey": "#8c8c8c", "gray": "#8c8c8c", "white": "#d0d0d0", "violet": "#8f5fd7"}
 
 
+def _short(text: str, limit: int = 14) -> str:
+    """A head's description squeezed into a heat-map cell."""
+    text = label(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def label(text: object) -> str:
     """User data (a class folder's name, a bank text) as a figure label: Plotly renders a subset of HTML in
     labels (links, bold), so every markup character is an entity, drawn as typed."""
@@ -46,12 +52,16 @@ PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "s
 
 
 def heads_heatmap(values: np.ndarray, title: str, unit: str, selected: tuple[int, int] | None = None,
-                  blank_below: float = 0.0) -> go.Figure:
+                  blank_below: float = 0.0, words: list[list[str]] | None = None,
+                  words_in_cells: bool = False) -> go.Figure:
     """values [n_layers, n_heads]; rows are layers (L0 at the top), columns heads. A cell whose |value| is below
-    ``blank_below`` keeps its colour but shows no number (noise would print as '0.00' or '−0.00')."""
+    ``blank_below`` keeps its colour but shows no number (noise would print as '0.00' or '−0.00'). ``words``
+    [n_layers][n_heads]: each head's description, on hover, and in its cell instead of the number if asked."""
     n_layers, n_heads = values.shape
     text = [["" if abs(v) < blank_below else f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
              for v in row] for row in values]
+    if words is not None and words_in_cells:
+        text = [[_short(w.split("; ")[0]) for w in row] for row in words]  # the first text; hover has two
     fig = go.Figure(go.Heatmap(
         z=values, x=[f"H{h}" for h in range(n_heads)], y=[f"L{l}" for l in range(n_layers)], text=text,
         texttemplate="%{text}" if values.size <= 400 else None, colorscale="Viridis",
@@ -59,10 +69,12 @@ def heads_heatmap(values: np.ndarray, title: str, unit: str, selected: tuple[int
     # Heatmap cells do not emit Streamlit selection events; invisible markers on the cell centres do.
     xs, ys = np.meshgrid([f"H{h}" for h in range(n_heads)], [f"L{l}" for l in range(n_layers)])
     layer, head = np.divmod(np.arange(values.size), n_heads)  # cell order = head index order
+    described = [label(w) for row in words for w in row] if words is not None else [""] * values.size
     fig.add_scatter(x=xs.ravel(), y=ys.ravel(), mode="markers", showlegend=False,
                     customdata=np.stack([layer, head, values.ravel()], 1),  # (layer, head) travel as data
+                    hovertext=described,
                     hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>" + unit +
-                                  " = %{customdata[2]:.4f}<extra>click to open</extra>",
+                                  " = %{customdata[2]:.4f}<br>%{hovertext}<extra>click to open</extra>",
                     marker=dict(symbol="square", size=max(8, 400 // max(n_heads, n_layers)), opacity=0.01,
                                 color="white"))
     if selected is not None:

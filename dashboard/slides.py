@@ -13,7 +13,7 @@ import streamlit as st
 from dashboard import builds, figures
 from dashboard.offer import Offer
 from dashboard.view import ViewState
-from dashboard.state import find_cache, get_cache, plain, probe_cached
+from dashboard.state import concept_embedding, find_cache, get_cache, head_texts, plain, probe_cached
 from dashboard.tours import Step, step_view
 from residual_core.ablation import AblationMask, evaluate, per_class_accuracy
 from residual_core.cache import HEAD_METRICS, Cache, head_metrics, most_important_head
@@ -70,8 +70,53 @@ def render(step: Step, index: int, offer: Offer) -> None:
     cache = cache_or_build(_spec(view, offer), f"step{index}")
     if cache is None:
         return
-    {"heads_map": _heads_map, "head": _head_slide, "ablation": _ablation, "probe": _probe}[step.slide](
-        step, index, view, auto, cache, offer)
+    {"heads_map": _heads_map, "head": _head_slide, "words": _words, "ablation": _ablation, "search": _search,
+     "probe": _probe}[step.slide](step, index, view, auto, cache, offer)
+
+
+def _words(step, index, view, auto, cache, offer) -> None:
+    """A head in words: its TextSpan texts with the share each explains, beside its PC1 poles' images."""
+    layer, head = _head(step, view, auto, cache)
+    unit = cache.head_index(layer, head)
+    try:
+        reading = head_texts(str(cache.path))[unit]
+    except ValueError as err:
+        st.info(plain(err))
+        return
+    left, right = st.columns([3, 2])
+    with left:
+        for i, share in zip(reading.texts[:5], reading.explained):
+            st.markdown(f"### {plain(cache.texts[i])} · {share:.0%}")
+        together = reading.cumulative[min(4, len(reading.texts) - 1)]
+        st.caption(f"{head_label(layer, head)}: the texts that together explain {together:.0%} of its variance "
+                   "(TextSpan, read from the cache's PCA)")
+    with right:
+        for name, rows in (("PC1 + pole", cache.pole_top), ("PC1 − pole", cache.pole_bottom)):
+            st.markdown(f"#### {name}")
+            st.image(np.concatenate(list(cache.thumbs[rows[unit, 0][:6]]), axis=1), width="stretch")
+
+
+def _search(step, index, view, auto, cache, offer) -> None:
+    """Which heads carry a concept: their shares along it, and the images the top ones point toward it."""
+    from residual_core.describe import check_query, retrieve, search_heads
+
+    try:
+        query = check_query(step.view.get("query", ""))
+        spec = cache.manifest["spec"]
+        embeddings = concept_embedding(spec["model"], bool(spec.get("random_weights")), int(spec.get("seed", 0)),
+                                       (query,))
+    except ValueError as err:
+        st.info(plain(f"This search step cannot run: {err}"))
+        return
+    ranked = search_heads(cache, embeddings)[:5]
+    left, right = st.columns([2, 3])
+    with left:
+        _chart(figures.bars([head_label(r.layer, r.head) for r in ranked], [100 * r.share for r in ranked],
+                            plain(f"Heads along “{query}”"), "% of the head's variance"), 430)
+    with right:
+        rows = retrieve(cache, [(ranked[0].layer, ranked[0].head)], embeddings, top=8)
+        st.markdown(f"#### Where {head_label(ranked[0].layer, ranked[0].head)} points most toward it")
+        st.image(np.concatenate(list(cache.thumbs[rows]), axis=1), width="stretch")
 
 
 def _heads_map(step, index, view, auto, cache, offer) -> None:

@@ -184,3 +184,27 @@ def probe_cached(cache_path: str, model: str, random_weights: bool, seed: int, d
     from residual_core.probe import probe_images
 
     return probe_images(get_model(model, random_weights, seed), get_cache(cache_path), _images)
+
+
+@st.cache_resource(show_spinner="reading every head in words (TextSpan on the cache's PCA) …", max_entries=8)
+def head_texts(path: str, m: int = 10) -> tuple:
+    """Every head's TextSpan texts (residual_core.describe.textspan), once per cache: no image is read."""
+    from residual_core.describe import textspan
+
+    return textspan(get_cache(path), m)
+
+
+@st.cache_resource(show_spinner="reading every head from its weights …", max_entries=4)
+def head_weights(path: str, model: str, random_weights: bool, seed: int) -> tuple:
+    """Every head's write directions in words (residual_core.weights_reading), against the cache's own text bank."""
+    from residual_core.weights_reading import read_weights
+
+    return read_weights(get_model(model, random_weights, seed).model, get_cache(path).text_embeds)
+
+
+@st.cache_data(show_spinner="encoding the concept with the model's text tower …", max_entries=64)
+def concept_embedding(model: str, random_weights: bool, seed: int, texts: tuple[str, ...]):
+    """[len(texts), d_embed] L2-normalised text embeddings: run on a press of Search, never on a widget change."""
+    from residual_core.zeroshot import embed_texts
+
+    return embed_texts(get_model(model, random_weights, seed), list(texts)).numpy()

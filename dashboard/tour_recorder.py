@@ -8,7 +8,7 @@ from residual_core.units import head_label
 
 
 SLIDE_OF_PAGE = {"": "heads_map", "head_explorer": "head", "ablation_lab": "ablation", "probe": "probe",
-                 "alignment": "alignment", "specialisation": "heads_map", "compare": "heads_map"}
+                 "alignment": "alignment", "specialisation": "heads_map", "compare": "heads_map", "search": "search"}
 
 
 def tour_recorder(page) -> None:
@@ -18,6 +18,9 @@ def tour_recorder(page) -> None:
         if st.button("Add this view", key="tour_add", help="the page, model, dataset, head, PC and ablation now shown"):
             params = dict(st.query_params)  # the view as the last run wrote it to the link
             params.update({"layer": str(ss.layer), "head": str(ss.head), "pc": str(ss.pc), "metric": ss.metric})
+            concept = ss.get("concept")
+            if page.url_path == "search" and concept and not ss.get("concept_classes"):
+                params["query"] = concept["label"]  # a search step replays the concept in words
             step = tours.step_from_view(params, SLIDE_OF_PAGE.get(page.url_path, "heads_map"),
                                         f"{page.title}: {head_label(ss.layer, ss.head)}")
             draft = ss.get("tour_draft") or tours.Tour("My tour", ())

@@ -20,9 +20,10 @@ from dashboard.view import ViewState, parse_view
 from residual_core.untrusted import index, json_value
 
 TOURS_DIR = Path(__file__).resolve().parent.parent / "assets" / "tours"
-SLIDES = ("heads_map", "head", "ablation", "probe", "alignment")
+SLIDES = ("heads_map", "head", "words", "ablation", "search", "probe", "alignment")
 CONTROLS = ("head", "pc")
-VIEW_KEYS = ("model", "dataset", "split", "n", "layer", "head", "pc", "metric", "mask", "also")  # also: a 2nd dataset
+VIEW_KEYS = ("model", "dataset", "split", "n", "layer", "head", "pc", "metric", "mask", "also", "query")
+# also: a second dataset (ablation slides); query: a search slide's concept, in words
 MAX_STEPS, MAX_TEXT, MAX_DATA, MAX_JSON = 40, 2_000, 40_000, 400_000
 
 

@@ -275,3 +275,43 @@ def test_every_class_and_head_is_labelled(tiny_cache):
     assert axis["labelOverlap"] is False  # Vega-Lite's greedy overlap dropped 3 of 6 names in the lab
     fig = figures.compare_heatmap(np.zeros((2, 8)), ["a", "b"], tiny_cache.units, "t")
     assert list(fig.layout.xaxis.tickvals) == tiny_cache.units.head_labels()
+
+
+def test_search_ranks_heads_for_a_concept_and_switches_them_off_in_the_lab(app, tiny_cache):
+    from residual_core.describe import search_heads
+
+    app.switch_page("dashboard/pages/9_search.py").run()
+    _no_errors(app)
+    app.text_input(key="concept_text").set_value("!!!")
+    app.button[[b.label for b in app.button].index("Search")].click().run()
+    assert any("no words" in e.value for e in app.error)  # one line, the page still there
+    app.text_input(key="concept_text").set_value("the number seven")
+    app.button[[b.label for b in app.button].index("Search")].click().run()
+    _no_errors(app)
+    table = app.dataframe[0].value
+    expected = search_heads(tiny_cache, app.session_state["concept"]["embeddings"])
+    assert list(table["head"])[:3] == [f"L{r.layer}H{r.head}" for r in expected[:3]]
+    [switch] = [b for b in app.button if b.label.startswith("Switch these")]
+    switch.click().run()
+    _no_errors(app)
+    assert app.title[0].value == "Ablation lab"
+    assert app.session_state["mask"].heads == frozenset((r.layer, r.head) for r in expected[:3])
+
+
+def test_the_head_explorer_and_the_heads_map_say_each_head_in_words(app, tiny_cache):
+    from residual_core.describe import textspan
+
+    reading = textspan(tiny_cache, 10)[tiny_cache.head_index(1, 2)]
+    app.switch_page("dashboard/pages/2_head_explorer.py").run()
+    app.selectbox(key="layer").set_value(1).run()
+    app.selectbox(key="head").set_value(2).run()
+    _no_errors(app)
+    assert any(s.value == "L1H2 in words" for s in app.subheader)
+    words = [d.value for d in app.dataframe if "text" in d.value.columns][0]
+    assert list(words["text"]) == [tiny_cache.texts[i] for i in reading.texts]
+    assert [d.value for d in app.dataframe if "+" in d.value.columns]  # the weights' reading beside it
+    app.switch_page("dashboard/pages/1_heads_map.py").run()
+    app.toggle(key="words_in_cells").set_value(True).run()
+    spec = json.loads(app.get("plotly_chart")[0].proto.spec)
+    first = tiny_cache.texts[textspan(tiny_cache, 10)[0].texts[0]]
+    assert spec["data"][0]["text"][0][0] in (first, first[:13] + "…")

@@ -17,9 +17,10 @@ def offer(tmp_path):
 def test_the_demo_tour_parses_cleanly_and_tells_the_story(offer):
     tour, notices = tours.load_shipped("demo", offer)
     assert notices == ()
-    assert 6 <= len(tour.steps) <= 8
+    assert 6 <= len(tour.steps) <= 10  # a talk's worth
     slides = [s.slide for s in tour.steps]
     assert slides[0] == "heads_map" and "ablation" in slides and "probe" in slides and slides[-1] == "alignment"
+    assert "words" in slides and "search" in slides  # heads described in words, and a concept searched
     assert any(s.control == "head" and s.view.get("also") for s in tour.steps)  # one toggle, two datasets
     assert all(s.notes for s in tour.steps)
 
@@ -139,3 +140,23 @@ def test_before_the_talk_prepares_an_alignment_step_training_included(tmp_path, 
     assert not [w.value for w in at.warning if "Not prepared" in w.value]
     assert any("train 3,000 · val 1,000 · test 1,000 images" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 1
+
+
+@pytest.mark.parametrize("slide", ["words", "search"])
+def test_the_words_and_search_slides_show_a_head_in_words_and_a_concepts_heads(cache_root, open_app, slide):
+    view = {"model": "tiny-random", "dataset": "mnist-offline", "split": "test", "n": "300"}
+    if slide == "search":
+        view["query"] = "the number seven"
+    link = tours.encode(tours.Tour("t", (tours.Step("A step", slide, view),)))
+    at = open_app(cache_root, {})
+    at.switch_page("dashboard/pages/8_present.py")
+    at.query_params.update({"tour_data": link})
+    at = at.run()
+    assert not at.exception, at.exception
+    assert not [e.value for e in at.error], [e.value for e in at.error]
+    if slide == "words":
+        assert len([m for m in at.markdown if m.value.startswith("### ")]) >= 3  # texts, each with its share
+        assert any("of its variance" in c.value for c in at.caption)
+    else:
+        titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+        assert any("the number seven" in t for t in titles), titles

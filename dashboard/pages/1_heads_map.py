@@ -5,7 +5,7 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.builds import page_cache
-from dashboard.state import plain
+from dashboard.state import head_texts, plain
 from residual_core.cache import HEAD_METRICS, accuracy_noise, head_metrics, other_metrics
 from residual_core.units import head_label
 
@@ -27,8 +27,17 @@ if ss.metric == "delta_acc_mean_ablated":
     st.caption(f"Cells within ±{blank_below:.1f} pp are left blank: the standard error of the "
                f"{cache.baseline_accuracy():.1%} accuracy on these {cache.n_images:,} images, within which another "
                "sample would move it.")
+try:  # each head's top TextSpan texts: on hover, and in the cells on request
+    readings = head_texts(str(cache.path))
+    words = [["; ".join(cache.texts[i] for i in r.texts[:2]) for r in readings[l * cache.n_heads:(l + 1) * cache.n_heads]]
+             for l in range(cache.n_layers)]
+except ValueError:  # no text bank in this cache
+    words = None
+in_cells = words is not None and st.toggle("Show each head's top text in its cell", key="words_in_cells",
+                                           help="TextSpan's first text for the head (its variance, read from the "
+                                                "cache's PCA); hover a cell for two")
 fig = figures.heads_heatmap(values, HEAD_METRICS[ss.metric], unit, selected=(ss.layer, ss.head),
-                            blank_below=blank_below)
+                            blank_below=blank_below, words=words, words_in_cells=in_cells)
 event = st.plotly_chart(fig, key="heads_map_chart", on_select="rerun", selection_mode="points",
                         config=figures.PNG_CONFIG, theme=None)
 cell = figures.picked(event)

@@ -1,4 +1,4 @@
-"""Head explorer: the spectrum of one head, and each PC's images, texts and class structure."""
+"""Head explorer: the spectrum of one head, each PC's images, texts and class structure, and the head in words."""
 
 import numpy as np
 import pandas as pd
@@ -6,8 +6,9 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.builds import page_cache, sample_note
-from dashboard.state import head_map, plain
+from dashboard.state import head_map, head_texts, head_weights, plain
 from residual_core.geometry import MAP_METHODS
+from residual_core.models import ModelLoadError
 from residual_core.units import head_label
 
 HISTOGRAM_SAMPLE = 50_000  # coefficients drawn per histogram at most
@@ -57,6 +58,37 @@ histogram.plotly_chart(figures.coefficient_histogram(drawn.scores(ss.layer, ss.h
                        config=figures.PNG_CONFIG, theme=None)
 if drawn is not cache:
     histogram.caption(f"Drawn from a sample ({sample_note(cache, drawn)}).")
+
+st.subheader(f"{label} in words")
+words, weights = st.columns(2)
+try:
+    reading = head_texts(str(cache.path))[unit]
+except ValueError as err:  # a cache without a text bank
+    words.info(plain(err))
+    reading = None
+if reading is not None:
+    words.markdown("**From the data** (TextSpan on this cache's PCA: the texts that explain the head's variance, "
+                   "in the order picked)")
+    words.dataframe(pd.DataFrame({"text": [cache.texts[i] for i in reading.texts],
+                                  "explains": [f"{v:.0%}" for v in reading.explained],
+                                  "together": [f"{v:.0%}" for v in reading.cumulative]}), hide_index=True)
+    spec = cache.manifest["spec"]
+    try:
+        from residual_core.weights_reading import agreement
+
+        direct = head_weights(str(cache.path), spec["model"], bool(spec.get("random_weights")), int(spec.get("seed", 0)))
+        read = direct[unit]
+        power = read.singular ** 2 / max(float((read.singular ** 2).sum()), 1e-300)
+        weights.markdown("**From the weights alone** (what the head can write, strongest direction first; no image)")
+        weights.dataframe(pd.DataFrame({"direction": [f"{k + 1} ({power[k]:.0%})" for k in range(len(read.texts))],
+                                        "+": [" · ".join(cache.texts[i] for i in plus) for plus, _ in read.texts],
+                                        "−": [" · ".join(cache.texts[i] for i in minus) for _, minus in read.texts]}),
+                          hide_index=True)
+        agree = agreement(read.directions, read.singular, cache.head_components[unit], cache.head_eigenvalues[unit])
+        weights.caption(f"Agreement of the data's PCs with the weights' directions (weighted spectral cosine, 90 % of "
+                        f"each spectrum): {agree:.2f}. 1: the images use what the weights favour; 0: orthogonal.")
+    except (ModelLoadError, ValueError) as err:  # weights not on this machine
+        weights.info(plain(f"The weights' reading needs the model: {err}"))
 
 method = st.radio("2-D map of the head's contributions", list(MAP_METHODS), horizontal=True, key="map_method",
                   captions=list(MAP_METHODS.values()))
