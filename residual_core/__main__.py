@@ -160,6 +160,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.words:
+        from residual_core.words_bench import run_words_bench
+
+        print(json.dumps(run_words_bench()))
+        return 0
     if args.scale:
         from residual_core.scale_bench import run_scale
 
@@ -284,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--with-subnormals", action="store_true",
                    help="also time λ training with subnormal arithmetic on (what flushing them saves; slow)")
+    p.add_argument("--words", action="store_true",
+                   help="instead: TextSpan, concept search and the weights' reading at ViT-B-32 size (issue 24's figures)")
     p.add_argument("--scale", action="store_true",
                    help="instead: toggles, head metrics and peak RSS at 10 k, 100 k and 1 M images (10 and 1,000 "
                         "classes), and the scaling exponent")
