@@ -139,3 +139,32 @@ def test_a_value_error_from_a_bug_shows_its_traceback_with_residual_debug(monkey
     monkeypatch.setenv("RESIDUAL_DEBUG", "1")
     with pytest.raises(ValueError, match="invariant"):
         cli.main(["datasets"])
+
+
+def test_describe_reads_every_head_from_the_cache_or_from_the_weights_alone(tmp_path, capsys):
+    args = ["--model", "tiny-random", "--dataset", "mnist-offline", "--limit", "80", "--cache-dir", str(tmp_path)]
+    assert main(["describe", *args, "--texts", "4"]) == 0
+    report = _last_json(capsys)
+    assert report["method"] == "textspan" and len(report["heads"]) == 8
+    assert all(len(h["texts"]) == 4 and 0 < sum(h["explained"]) <= 1 + 1e-9 for h in report["heads"])
+    assert report["completeness"]["m"][-1] == 4 and len(report["completeness"]["accuracy"]) == len(
+        report["completeness"]["m"])
+    assert main(["describe", "--model", "tiny-random", "--method", "weights", "--texts", "2", "--directions", "2",
+                 "--cache-dir", str(tmp_path)]) == 0  # no dataset: the weights alone
+    weights = _last_json(capsys)
+    assert len(weights["heads"]) == 8 and all(len(h["texts"]) == 2 for h in weights["heads"])
+
+
+def test_search_ranks_heads_and_refuses_a_bad_query_in_one_line(tmp_path, capsys):
+    args = ["--model", "tiny-random", "--dataset", "mnist-offline", "--limit", "80", "--cache-dir", str(tmp_path)]
+    assert main(["search", *args, "the number seven", "--top", "3"]) == 0
+    report = _last_json(capsys)
+    assert report["query"] == "the number seven" and len(report["heads"]) == 3
+    scores = [h["score"] for h in report["heads"]]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    for bad, what in (("", "empty"), ("%%% 42", "no words")):
+        assert main(["search", *args, bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and what in err[0] and "Traceback" not in err[0]
+    assert main(["describe", "--model", "tiny-random", "--cache-dir", str(tmp_path)]) == 2  # textspan needs data
+    assert "--dataset" in capsys.readouterr().err

@@ -29,9 +29,12 @@ VIEWS = [("heads_map", f"/?{BASE}&metric=delta_acc_mean_ablated", "Heads map"),
          ("specialisation", f"/specialisation?{BASE}", "Specialisation"),
          ("alignment", "/alignment?model=demo&dataset=demo-world/shape&n=10000", "Alignment"),
          ("compare", f"/compare?{BASE}", "Compare"),
-         ("present", "/present?tour=demo&step=3", None)]
-# What a visitor presses before the page has something to show (Alignment trains nothing until asked).
-PRESS = {"alignment": "Train"}
+         ("search", "/search?model=demo&dataset=demo-world/colour&split=test&n=1000&query=a red object", "Search"),
+         ("present", "/present?tour=demo&step=4", None),
+         ("present_words", "/present?tour=demo&step=3", None)]
+# What a visitor presses before the page has something to show (Alignment trains nothing until asked, Search
+# runs the text tower only on a press).
+PRESS = {"alignment": "Train", "search": "Search"}
 
 
 def build_caches() -> None:

@@ -20,6 +20,8 @@ spec = cache.manifest["spec"]
 st.caption("A concept is a few words, or this dataset's classes together. Each head is scored by the share of its "
            "variance that lies along the concept (from the cache's PCA: no image is read again); the images are those "
            "where the top heads' combined contribution points most toward it.")
+if "concept_text" not in ss:  # a link may carry a concept (?query=…): it fills the box; Search still runs it
+    ss.concept_text = str(st.query_params.get("query", ""))[:300]
 with st.form("concept_form"):
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     text = c1.text_input("A concept, in a few words", key="concept_text", placeholder="a red object", max_chars=300)
