@@ -177,9 +177,10 @@ def per_class_bars(classnames: tuple[str, ...], baseline: np.ndarray, ablated: n
                           "which": np.repeat(which, len(classnames))})
     axis = dict(labelFontSize=font - 1, titleFontSize=font, labelColor=FONT["color"], titleColor=FONT["color"])
     title = alt.Title("Per-class accuracy", fontSize=font + 3, anchor="start", color=FONT["color"], offset=12)
-    # every class named up to 20 (slanted, so six shape names fit a 1280 px column); beyond that, where there is room
+    # every class named up to 20, a word a line (slanted names were cut at the chart's edge); beyond, where there is room
     few = len(classnames) <= 20
-    labels = alt.Axis(labelAngle=-35 if few else 0, labelLimit=160, labelOverlap=False if few else "greedy", **axis)
+    labels = alt.Axis(labelAngle=0, labelLimit=160, labelOverlap=False if few else "greedy",
+                      **({"labelExpr": "split(datum.label, ' ')"} if few else {}), **axis)
     return alt.Chart(frame, height=height, title=title).mark_bar().encode(
         x=alt.X("class:N", sort=list(classnames), title=None, axis=labels),
         xOffset=alt.XOffset("which:N", sort=which),

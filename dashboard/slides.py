@@ -112,7 +112,7 @@ def _search(step, index, view, auto, cache, offer) -> None:
     left, right = st.columns([2, 3])
     with left:
         _chart(figures.bars([head_label(r.layer, r.head) for r in ranked], [100 * r.share for r in ranked],
-                            plain(f"Heads along “{query}”"), "% of the head's variance"), 430)
+                            f"Heads along “{figures.label(query)}”", "% of the head's variance"), 430)
     with right:
         rows = retrieve(cache, [(ranked[0].layer, ranked[0].head)], embeddings, top=8)
         st.markdown(f"#### Where {head_label(ranked[0].layer, ranked[0].head)} points most toward it")

@@ -273,6 +273,7 @@ def test_every_class_and_head_is_labelled(tiny_cache):
     chart = figures.per_class_bars(("circle", "square", "triangle", "star", "cross", "heart"), np.ones(6), np.ones(6))
     axis = chart.to_dict()["encoding"]["x"]["axis"]
     assert axis["labelOverlap"] is False  # Vega-Lite's greedy overlap dropped 3 of 6 names in the lab
+    assert axis["labelAngle"] == 0 and "split" in axis["labelExpr"]  # a word a line: slanted names were cut
     fig = figures.compare_heatmap(np.zeros((2, 8)), ["a", "b"], tiny_cache.units, "t")
     assert list(fig.layout.xaxis.tickvals) == tiny_cache.units.head_labels()
 
