@@ -266,3 +266,19 @@ def topk_curves(report: dict, mode: str) -> go.Figure:
                       xaxis=dict(title="k (heads kept, log scale)", type="log", tickmode="array", tickvals=ks,
                                  ticktext=[str(k) for k in ks]), **LAYOUT)
     return fig
+
+
+def patch_overlay(image: np.ndarray, patches: np.ndarray, title: str, unit: str) -> go.Figure:
+    """The image [H, W, 3] uint8 (what the model receives) with a patch map [g, g] over it: a diverging scale
+    centred at zero (red pushes toward, blue away), each patch a square of the image's own pixels."""
+    height, width = image.shape[:2]
+    g = patches.shape[0]
+    limit = float(np.abs(patches).max()) or 1.0
+    fig = go.Figure(go.Image(z=image, hoverinfo="skip"))
+    fig.add_heatmap(z=patches, x0=width / g / 2 - 0.5, dx=width / g, y0=height / g / 2 - 0.5, dy=height / g,
+                    zmin=-limit, zmax=limit, zmid=0, colorscale="RdBu_r", opacity=0.55,
+                    colorbar=dict(title=dict(text=unit, side="right")),
+                    hovertemplate="patch value %{z:.3g}<extra></extra>")
+    fig.update_layout(title=title, height=420, xaxis=dict(visible=False), yaxis=dict(visible=False, autorange="reversed"),
+                      **LAYOUT)
+    return fig

@@ -10,6 +10,7 @@ from residual_core.ablation import AblationMask, ablate_embeddings
 from residual_core.cache import Cache, copy_f32
 from residual_core.decompose import ResidualDecomposition, decompose_images
 from residual_core.models import LoadedClip
+from residual_core.tokens import TokenParts, attention_map, heads_map, patch_map, token_parts
 from residual_core.typicality import ALARM, typicality_model
 
 
@@ -22,6 +23,27 @@ class ProbeResult:
     logit_scale: float
     inputs: np.ndarray  # [n_probe, H, W, 3] uint8: what the model received (preprocessed, normalisation undone)
     typicality: np.ndarray  # [n_probe] share of held-out cached images further from the cache's own (typicality.py)
+    tokens: TokenParts  # every head's per-token parts of these images (tokens.py): maps are arithmetic on them
+
+    def where(self, image: int, cache: Cache, heads: list[tuple[int, int]], kind: str,
+              target: int) -> tuple[np.ndarray, float]:
+        """(patch map [grid, grid], the share no patch holds: CLS's term and the constant) of one image, summed over
+        ``heads``: kind "class" (the push toward class ``target``, logit units), "pc" (PC ``target`` of the one head
+        in ``heads``: the map adds up, with that share, to its coefficient) or "attention" (raw CLS attention)."""
+        if kind == "attention":
+            weights = attention_map(self.tokens, heads)[image]  # [T]
+            return patch_map(weights, self.tokens.grid), float(weights[0])
+        if kind == "class":
+            direction = torch.from_numpy(np.ascontiguousarray(cache.classifier[:, target], np.float32))
+            offset = 0.0
+        elif kind == "pc" and len(heads) == 1:
+            unit = cache.head_index(*heads[0])
+            direction = torch.from_numpy(np.ascontiguousarray(cache.head_components[unit, target], np.float32))
+            offset = float(np.asarray(cache.head_mean[unit], np.float64) @ direction.double().numpy())
+        else:
+            raise ValueError(f"a map is of kind class, pc (one head) or attention, not {kind!r} over {len(heads)} heads")
+        per_token, constant = heads_map(self.tokens, heads, direction)
+        return patch_map(per_token[image], self.tokens.grid), float(per_token[image, 0] + constant[image] - offset)
 
     def is_unusual(self, image: int, threshold: float = ALARM) -> bool:
         """Further from the cached images than all but ``threshold`` of held-out ones: the explanation and the
@@ -82,7 +104,8 @@ def probe_images(loaded: LoadedClip, cache: Cache, images: list[Image.Image]) ->
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     return ProbeResult(decomp, scores.astype(np.float32), _percentiles(cache, scores), probs, scale,
-                       loaded.input_pixels(batch), typicality_model(cache).typicality(emb, scores))
+                       loaded.input_pixels(batch), typicality_model(cache).typicality(emb, scores),
+                       token_parts(loaded.model, batch))
 
 
 def as_cache(result: ProbeResult, cache: Cache) -> Cache:

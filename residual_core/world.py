@@ -130,6 +130,12 @@ def _offsets(count: int, r: float) -> list[tuple[float, float]]:
 
 def render(scene: Scene, digits: np.ndarray, seed: int) -> np.ndarray:
     """One scene as a [48, 48, 3] uint8 array (deterministic given the seed)."""
+    return _draw(scene, digits, seed)[0]
+
+
+def _draw(scene: Scene, digits: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image [48, 48, 3] uint8, objects [48, 48], digit [48, 48]): each mask is the share of each pixel the
+    objects (or the digit's strokes) cover, drawn with the very geometry and random draws of the image."""
     rng = np.random.default_rng(seed)
     canvas = _background(scene.value("texture"), rng)
     position = scene.value("position")
@@ -139,8 +145,11 @@ def render(scene: Scene, digits: np.ndarray, seed: int) -> np.ndarray:
     x0, y0 = ((1 + c * (SIZE - 2 - DIGIT_PX)) * SCALE for c in corner)
     alpha = digit[..., None] / 255.0
     canvas[y0:y0 + side, x0:x0 + side] = canvas[y0:y0 + side, x0:x0 + side] * (1 - alpha) + 200 * alpha
+    strokes = np.zeros(canvas.shape[:2], np.float32)
+    strokes[y0:y0 + side, x0:x0 + side] = alpha[..., 0]
     image = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
+    objects = Image.new("L", image.size)
+    draw, mark = ImageDraw.Draw(image), ImageDraw.Draw(objects)
     colour = tuple(int(np.clip(c + rng.integers(-14, 15), 0, 255)) for c in RGB[scene.value("colour")])
     r = RADIUS[scene.value("size")] * rng.uniform(0.92, 1.08)
     cx, cy = CENTRES[position]
@@ -148,11 +157,25 @@ def render(scene: Scene, digits: np.ndarray, seed: int) -> np.ndarray:
     for dx, dy in _offsets(scene.count, r):
         px, py, pr = (cx + dx) * SCALE, (cy + dy) * SCALE, r * SCALE
         polygon = _polygon(scene.value("shape"), px, py, pr)
-        if polygon is None:
-            draw.ellipse([px - pr * 0.9, py - pr * 0.9, px + pr * 0.9, py + pr * 0.9], fill=colour)
-        else:
-            draw.polygon(polygon, fill=colour)
-    return np.asarray(image.resize((SIZE, SIZE), Image.LANCZOS))
+        for surface, fill in ((draw, colour), (mark, 255)):
+            if polygon is None:
+                surface.ellipse([px - pr * 0.9, py - pr * 0.9, px + pr * 0.9, py + pr * 0.9], fill=fill)
+            else:
+                surface.polygon(polygon, fill=fill)
+    small = (SIZE, SIZE)
+    shown = np.asarray(image.resize(small, Image.LANCZOS))
+    covered = np.asarray(objects.resize(small, Image.BOX), np.float32) / 255.0  # [48, 48] share of each pixel
+    inked = np.asarray(Image.fromarray(strokes).resize(small, Image.BOX), np.float32)
+    return shown, covered, np.where(covered > 0.5, 0.0, inked)  # an object drawn over the digit hides it
+
+
+def scene_masks(split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(objects [48, 48], digit [48, 48]) of scene ``index`` of a split: the share of each pixel each covers,
+    from the renderer itself (ground truth for where a head should look)."""
+    split = split if split in SPLIT_SEEDS else "test"
+    digits, _ = _digits(split)
+    _, objects, digit = _draw(scenes_of(split)[index], digits, SPLIT_SEEDS[split] * 100_003 + index)
+    return objects, digit
 
 
 @functools.lru_cache(maxsize=4)

@@ -316,3 +316,20 @@ def test_the_head_explorer_and_the_heads_map_say_each_head_in_words(app, tiny_ca
     spec = json.loads(app.get("plotly_chart")[0].proto.spec)
     first = tiny_cache.texts[textspan(tiny_cache, 10)[0].texts[0]]
     assert spec["data"][0]["text"][0][0] in (first, first[:13] + "…")
+
+
+def test_the_probe_draws_where_the_heads_look_over_the_image(app, tiny_cache):
+    app.switch_page("dashboard/pages/3_probe.py").run()
+    _no_errors(app)
+    assert any(s.value == "Where it looks" for s in app.subheader)
+    overlays = [json.loads(c.proto.spec) for c in app.get("plotly_chart")
+                if json.loads(c.proto.spec)["data"][0]["type"] == "image"]
+    assert overlays, "no overlay"
+    heat = overlays[0]["data"][1]
+    assert heat["type"] == "heatmap" and heat["zmid"] == 0 and heat["colorbar"]["title"]["text"]
+    z = heat["z"]  # Plotly 6 sends numpy arrays as typed arrays: {"dtype", "bdata", "shape"}
+    shape = tuple(int(v) for v in z["shape"].split(",")) if isinstance(z, dict) else np.asarray(z).shape
+    assert shape == (4, 4)  # the tiny model's 32 px in 8 px patches
+    assert any("draws mostly from the" in m.value for m in app.markdown)
+    app.radio(key="where_kind").set_value("one head's PC").run()
+    _no_errors(app)

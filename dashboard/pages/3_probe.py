@@ -14,6 +14,7 @@ from residual_core.datasets import load_dataset
 from residual_core.sources import DatasetUnavailableError, ImageReadError
 from residual_core.images import budget_text, open_uploads
 from residual_core.models import ModelLoadError
+from residual_core.tokens import where_in_words
 from residual_core.typicality import ALARM
 from residual_core.probe import PERCENTILE_SAMPLE, counterfactual_probs
 from residual_core.units import head_label, pc_label
@@ -66,6 +67,41 @@ else:
     st.caption(f"Typicality {typical:.0%}: that share of held-out images of this cache are further from the rest than "
                f"this one (below {ALARM:.1%} in the embedding or the heads' PCs gets a warning: the explanation may "
                "not transfer).")
+st.subheader("Where it looks")
+picture, controls = st.columns([3, 2])
+driving = result.driving_heads(choice, predicted, cache)  # the heads that push hardest toward the prediction
+all_heads = [cache.units.head_at(u) for u in range(cache.units.n_heads_total)]
+chosen = controls.multiselect("Heads (summed)", all_heads, default=driving[:3], format_func=lambda lh: head_label(*lh),
+                              key="where_heads", help="by default the three that push hardest toward the prediction")
+kind = controls.radio("Map of", ["the prediction", "another class", "one head's PC", "raw attention (baseline)"],
+                      key="where_kind")
+target = predicted
+if kind == "another class":
+    target = controls.selectbox("Class", range(len(cache.classnames)), format_func=lambda c: cache.classnames[c],
+                                key="where_class")
+elif kind == "one head's PC":
+    target = controls.selectbox("PC", range(cache.n_pcs), format_func=lambda k: f"PC{k + 1}", key="where_pc")
+    chosen = chosen[:1]
+if not chosen:
+    controls.info("Pick at least one head.")
+else:
+    what = {"the prediction": "class", "another class": "class", "one head's PC": "pc",
+            "raw attention (baseline)": "attention"}[kind]
+    patches, rest = result.where(choice, cache, chosen, what, target)
+    names = ", ".join(head_label(*h) for h in chosen)
+    unit_name = {"class": f"push toward '{cache.classnames[target]}' (logit units)", "attention": "attention",
+                 "pc": f"PC{target + 1} coefficient"}[what]
+    picture.plotly_chart(figures.patch_overlay(result.inputs[choice], patches, f"{names}: {kind}", plain(unit_name)),
+                         config=figures.PNG_CONFIG, theme=None)
+    region, share = where_in_words(patches)
+    grid, side = patches.shape[0], result.inputs.shape[1]
+    controls.markdown(f"**{names} {'looks' if what == 'attention' else 'draws'} mostly from the {region} patches** "
+                      f"({share:.0%} of the positive {'weight' if what == 'attention' else 'push'}).")
+    controls.caption(f"{grid}×{grid} patches of {side // grid} px on the {side} px image the model sees; red pushes "
+                     f"toward, blue away (centred at 0). What no patch holds (the CLS token and the constant): "
+                     f"{rest:+.3g}. Each patch's share is exact: the patches and that rest add up to the heads' "
+                     "contribution.")
+
 attribution = result.head_logit_attribution(choice, predicted, cache)
 st.plotly_chart(figures.heads_heatmap(attribution, f"Each head's direct push toward '{cache.classnames[predicted]}'",
                                       "logit units"), config=figures.PNG_CONFIG, theme=None)
@@ -73,7 +109,6 @@ pct = result.percentiles[choice].reshape(cache.n_layers, cache.n_heads, -1)
 c1, c2 = st.columns(2)
 c1.plotly_chart(figures.heads_heatmap(pct[:, :, 0], "PC1 coefficient as a dataset percentile", "percentile"),
                 config=figures.PNG_CONFIG, theme=None)
-driving = result.driving_heads(choice, predicted, cache)  # the panel follows what drives this prediction
 lh = c2.selectbox("Head (strongest push first)", driving, format_func=lambda h: head_label(*h), key="probe_head")
 unit = cache.head_index(*lh)
 c2.plotly_chart(figures.bars([f"PC{k + 1}" for k in range(min(12, cache.n_pcs))],
