@@ -71,7 +71,7 @@ def render(step: Step, index: int, offer: Offer) -> None:
     if cache is None:
         return
     {"heads_map": _heads_map, "head": _head_slide, "words": _words, "ablation": _ablation, "search": _search,
-     "probe": _probe}[step.slide](step, index, view, auto, cache, offer)
+     "probe": _probe, "where": _where}[step.slide](step, index, view, auto, cache, offer)
 
 
 def _words(step, index, view, auto, cache, offer) -> None:
@@ -189,6 +189,33 @@ def _probe(step, index, view, auto, cache, offer) -> None:
     note = "unlike the images it knows: treat the answer with care" if result.is_unusual(0) else \
         f"more like the model's images than {typical:.0%} of them"
     st.markdown(f"### Typicality: {note}")
+
+
+def _where(step, index, view, auto, cache, offer) -> None:
+    """An image drawn for the talk, and where a head looks in it: the push of each patch toward the prediction."""
+    from residual_core.tokens import where_in_words
+    from residual_core.world import draw
+
+    try:
+        image = draw(step.draw)
+    except ValueError as err:
+        st.error(plain(f"This step's drawing is not possible: {err}"))
+        return
+    spec = cache.manifest["spec"]
+    result = probe_cached(str(cache.path), spec["model"], spec["random_weights"], spec["seed"],
+                          (hashlib.sha256(image.tobytes()).hexdigest(),), [image])
+    layer, head = _head(step, view, auto, cache)
+    predicted = result.top_classes(0)[0][0]
+    patches, _ = result.where(0, cache, [(layer, head)], "class", predicted)
+    left, right = st.columns([3, 2])
+    with left:
+        _chart(figures.patch_overlay(result.inputs[0], patches, f"{head_label(layer, head)}: push toward "
+                                     f"'{figures.label(cache.classnames[predicted])}'", "logit units"), 480)
+    region, share = where_in_words(patches)
+    grid = patches.shape[0]
+    right.markdown(f"### The model says: {plain(cache.classnames[predicted])}")
+    right.markdown(f"### {head_label(layer, head)} draws mostly from the {region} patches ({share:.0%})")
+    right.caption(f"{grid}×{grid} patches; red pushes toward the answer, blue away. Each patch's share is exact.")
 
 
 def _alignment(step, index, view, auto, cache, offer) -> None:

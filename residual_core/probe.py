@@ -34,11 +34,11 @@ class ProbeResult:
             weights = attention_map(self.tokens, heads)[image]  # [T]
             return patch_map(weights, self.tokens.grid), float(weights[0])
         if kind == "class":
-            direction = torch.from_numpy(np.ascontiguousarray(cache.classifier[:, target], np.float32))
+            direction = torch.from_numpy(np.array(cache.classifier[:, target], np.float32))  # a copy: the cache is read-only
             offset = 0.0
         elif kind == "pc" and len(heads) == 1:
             unit = cache.head_index(*heads[0])
-            direction = torch.from_numpy(np.ascontiguousarray(cache.head_components[unit, target], np.float32))
+            direction = torch.from_numpy(np.array(cache.head_components[unit, target], np.float32))
             offset = float(np.asarray(cache.head_mean[unit], np.float64) @ direction.double().numpy())
         else:
             raise ValueError(f"a map is of kind class, pc (one head) or attention, not {kind!r} over {len(heads)} heads")

@@ -161,3 +161,16 @@ def logits_without_token(output: np.ndarray, parts: TokenParts, heads: list[tupl
     embeddings = np.asarray(output, np.float64) - removed.double().numpy()
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
     return scale * embeddings @ np.asarray(classifier, np.float64)
+
+
+def overlay(image: np.ndarray, patches: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """[H, W, 3] uint8: the image with the map [g, g] over it, red toward and blue away, each patch a block of the
+    image's own pixels (centred at 0; the strongest patch at full ``alpha``)."""
+    height, width = image.shape[:2]
+    g = patches.shape[0]
+    scaled = np.clip(np.asarray(patches, np.float64) / (float(np.abs(patches).max()) or 1.0), -1, 1)  # [g, g]
+    colour = np.where(scaled[..., None] >= 0, np.array([214.0, 39, 40]), np.array([31.0, 119, 180]))  # [g, g, 3]
+    block = np.ones((height // g, width // g, 1))
+    colour_px, strength_px = np.kron(colour, block), np.kron(np.abs(scaled)[..., None] * alpha, block)
+    blended = image.astype(np.float64) * (1 - strength_px) + colour_px * strength_px
+    return blended.clip(0, 255).astype(np.uint8)

@@ -333,3 +333,20 @@ def test_the_probe_draws_where_the_heads_look_over_the_image(app, tiny_cache):
     assert any("draws mostly from the" in m.value for m in app.markdown)
     app.radio(key="where_kind").set_value("one head's PC").run()
     _no_errors(app)
+
+
+def test_the_head_explorer_draws_its_pole_images_maps_on_request(app, monkeypatch):
+    import residual_core.probe as probe_module
+    from dashboard.state import probe_cached
+
+    calls = []
+    real = probe_module.probe_images
+    monkeypatch.setattr(probe_module, "probe_images", lambda *a, **k: (calls.append(len(a[2])), real(*a, **k))[1])
+    probe_cached.clear()
+    app.switch_page("dashboard/pages/2_head_explorer.py").run()
+    images_before = len(app.get("image"))
+    assert calls == []  # nothing runs the model until asked
+    app.button(key="pole_maps_button").click().run()
+    _no_errors(app)
+    assert calls == [16] and len(app.get("image")) == images_before + 2
+    assert any("where it comes from" in img.caption for element in app.get("image") for img in element.proto.imgs)

@@ -20,7 +20,7 @@ def test_the_demo_tour_parses_cleanly_and_tells_the_story(offer):
     assert 6 <= len(tour.steps) <= 10  # a talk's worth
     slides = [s.slide for s in tour.steps]
     assert slides[0] == "heads_map" and "ablation" in slides and "probe" in slides and slides[-1] == "alignment"
-    assert "words" in slides and "search" in slides  # heads described in words, and a concept searched
+    assert "words" in slides and "search" in slides and "where" in slides  # words, a concept, a map
     assert any(s.control == "head" and s.view.get("also") for s in tour.steps)  # one toggle, two datasets
     assert all(s.notes for s in tour.steps)
 
@@ -142,12 +142,13 @@ def test_before_the_talk_prepares_an_alignment_step_training_included(tmp_path, 
     assert len(at.get("plotly_chart")) == 1
 
 
-@pytest.mark.parametrize("slide", ["words", "search"])
-def test_the_words_and_search_slides_show_a_head_in_words_and_a_concepts_heads(cache_root, open_app, slide):
+@pytest.mark.parametrize("slide", ["words", "search", "where"])
+def test_the_words_search_and_where_slides_draw(cache_root, open_app, slide):
     view = {"model": "tiny-random", "dataset": "mnist-offline", "split": "test", "n": "300"}
     if slide == "search":
         view["query"] = "the number seven"
-    link = tours.encode(tours.Tour("t", (tours.Step("A step", slide, view),)))
+    draw = {"shape": "star", "colour": "red"} if slide == "where" else {}
+    link = tours.encode(tours.Tour("t", (tours.Step("A step", slide, view, draw=draw),)))
     at = open_app(cache_root, {})
     at.switch_page("dashboard/pages/8_present.py")
     at.query_params.update({"tour_data": link})
@@ -157,6 +158,10 @@ def test_the_words_and_search_slides_show_a_head_in_words_and_a_concepts_heads(c
     if slide == "words":
         assert len([m for m in at.markdown if m.value.startswith("### ")]) >= 3  # texts, each with its share
         assert any("of its variance" in c.value for c in at.caption)
-    else:
+    elif slide == "search":
         titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
         assert any("the number seven" in t for t in titles), titles
+    else:  # the drawn image with the head's map over it, and where in words
+        [overlay] = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+        assert [t["type"] for t in overlay["data"]] == ["image", "heatmap"] and overlay["data"][1]["zmid"] == 0
+        assert any("draws mostly from the" in m.value for m in at.markdown)

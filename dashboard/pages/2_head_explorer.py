@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.builds import page_cache, sample_note
-from dashboard.state import head_map, head_texts, head_weights, plain
+from dashboard.state import head_map, head_texts, head_weights, plain, probe_cached
 from residual_core.geometry import MAP_METHODS
 from residual_core.models import ModelLoadError
 from residual_core.units import head_label
@@ -32,6 +32,30 @@ def strip(rows: np.ndarray, texts: list[str], title: str) -> None:
                                      .head(3).index)))
 
 
+def pole_maps(layer: int, head: int, k: int) -> None:
+    """Each pole image with its map of PC k of this head over it (red: the patches that push the coefficient up)."""
+    import hashlib
+
+    from residual_core.datasets import load_dataset
+    from residual_core.sources import DatasetUnavailableError, ImageReadError
+    from residual_core.tokens import overlay
+
+    spec = cache.manifest["spec"]
+    rows = np.concatenate([cache.pole_top[unit, k][:8], cache.pole_bottom[unit, k][:8]])
+    try:
+        source = load_dataset(spec["dataset"], spec["split"])
+        images = [source.image(int(cache.positions[r])) for r in rows]
+    except (DatasetUnavailableError, ImageReadError, ValueError) as err:
+        st.info(plain(f"The dataset's images cannot be opened here ({err})."))
+        return
+    digests = tuple(hashlib.sha256(im.tobytes()).hexdigest() for im in images)
+    result = probe_cached(str(cache.path), spec["model"], spec["random_weights"], spec["seed"], digests, images)
+    drawn = [overlay(result.inputs[i], result.where(i, cache, [(layer, head)], "pc", k)[0]) for i in range(len(rows))]
+    for name, part in (("+ pole", drawn[:8]), ("− pole", drawn[8:])):
+        st.image(np.concatenate(part, axis=1), width="stretch",
+                 caption=f"PC{k + 1} {name}: where it comes from (red raises the coefficient, blue lowers it)")
+
+
 # above the fold at 1280×720 and 1920×1080: the spectrum beside both poles' images and nearest texts
 left, right = st.columns([2, 3])
 fig = figures.spectrum(np.asarray(cache.head_eigenvalues[unit]), f"Spectrum of {label}")
@@ -42,6 +66,12 @@ with right:
           f"{pc} + pole")
     strip(cache.pole_bottom[unit, ss.pc][:8], [cache.texts[i] for i in cache.text_neg_idx[unit, ss.pc]],
           f"{pc} − pole")
+    here = (str(cache.path), unit, ss.pc)
+    if st.button(f"Where {pc} looks in these images", key="pole_maps_button",
+                 help="runs the model once on the 16 images shown (nothing is stored for the whole dataset)"):
+        ss.pole_maps = here
+    if ss.get("pole_maps") == here:
+        pole_maps(ss.layer, ss.head, ss.pc)
 
 texts, histogram = st.columns([2, 3])
 with texts:
