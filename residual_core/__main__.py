@@ -160,6 +160,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.maps:
+        from residual_core.maps_bench import run_maps_bench
+
+        print(json.dumps(run_maps_bench()))
+        return 0
     if args.words:
         from residual_core.words_bench import run_words_bench
 
@@ -292,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--with-subnormals", action="store_true",
                    help="also time λ training with subnormal arithmetic on (what flushing them saves; slow)")
+    p.add_argument("--maps", action="store_true",
+                   help="instead: per-token maps' speed and how well they point at the demo world's objects (issue 25)")
     p.add_argument("--words", action="store_true",
                    help="instead: TextSpan, concept search and the weights' reading at ViT-B-32 size (issue 24's figures)")
     p.add_argument("--scale", action="store_true",
