@@ -133,3 +133,24 @@ def test_presenter_mode_fits_and_follows_the_keyboard(browser, server, size):
         assert "shape head" in page.locator(".tour-title").inner_text().lower()
     finally:
         page.close()
+
+
+OVERLAY = ".js-plotly-plot:has(.imagelayer image)"  # a Plotly figure whose first trace is the image itself
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+@pytest.mark.parametrize("where", ["probe", "slide"])
+def test_the_map_overlay_is_on_screen_beside_the_image_with_a_labelled_scale(browser, server, size, where):
+    url = f"{server}/probe?{BASE}" if where == "probe" else f"{server}/present?tour=demo&step=9"
+    page, errors = _open(browser, url, size, "Probe" if where == "probe" else None)
+    try:
+        _check(page, errors, OVERLAY, size)
+        overlay = page.locator(OVERLAY).first.bounding_box()
+        assert overlay["x"] + overlay["width"] <= size[0] and overlay["y"] + 0.8 * overlay["height"] <= size[1]
+        scale = page.locator(f"{OVERLAY} .cbtitle text").first.text_content()  # SVG text
+        assert "push toward" in scale or "logit" in scale, scale
+        if where == "probe":  # the image as given and its map share one row
+            given = page.locator('[data-testid="stImage"]').first.bounding_box()
+            assert given["x"] + given["width"] <= overlay["x"] + 1 and abs(given["y"] - overlay["y"]) < 0.5 * size[1]
+    finally:
+        page.close()

@@ -22,8 +22,9 @@ from residual_core.units import head_label, pc_label
 cache = page_cache("Probe")
 ss = st.session_state
 spec = cache.manifest["spec"]
-uploads = st.file_uploader("Upload images (PNG, JPEG, WebP, GIF, BMP, TIFF)", accept_multiple_files=True,
-                           type=["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"], key="uploads")
+upload_box, pick_box = st.columns([3, 1])  # side by side: the image and its map stay above the fold at 1280×720
+uploads = upload_box.file_uploader("Upload images (PNG, JPEG, WebP, GIF, BMP, TIFF)", accept_multiple_files=True,
+                                   type=["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"], key="uploads")
 st.caption(budget_text())
 batch = open_uploads([(upload.name, upload.getvalue()) for upload in uploads or []])
 for message in batch.errors:
@@ -33,8 +34,8 @@ for name, loaded in zip(batch.names, batch.images):
         st.caption(plain(f"{name}: {note}"))
 images, names = [loaded.image for loaded in batch.images], list(batch.names)
 if not images:
-    row = st.number_input(f"…or pick image number (0–{cache.n_images - 1}) of the cached dataset", 0,
-                          cache.n_images - 1, 0, key="probe_row")
+    row = pick_box.number_input(f"…or image 0–{cache.n_images - 1} of the cache", 0, cache.n_images - 1, 0,
+                                key="probe_row")
     try:
         source = load_dataset(spec["dataset"], spec["split"])
         images, names = [source.image(int(cache.positions[row]))], [cache.image_ids[row]]
@@ -51,12 +52,45 @@ except (ModelLoadError, ValueError) as err:
 choice = st.selectbox("Image", range(len(images)), format_func=lambda i: names[i]) if len(images) > 1 else 0
 top = result.top_classes(choice)
 predicted = top[0][0]
-shown, seen, right = st.columns([1, 1, 3])
+shown, seen, right = st.columns([1, 2, 2])  # the image, where the heads look in it, and the answer: one row
 shown.image(images[choice], caption=plain(f"{names[choice]} (as given)"), width="stretch")
-size = result.inputs.shape[1]
-seen.image(result.inputs[choice], caption=f"what the model sees ({size}×{size})", width="stretch")
 right.plotly_chart(figures.bars([cache.classnames[c] for c, _ in top], [p for _, p in top], "Top-5 prediction",
                                 "probability"), config=figures.PNG_CONFIG, theme=None)
+c1, c2, c3 = st.columns([2, 2, 1])  # the map's controls, under the row they steer
+driving = result.driving_heads(choice, predicted, cache)  # the heads that push hardest toward the prediction
+all_heads = [cache.units.head_at(u) for u in range(cache.units.n_heads_total)]
+chosen = c1.multiselect("Heads mapped (summed)", all_heads, default=driving[:3], format_func=lambda lh: head_label(*lh),
+                        key="where_heads", help="by default the three that push hardest toward the prediction")
+kind = c2.radio("Map of", ["the prediction", "another class", "one head's PC", "raw attention (baseline)"],
+                key="where_kind", horizontal=True)
+target = predicted
+if kind == "another class":
+    target = c3.selectbox("Class", range(len(cache.classnames)), format_func=lambda c: cache.classnames[c],
+                          key="where_class")
+elif kind == "one head's PC":
+    target = c3.selectbox("PC", range(cache.n_pcs), format_func=lambda k: f"PC{k + 1}", key="where_pc")
+    chosen = chosen[:1]
+size = result.inputs.shape[1]
+if not chosen:
+    seen.image(result.inputs[choice], caption=f"what the model sees ({size}×{size})", width="stretch")
+    c3.info("Pick at least one head to map.")
+else:
+    what = {"the prediction": "class", "another class": "class", "one head's PC": "pc",
+            "raw attention (baseline)": "attention"}[kind]
+    patches, rest = result.where(choice, cache, chosen, what, target)
+    heads_named = ", ".join(head_label(*h) for h in chosen)
+    unit_name = {"class": f"push toward '{figures.label(cache.classnames[target])}'", "attention": "attention",
+                 "pc": f"PC{target + 1} coefficient"}[what]
+    figure = figures.patch_overlay(result.inputs[choice], patches, f"what the model sees: {heads_named}", unit_name)
+    figure.update_layout(height=300)
+    seen.plotly_chart(figure, config=figures.PNG_CONFIG, theme=None)
+    region, share = where_in_words(patches)
+    grid = patches.shape[0]
+    st.markdown(f"**{heads_named} {'looks' if what == 'attention' else 'draws'} mostly from the {region} patches** "
+                f"({share:.0%} of the positive {'weight' if what == 'attention' else 'push'}).")
+    st.caption(f"{grid}×{grid} patches of {size // grid} px on the {size} px image the model sees; red pushes toward, "
+               f"blue away (centred at 0). What no patch holds (the CLS token and the constant): {rest:+.3g}; the "
+               "patches and that rest add up exactly to the heads' contribution.")
 typical = float(result.typicality[choice])
 if result.is_unusual(choice):
     st.warning(f"This image is unlike the {cache.n_images:,} images of this cache: further from them (in its embedding "
@@ -67,41 +101,6 @@ else:
     st.caption(f"Typicality {typical:.0%}: that share of held-out images of this cache are further from the rest than "
                f"this one (below {ALARM:.1%} in the embedding or the heads' PCs gets a warning: the explanation may "
                "not transfer).")
-st.subheader("Where it looks")
-picture, controls = st.columns([3, 2])
-driving = result.driving_heads(choice, predicted, cache)  # the heads that push hardest toward the prediction
-all_heads = [cache.units.head_at(u) for u in range(cache.units.n_heads_total)]
-chosen = controls.multiselect("Heads (summed)", all_heads, default=driving[:3], format_func=lambda lh: head_label(*lh),
-                              key="where_heads", help="by default the three that push hardest toward the prediction")
-kind = controls.radio("Map of", ["the prediction", "another class", "one head's PC", "raw attention (baseline)"],
-                      key="where_kind")
-target = predicted
-if kind == "another class":
-    target = controls.selectbox("Class", range(len(cache.classnames)), format_func=lambda c: cache.classnames[c],
-                                key="where_class")
-elif kind == "one head's PC":
-    target = controls.selectbox("PC", range(cache.n_pcs), format_func=lambda k: f"PC{k + 1}", key="where_pc")
-    chosen = chosen[:1]
-if not chosen:
-    controls.info("Pick at least one head.")
-else:
-    what = {"the prediction": "class", "another class": "class", "one head's PC": "pc",
-            "raw attention (baseline)": "attention"}[kind]
-    patches, rest = result.where(choice, cache, chosen, what, target)
-    names = ", ".join(head_label(*h) for h in chosen)
-    unit_name = {"class": f"push toward '{cache.classnames[target]}' (logit units)", "attention": "attention",
-                 "pc": f"PC{target + 1} coefficient"}[what]
-    picture.plotly_chart(figures.patch_overlay(result.inputs[choice], patches, f"{names}: {kind}", plain(unit_name)),
-                         config=figures.PNG_CONFIG, theme=None)
-    region, share = where_in_words(patches)
-    grid, side = patches.shape[0], result.inputs.shape[1]
-    controls.markdown(f"**{names} {'looks' if what == 'attention' else 'draws'} mostly from the {region} patches** "
-                      f"({share:.0%} of the positive {'weight' if what == 'attention' else 'push'}).")
-    controls.caption(f"{grid}×{grid} patches of {side // grid} px on the {side} px image the model sees; red pushes "
-                     f"toward, blue away (centred at 0). What no patch holds (the CLS token and the constant): "
-                     f"{rest:+.3g}. Each patch's share is exact: the patches and that rest add up to the heads' "
-                     "contribution.")
-
 attribution = result.head_logit_attribution(choice, predicted, cache)
 st.plotly_chart(figures.heads_heatmap(attribution, f"Each head's direct push toward '{cache.classnames[predicted]}'",
                                       "logit units"), config=figures.PNG_CONFIG, theme=None)
