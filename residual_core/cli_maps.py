@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from residual_core import cli_tables as tables
-from residual_core.tokens import overlay
 
 
 def parse_head(text: str, n_layers: int, n_heads: int) -> tuple[int, int]:
@@ -34,6 +33,8 @@ def parse_head(text: str, n_layers: int, n_heads: int) -> tuple[int, int]:
 def overlay_png(image: np.ndarray, patches: np.ndarray, path: Path) -> None:
     """The overlay (tokens.overlay) upscaled ×4 as a PNG, so a 48 px image can be read."""
     from PIL import Image
+
+    from residual_core.tokens import overlay  # here, not at the top: listing commands must not import torch
 
     picture = Image.fromarray(overlay(image, patches))
     picture.resize((picture.width * 4, picture.height * 4), Image.NEAREST).save(path)
