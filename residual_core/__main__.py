@@ -1,5 +1,5 @@
-"""Command line: ``python -m residual_core {verify,precompute,specialize,align,geometry,describe,search,maps,datasets,
-models,bench,textbank}``.
+"""Command line: ``python -m residual_core {verify,precompute,specialize,align,geometry,describe,search,maps,scorecard,
+datasets,models,bench,textbank}``.
 
 Commands that measure something print one JSON object on their last line. ``precompute`` also runs under
 ``torchrun --nproc-per-node N -m residual_core precompute …``: the ranks share the shards (see pipeline.py).
@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     from residual_core.cli_maps import add_parser as add_maps
 
     add_maps(sub, model_args, _limit, DEFAULT_DATASET, default_cache_dir())
+    from residual_core.cli_scorecard import add_parser as add_scorecard
+
+    add_scorecard(sub, _limit, default_cache_dir())
     sub.add_parser("datasets", help="list registered datasets").set_defaults(func=_cmd_datasets)
     sub.add_parser("models", help="list registered model short names").set_defaults(func=_cmd_models)
     sub.add_parser("textbank", help="rewrite assets/text_bank.txt").set_defaults(func=_cmd_textbank)

@@ -1,0 +1,151 @@
+"""The scorecard's methods and leaderboard (residual_core/scorecard.py has the per-unit scores).
+
+Methods, each a set of units per head: nearest texts per PC (the dashboard's labels: both poles of the top PCs),
+TextSpan (its first texts), the weights' directions (both signs, labelled by their pursuit texts), and two random
+baselines, random directions in each head's PC space labelled by their nearest text, and the PC poles under random
+bank texts (mean ± std over seeds). A leaderboard row per method: label accuracy, coverage (the share of factor
+values some unit scores at AP ≥ 0.3), the mean over factors of the best unit's η², and causal agreement.
+"""
+
+import time
+
+import numpy as np
+
+from residual_core.cache import Cache, copy_f32
+from residual_core.scorecard import AP_COVERAGE, Unit, UnitScore, factor_labels, score_unit
+
+N_PER_HEAD = 3  # PCs (each with both poles), TextSpan texts, weight directions (each with both signs) per head
+
+
+def _centred(cache: Cache, unit: int) -> np.ndarray:
+    """[n_images, n_pcs] the head's coefficients about their mean."""
+    return copy_f32(cache.head_scores[unit]).T - np.asarray(cache.score_mean[unit], np.float32)
+
+
+def _nearest_text(cache: Cache, direction: np.ndarray) -> str:
+    """The bank text nearest a joint-space direction [d_embed]."""
+    return cache.texts[int(np.argmax(np.asarray(cache.text_embeds, np.float64) @ direction))]
+
+
+def pc_units(cache: Cache, n: int = N_PER_HEAD) -> list[Unit]:
+    units = []
+    for u in range(cache.units.n_heads_total):
+        layer, head = cache.units.head_at(u)
+        coef = _centred(cache, u)
+        for k in range(min(n, cache.n_pcs)):
+            units.append(Unit("nearest texts per PC", layer, head, f"PC{k + 1} +",
+                              cache.texts[int(cache.text_pos_idx[u, k, 0])], coef[:, k]))
+            units.append(Unit("nearest texts per PC", layer, head, f"PC{k + 1} −",
+                              cache.texts[int(cache.text_neg_idx[u, k, 0])], -coef[:, k]))
+    return units
+
+
+def textspan_units(cache: Cache, n: int = N_PER_HEAD) -> list[Unit]:
+    from residual_core.describe import textspan
+
+    units = []
+    for reading in textspan(cache, n):
+        coef = _centred(cache, cache.head_index(reading.layer, reading.head))
+        for j, (text, direction) in enumerate(zip(reading.texts, reading.basis)):
+            units.append(Unit("TextSpan", reading.layer, reading.head, f"text {j + 1}", cache.texts[text],
+                              coef @ direction))
+    return units
+
+
+def weight_units(cache: Cache, readings, n: int = N_PER_HEAD) -> list[Unit]:
+    units = []
+    for reading in readings:
+        u = cache.head_index(reading.layer, reading.head)
+        coef = _centred(cache, u)
+        in_pcs = np.asarray(cache.head_components[u], np.float64) @ reading.directions[:n].T  # [n_pcs, n]
+        for j, (plus, minus) in enumerate(reading.texts[:n]):
+            score = coef @ in_pcs[:, j]
+            units.append(Unit("weights' directions", reading.layer, reading.head, f"direction {j + 1} +",
+                              cache.texts[plus[0]] if plus else "", score))
+            units.append(Unit("weights' directions", reading.layer, reading.head, f"direction {j + 1} −",
+                              cache.texts[minus[0]] if minus else "", -score))
+    return units
+
+
+def random_direction_units(cache: Cache, seed: int, n: int = 2 * N_PER_HEAD) -> list[Unit]:
+    rng = np.random.default_rng(seed)
+    units = []
+    for u in range(cache.units.n_heads_total):
+        layer, head = cache.units.head_at(u)
+        coef = _centred(cache, u)
+        for j in range(n):
+            r = rng.standard_normal(cache.n_pcs)
+            r /= np.linalg.norm(r)
+            joint = r @ np.asarray(cache.head_components[u], np.float64)  # [d_embed]
+            units.append(Unit("random directions", layer, head, f"random {j + 1}", _nearest_text(cache, joint),
+                              coef @ r))
+    return units
+
+
+def random_label_units(cache: Cache, seed: int) -> list[Unit]:
+    rng = np.random.default_rng(seed)
+    return [Unit("random labels", p.layer, p.head, p.name, cache.texts[int(rng.integers(len(cache.texts)))], p.scores)
+            for p in pc_units(cache)]
+
+
+def causal_factors(cache: Cache, per_factor: dict[str, Cache]) -> dict[int, str | None]:
+    """{head index: the factor whose accuracy falls most when the head is mean-ablated} from per-factor caches of
+    the same images (their precomputed ``head_ablated_acc``); None where no factor falls."""
+    drops = np.stack([c.baseline_accuracy() - np.asarray(c.head_ablated_acc) for c in per_factor.values()])  # [F, U]
+    names = list(per_factor)
+    return {u: names[int(np.argmax(drops[:, u]))] if drops[:, u].max() > 0 else None for u in range(drops.shape[1])}
+
+
+def leaderboard_row(scores: list[UnitScore]) -> dict[str, float]:
+    factors = list(scores[0].eta)
+    aps = {f: np.nanmax(np.stack([s.ap[f] for s in scores]), axis=0) for f in factors}  # [n_values] best AP
+    values = np.concatenate([a[~np.isnan(a)] for a in aps.values()])
+    causal = [s.factor == s.causal for s in scores if s.causal is not None]
+    return {"units": len(scores), "label_accuracy": float(np.mean([s.label_right for s in scores])),
+            "coverage": float(np.mean(values >= AP_COVERAGE)),
+            "best_eta_mean": float(np.mean([max(s.eta[f] for s in scores) for f in factors])),
+            "causal_agreement": float(np.mean(causal)) if causal else float("nan"),
+            "purity_mean": float(np.mean([s.purity for s in scores]))}
+
+
+def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: int = 5) -> dict:
+    """Every method's leaderboard row and its scored units; ``weights``: the weights' readings of the cache's model
+    (residual_core.weights_reading.read_weights)."""
+    from residual_core import world
+
+    started = time.perf_counter()
+    labels = factor_labels(cache)
+    causal = causal_factors(cache, per_factor)
+
+    def scored(units: list[Unit]) -> list[UnitScore]:
+        return [score_unit(u, labels, world.FACTORS, causal[cache.head_index(u.layer, u.head)]) for u in units]
+
+    methods = {"nearest texts per PC": scored(pc_units(cache)), "TextSpan": scored(textspan_units(cache)),
+               "weights' directions": scored(weight_units(cache, weights))}
+    rows = {name: leaderboard_row(units) for name, units in methods.items()}
+    for name, make in (("random directions", random_direction_units), ("random labels", random_label_units)):
+        runs = [leaderboard_row(scored(make(cache, seed))) for seed in range(seeds)]
+        rows[name] = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
+        rows[name] |= {f"{key}_std": float(np.std([r[key] for r in runs])) for key in runs[0] if key != "units"}
+    return {"methods": rows, "units": methods, "seconds": time.perf_counter() - started}
+
+
+def build_scorecard(model: str = "demo", limit: int | None = 2_000, cache_dir: str | None = None, seeds: int = 5,
+                    progress=None) -> dict:
+    """The caches a scorecard reads (one per world factor, test split), the weights' reading, and the scorecard;
+    ``progress(stage, done, total)`` as precompute's."""
+    from residual_core import world
+    from residual_core.cache import load_cache
+    from residual_core.defaults import default_cache_dir
+    from residual_core.models import load_clip
+    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.weights_reading import read_weights
+
+    per_factor = {}
+    for factor in world.FACTORS:
+        spec = PrecomputeSpec(model=model, dataset=f"demo-world/{factor}", limit=limit,
+                              cache_dir=cache_dir or default_cache_dir())
+        per_factor[factor] = load_cache(precompute(spec, progress))
+    cache = per_factor["shape"]
+    weights = read_weights(load_clip(model, text=False).model, cache.text_embeds)
+    return run_scorecard(cache, per_factor, weights, seeds) | {"cache": str(cache.path), "n_images": cache.n_images}

@@ -1,0 +1,71 @@
+"""The scorecard on planted data: a unit built to carry one factor scores it, a random one stays at chance."""
+
+import numpy as np
+import pytest
+
+from residual_core import world
+from residual_core.scorecard import Unit, eta_squared, named_values, score_unit
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("three triangles in the centre", {"shape": {"triangle"}, "count": {"three"}, "position": {"centre"}}),
+    ("the number eight", {"digit": {"8"}}),
+    ("a handwritten digit 5", {"digit": {"5"}}),
+    ("a red car", {"colour": {"red"}}),
+    ("many squares at the top", {"shape": {"square"}, "position": {"top left", "top right"}}),
+    ("a cross on the bottom right", {"shape": {"cross"}, "count": {"one"}, "position": {"bottom right"}}),
+    ("a checkered cyan surface", {"texture": {"checkered"}, "colour": {"cyan"}}),
+    ("a 3D render of a building", {}),
+])
+def test_a_texts_factor_values_are_read_with_the_worlds_vocabulary(text, expected):
+    assert named_values(text) == expected
+
+
+def _labels(n: int = 1_200, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f: rng.integers(len(v), size=n) for f, v in world.FACTORS.items()}
+
+
+def test_a_unit_built_to_carry_one_factor_scores_it():
+    labels = _labels()
+    triangle = world.FACTORS["shape"].index("triangle")
+    noise = np.random.default_rng(1).standard_normal(len(labels["shape"])) * 0.05
+    unit = Unit("planted", 0, 0, "PC1 +", "two triangles at the top", (labels["shape"] == triangle) + noise)
+    scored = score_unit(unit, labels, world.FACTORS, causal="shape")
+    assert scored.factor == "shape" and scored.eta["shape"] > 0.95
+    assert all(scored.eta[f] < 0.02 for f in world.FACTORS if f != "shape")
+    assert scored.ap["shape"][triangle] == pytest.approx(1.0) and scored.auroc["shape"][triangle] == pytest.approx(1.0)
+    assert scored.modal == "triangle" and scored.purity == 1.0 and scored.label_right
+    wrong = score_unit(Unit("planted", 0, 0, "PC1 +", "many squares at the top", unit.scores), labels, world.FACTORS)
+    assert not wrong.label_right  # the label names squares; the images are triangles
+
+
+def test_a_random_unit_stays_at_chance():
+    labels = _labels(seed=2)
+    unit = Unit("random", 0, 0, "r", "a red car", np.random.default_rng(3).standard_normal(len(labels["shape"])))
+    scored = score_unit(unit, labels, world.FACTORS)
+    assert max(scored.eta.values()) < 0.03
+    base = [np.mean(labels["colour"] == v) for v in range(len(world.FACTORS["colour"]))]
+    assert np.allclose(scored.ap["colour"], base, atol=0.06) and np.allclose(scored.auroc["colour"], 0.5, atol=0.08)
+
+
+def test_eta_squared_is_the_share_of_variance_between_groups():
+    groups = np.array([0, 0, 1, 1])
+    assert eta_squared(np.array([1.0, 1.0, 3.0, 3.0]), groups) == pytest.approx(1.0)
+    assert eta_squared(np.array([1.0, 3.0, 1.0, 3.0]), groups) == pytest.approx(0.0)
+
+
+def test_ap_and_auroc_are_scikit_learns_on_continuous_scores():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from residual_core.scorecard import value_aps
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(4, size=300)
+    scores = rng.standard_normal(300) + 0.8 * (labels == 2)
+    ap, auroc = value_aps(scores, labels)
+    for v in range(4):
+        assert ap[v] == pytest.approx(average_precision_score(labels == v, scores))
+        assert auroc[v] == pytest.approx(roc_auc_score(labels == v, scores))
+    ap, _ = value_aps(scores, np.zeros(300, int))
+    assert np.isnan(ap[0])  # a value present everywhere has no one-against-the-rest
