@@ -21,6 +21,7 @@ PAGES = (
     PageSpec("dashboard/pages/6_alignment.py", "Alignment", ":material/tune:", "alignment"),
     PageSpec("dashboard/pages/7_compare.py", "Compare", ":material/compare:", "compare"),
     PageSpec("dashboard/pages/9_search.py", "Search", ":material/manage_search:", "search"),
+    PageSpec("dashboard/pages/10_scorecard.py", "Scorecard", ":material/fact_check:", "scorecard"),
     PageSpec("dashboard/pages/8_present.py", "Present", ":material/slideshow:", "present"),
 )
 

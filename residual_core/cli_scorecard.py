@@ -11,8 +11,8 @@ COLUMNS = ("label_accuracy", "coverage", "best_eta_mean", "causal_agreement", "p
 
 def leaderboard_table(rows: dict) -> str:
     def cell(row: dict, key: str) -> str:
-        spread = row.get(f"{key}_std")
-        return f"{row[key]:.1%}" + (f" ± {spread:.1%}" if spread is not None else "")
+        spread, fmt = row.get(f"{key}_std"), ".2f" if key == "best_eta_mean" else ".1%"  # η² is a share, not a rate
+        return f"{row[key]:{fmt}}" + (f" ± {spread:{fmt}}" if spread is not None else "")
 
     return tables.table(["method", "units", "label accuracy", "coverage (AP ≥ 0.3)", "best η² (mean over factors)",
                          "causal agreement", "purity@8"],

@@ -349,3 +349,21 @@ def test_the_head_explorer_draws_its_pole_images_maps_on_request(app, monkeypatc
     _no_errors(app)
     assert calls == [16] and len(app.get("image")) == images_before + 2
     assert any("where it comes from" in img.caption for element in app.get("image") for img in element.proto.imgs)
+
+
+def test_on_the_demo_world_the_head_explorer_marks_a_label_its_images_do_not_share(tmp_path, open_app):
+    from residual_core.pipeline import PrecomputeSpec, precompute
+
+    precompute(PrecomputeSpec(model="demo", dataset="demo-world/shape", limit=500, cache_dir=str(tmp_path)))
+    at = open_app(tmp_path, {"model": "demo", "dataset": "demo-world/shape", "n": "500", "layer": "3", "head": "6"})
+    at.switch_page("dashboard/pages/2_head_explorer.py").run()
+    _no_errors(at)
+    marks = [w.value for w in at.warning if "does not name what its images share" in w.value]
+    assert marks and "shape" in marks[0].replace("\\", ""), [w.value for w in at.warning]  # L3H6 PC1 − pole
+
+
+def test_the_scorecard_page_says_where_there_is_no_ground_truth(app):
+    app.switch_page("dashboard/pages/10_scorecard.py").run()
+    _no_errors(app)
+    assert any("no ground truth" in i.value for i in app.info)
+    assert "+ pole purity@8 by class" in app.dataframe[0].value.columns

@@ -168,3 +168,14 @@ def test_search_ranks_heads_and_refuses_a_bad_query_in_one_line(tmp_path, capsys
         assert len(err) == 1 and what in err[0] and "Traceback" not in err[0]
     assert main(["describe", "--model", "tiny-random", "--cache-dir", str(tmp_path)]) == 2  # textspan needs data
     assert "--dataset" in capsys.readouterr().err
+
+
+def test_scorecard_scores_every_method_against_the_worlds_ground_truth(tmp_path, capsys):
+    assert main(["scorecard", "--model", "tiny-random", "--limit", "60", "--seeds", "2", "--cache-dir",
+                 str(tmp_path)]) == 0
+    report = _last_json(capsys)
+    assert set(report["methods"]) == {"nearest texts per PC", "TextSpan", "weights' directions", "random directions",
+                                      "random labels"}
+    for row in report["methods"].values():
+        assert all(0 <= row[k] <= 1 for k in ("label_accuracy", "coverage", "best_eta_mean", "purity_mean"))
+    assert report["methods"]["random labels"]["label_accuracy_std"] >= 0 and report["seconds"] > 0

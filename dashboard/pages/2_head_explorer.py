@@ -7,6 +7,7 @@ import streamlit as st
 from dashboard import figures
 from dashboard.builds import page_cache, sample_note
 from dashboard.state import head_map, head_texts, head_weights, plain, probe_cached
+from residual_core.cache import copy_f32
 from residual_core.geometry import MAP_METHODS
 from residual_core.models import ModelLoadError
 from residual_core.units import head_label
@@ -66,6 +67,20 @@ with right:
           f"{pc} + pole")
     strip(cache.pole_bottom[unit, ss.pc][:8], [cache.texts[i] for i in cache.text_neg_idx[unit, ss.pc]],
           f"{pc} − pole")
+    if str(cache.manifest["spec"]["dataset"]).startswith("demo-world/"):  # ground truth: is the label right?
+        from residual_core import world
+        from residual_core.scorecard import Unit, factor_labels, score_unit
+
+        truth = factor_labels(cache)
+        coef = copy_f32(cache.head_scores[unit, ss.pc]) - float(cache.score_mean[unit, ss.pc])
+        for sign, name, idx in ((1, "+", cache.text_pos_idx), (-1, "−", cache.text_neg_idx)):
+            text = cache.texts[int(idx[unit, ss.pc, 0])]
+            scored = score_unit(Unit("pole", ss.layer, ss.head, f"{pc} {name}", text, sign * coef), truth,
+                                world.FACTORS)
+            if not scored.label_right:
+                st.warning(plain(f"The {name} pole's label “{text}” does not name what its images share: it explains "
+                                 f"{scored.factor} (η² {scored.eta[scored.factor]:.2f}) and {scored.purity:.0%} of its "
+                                 f"top 8 images are {scored.modal} (the world's ground truth; see the Scorecard)."))
     here = (str(cache.path), unit, ss.pc)
     if st.button(f"Where {pc} looks in these images", key="pole_maps_button",
                  help="runs the model once on the 16 images shown (nothing is stored for the whole dataset)"):
