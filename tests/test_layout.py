@@ -19,7 +19,9 @@ BASE = "model=demo&dataset=demo-world/shape&split=test&n=1000"
 # each page (its path from the one page list), what must be fully on screen (a CSS selector), and its title
 KEY = {"Heads map": ".js-plotly-plot", "Head explorer": '[data-testid="stImage"]', "Probe": ".js-plotly-plot",
        "Ablation lab": '[data-testid="stMetricValue"]', "Specialisation": ".js-plotly-plot",
-       "Alignment": '[data-testid="stAlert"], .js-plotly-plot', "Compare": ".js-plotly-plot"}
+       "Alignment": '[data-testid="stAlert"], .js-plotly-plot', "Compare": ".js-plotly-plot",
+       "Search": '[data-testid="stMain"] [data-testid="stForm"]',
+       "Scorecard": '[data-testid="stMain"] [data-testid="stButton"]'}
 PAGES = [("/" + navigation.page(title).url_path, selector, title) for title, selector in KEY.items()]
 
 

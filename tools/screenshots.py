@@ -30,11 +30,12 @@ VIEWS = [("heads_map", f"/?{BASE}&metric=delta_acc_mean_ablated", "Heads map"),
          ("alignment", "/alignment?model=demo&dataset=demo-world/shape&n=10000", "Alignment"),
          ("compare", f"/compare?{BASE}", "Compare"),
          ("search", "/search?model=demo&dataset=demo-world/colour&split=test&n=1000&query=a red object", "Search"),
+         ("scorecard", "/scorecard?model=demo&dataset=demo-world/shape&split=test&n=2000", "Scorecard"),
          ("present", "/present?tour=demo&step=4", None),
          ("present_words", "/present?tour=demo&step=3", None)]
 # What a visitor presses before the page has something to show (Alignment trains nothing until asked, Search
 # runs the text tower only on a press).
-PRESS = {"alignment": "Train", "search": "Search"}
+PRESS = {"alignment": "Train", "search": "Search", "scorecard": "Score the explanations"}
 
 
 def build_caches() -> None:
@@ -65,7 +66,7 @@ def main() -> None:
             page.goto(f"{url}{path}")
             target = page.get_by_role("heading", name=title).first if title else page.locator(".tour-title")
             target.wait_for(timeout=600_000)
-            if name in PRESS and not page.locator(".js-plotly-plot, .vega-embed").count():
+            if name in PRESS and not page.locator(".js-plotly-plot, .vega-embed, [data-testid=stDataFrame]").count():
                 page.get_by_role("button", name=PRESS[name], exact=True).click()
             try:  # a page shows its figures once its caches (and, on Alignment, a trained method) exist
                 page.locator(".js-plotly-plot, .vega-embed").first.wait_for(timeout=60_000)
