@@ -14,9 +14,16 @@ def leaderboard_table(rows: dict) -> str:
         spread, fmt = row.get(f"{key}_std"), ".2f" if key == "best_eta_mean" else ".1%"  # η² is a share, not a rate
         return f"{row[key]:{fmt}}" + (f" ± {spread:{fmt}}" if spread is not None else "")
 
-    return tables.table(["method", "units", "label accuracy", "coverage (AP ≥ 0.3)", "best η² (mean over factors)",
-                         "causal agreement", "purity@8"],
-                        [[name, f"{row['units']:.0f}", *(cell(row, k) for k in COLUMNS)] for name, row in rows.items()])
+    table = tables.table(["method", "units", "label accuracy", "coverage (AP ≥ 0.3)", "best η² (mean over factors)",
+                          "causal agreement", "purity@8"],
+                         [[name, f"{row['units']:.0f}", *(cell(row, k) for k in COLUMNS)] for name, row in rows.items()
+                          if "label_accuracy" in row])
+    maps = rows.get("heatmaps")
+    if maps:
+        table += (f"\nheatmaps ({maps['head']}'s push toward the true class, {maps['scenes']} scenes): pointing game "
+                  f"{maps['pointing_game']:.0%}, mass on objects {maps['mass_on_objects']:.0%}; its raw attention: "
+                  f"{maps['pointing_game_raw_attention']:.0%} and {maps['mass_on_objects_raw_attention']:.0%}")
+    return table
 
 
 def cmd_scorecard(args: argparse.Namespace) -> int:

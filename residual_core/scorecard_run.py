@@ -146,6 +146,15 @@ def build_scorecard(model: str = "demo", limit: int | None = 2_000, cache_dir: s
         spec = PrecomputeSpec(model=model, dataset=f"demo-world/{factor}", limit=limit,
                               cache_dir=cache_dir or default_cache_dir())
         per_factor[factor] = load_cache(precompute(spec, progress))
+    from residual_core.maps_bench import map_ground_truth
+
     cache = per_factor["shape"]
-    weights = read_weights(load_clip(model, text=False).model, cache.text_embeds)
-    return run_scorecard(cache, per_factor, weights, seeds) | {"cache": str(cache.path), "n_images": cache.n_images}
+    loaded = load_clip(model)
+    report = run_scorecard(cache, per_factor, read_weights(loaded.model, cache.text_embeds), seeds)
+    maps = map_ground_truth(loaded, cache, min(200, cache.n_images))  # heatmaps against the world's object masks
+    report["methods"]["heatmaps"] = {"head": maps["ground_truth_head"], "scenes": maps["ground_truth_scenes"],
+                                     "pointing_game": maps["pointing_game_push_to_true_class"],
+                                     "mass_on_objects": maps["mass_on_objects_push"],
+                                     "pointing_game_raw_attention": maps["pointing_game_raw_attention"],
+                                     "mass_on_objects_raw_attention": maps["mass_on_objects_raw_attention"]}
+    return report | {"cache": str(cache.path), "n_images": cache.n_images}

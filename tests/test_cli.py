@@ -175,7 +175,9 @@ def test_scorecard_scores_every_method_against_the_worlds_ground_truth(tmp_path,
                  str(tmp_path)]) == 0
     report = _last_json(capsys)
     assert set(report["methods"]) == {"nearest texts per PC", "TextSpan", "weights' directions", "random directions",
-                                      "random labels"}
+                                      "random labels", "heatmaps"}
+    heatmaps = report["methods"].pop("heatmaps")
+    assert 0 <= heatmaps["pointing_game"] <= 1 and 0 <= heatmaps["mass_on_objects_raw_attention"] <= 1
     for row in report["methods"].values():
         assert all(0 <= row[k] <= 1 for k in ("label_accuracy", "coverage", "best_eta_mean", "purity_mean"))
     assert report["methods"]["random labels"]["label_accuracy_std"] >= 0 and report["seconds"] > 0

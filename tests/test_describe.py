@@ -108,3 +108,11 @@ def test_a_cache_without_a_text_bank_is_one_line():
     cache = replace(_with_bank(), text_embeds=np.zeros((1, 12), np.float32))
     with pytest.raises(ValueError, match="no text bank"):
         require_bank(cache)
+
+
+def test_a_model_without_its_text_tower_is_one_line_for_a_concept():
+    from residual_core.models import load_clip
+    from residual_core.zeroshot import embed_texts
+
+    with pytest.raises(ValueError, match="without its text side"):
+        embed_texts(load_clip("tiny-random", text=False), ["a red object"])
