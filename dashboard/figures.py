@@ -280,5 +280,5 @@ def patch_overlay(image: np.ndarray, patches: np.ndarray, title: str, unit: str)
                     colorbar=dict(title=dict(text=unit, side="right")),
                     hovertemplate="patch value %{z:.3g}<extra></extra>")
     fig.update_layout(title=title, height=420, xaxis=dict(visible=False), yaxis=dict(visible=False, autorange="reversed"),
-                      **LAYOUT)
+                      **(LAYOUT | {"margin": dict(l=10, r=10, t=56, b=10)}))  # the image needs the room, not axes
     return fig

@@ -209,8 +209,8 @@ def _where(step, index, view, auto, cache, offer) -> None:
     patches, _ = result.where(0, cache, [(layer, head)], "class", predicted)
     left, right = st.columns([3, 2])
     with left:
-        _chart(figures.patch_overlay(result.inputs[0], patches, f"{head_label(layer, head)}: push toward "
-                                     f"'{figures.label(cache.classnames[predicted])}'", "logit units"), 480)
+        _chart(figures.patch_overlay(result.inputs[0], patches, f"{head_label(layer, head)}: its push toward "
+                                     f"'{figures.label(cache.classnames[predicted])}'", "push (logit)"), 480)
     region, share = where_in_words(patches)
     grid = patches.shape[0]
     right.markdown(f"### The model says: {plain(cache.classnames[predicted])}")

@@ -367,3 +367,19 @@ def test_the_scorecard_page_says_where_there_is_no_ground_truth(app):
     _no_errors(app)
     assert any("no ground truth" in i.value for i in app.info)
     assert "+ pole purity@8 by class" in app.dataframe[0].value.columns
+
+
+def test_the_scorecard_page_scores_the_demo_worlds_explanations_and_shows_failures(tmp_path, open_app):
+    from residual_core.pipeline import PrecomputeSpec, precompute
+
+    precompute(PrecomputeSpec(model="tiny-random", dataset="demo-world/shape", limit=500, cache_dir=str(tmp_path)))
+    at = open_app(tmp_path, {"model": "tiny-random", "dataset": "demo-world/shape", "n": "500"})
+    at.switch_page("dashboard/pages/10_scorecard.py").run()
+    _no_errors(at)
+    at.button[[b.label for b in at.button].index("Score the explanations")].click().run(timeout=600)
+    _no_errors(at)
+    table = at.dataframe[0].value
+    assert list(table["method"]) == ["nearest texts per PC", "TextSpan", "weights' directions", "random directions",
+                                     "random labels"]
+    assert any("Heatmaps:" in c.value for c in at.caption)
+    assert [m for m in at.markdown if "labelled" in m.value]  # the failures, each with its images

@@ -40,8 +40,15 @@ if not ss.get("scorecard_asked") and not st.button("Score the explanations", typ
 ss.scorecard_asked = True
 report = scorecard(spec["model"], spec.get("limit"), str(cache.path.parent))
 lookup_cache.clear()
-rows = pd.DataFrame([{"method": name} | {k: row[k] for k in COLUMNS} for name, row in report["methods"].items()])
+rows = pd.DataFrame([{"method": name} | {k: row[k] for k in COLUMNS} for name, row in report["methods"].items()
+                     if "label_accuracy" in row])  # the heatmaps row has scores of its own (below)
 st.dataframe(rows.style.format({k: "{:.0%}" for k in COLUMNS} | {"best_eta_mean": "{:.2f}"}), hide_index=True)
+maps = report["methods"].get("heatmaps")
+if maps:
+    st.caption(f"Heatmaps: {maps['head']}'s push toward the true class points at an object (its top patch) in "
+               f"{maps['pointing_game']:.0%} of {maps['scenes']} scenes and puts {maps['mass_on_objects']:.0%} of its "
+               f"mass on objects; its raw attention, the baseline: {maps['pointing_game_raw_attention']:.0%} and "
+               f"{maps['mass_on_objects_raw_attention']:.0%}.")
 method = st.selectbox("Where a method's labels fail", ["nearest texts per PC", "TextSpan", "weights' directions"],
                       key="scorecard_method")
 wrong = sorted((s for s in report["units"][method] if not s.label_right), key=lambda s: -s.eta[s.factor])[:8]

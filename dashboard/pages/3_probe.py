@@ -79,15 +79,15 @@ else:
             "raw attention (baseline)": "attention"}[kind]
     patches, rest = result.where(choice, cache, chosen, what, target)
     heads_named = ", ".join(head_label(*h) for h in chosen)
-    unit_name = {"class": f"push toward '{figures.label(cache.classnames[target])}'", "attention": "attention",
-                 "pc": f"PC{target + 1} coefficient"}[what]
-    figure = figures.patch_overlay(result.inputs[choice], patches, f"what the model sees: {heads_named}", unit_name)
+    unit_name = {"class": "push (logit)", "attention": "attention", "pc": f"PC{target + 1}"}[what]  # said in full below
+    figure = figures.patch_overlay(result.inputs[choice], patches, "the map on what the model sees", unit_name)
     figure.update_layout(height=300)
     seen.plotly_chart(figure, config=figures.PNG_CONFIG, theme=None)
     region, share = where_in_words(patches)
     grid = patches.shape[0]
+    toward = {"class": f" toward '{plain(cache.classnames[target])}'", "attention": "", "pc": f" along PC{target + 1}"}
     st.markdown(f"**{heads_named} {'looks' if what == 'attention' else 'draws'} mostly from the {region} patches** "
-                f"({share:.0%} of the positive {'weight' if what == 'attention' else 'push'}).")
+                f"({share:.0%} of the positive {'weight' if what == 'attention' else 'push' + toward[what]}).")
     st.caption(f"{grid}×{grid} patches of {size // grid} px on the {size} px image the model sees; red pushes toward, "
                f"blue away (centred at 0). What no patch holds (the CLS token and the constant): {rest:+.3g}; the "
                "patches and that rest add up exactly to the heads' contribution.")

@@ -48,8 +48,8 @@ ranked = search_heads(cache, concept["embeddings"])
 shares = np.zeros((cache.n_layers, cache.n_heads))
 for row in ranked:
     shares[row.layer, row.head] = 100 * row.share
-left, right = st.columns([2, 3])
-left.plotly_chart(figures.heads_heatmap(shares, "Share of each head's variance along: " + figures.label(concept["label"]),
+left, right = st.columns(2)
+left.plotly_chart(figures.heads_heatmap(shares, "% of each head's variance along it",
                                         "% of variance", selected=(ranked[0].layer, ranked[0].head)),
                   config=figures.PNG_CONFIG, theme=None)
 right.dataframe(pd.DataFrame([{"head": head_label(r.layer, r.head), "share": f"{r.share:.0%}",
