@@ -6,20 +6,12 @@ top patch lies on an object (pointing game) and the share of each map's positive
 head's push toward the true class, against that head's raw CLS attention (the baseline). Best of ``repeats`` runs.
 """
 
-import time
 
 import numpy as np
 import torch
 from PIL import Image
 
-
-def _best(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+from residual_core.words_bench import best_of
 
 
 def run_maps_bench(n_scenes: int = 200, repeats: int = 5) -> dict:
@@ -33,14 +25,14 @@ def run_maps_bench(n_scenes: int = 200, repeats: int = 5) -> dict:
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     b32 = load_clip(parse_model_spec("ViT-B-32", True, 0), text=False)
     image = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    report["parts_all_heads_ms_vit_b_32_224px"] = round(1e3 * _best(lambda: token_parts(b32.model, image), repeats), 1)
+    report["parts_all_heads_ms_vit_b_32_224px"] = round(1e3 * best_of(lambda: token_parts(b32.model, image), repeats), 1)
     parts = token_parts(b32.model, image)
     direction = torch.randn(b32.arch.d_embed, generator=torch.Generator().manual_seed(1))
-    report["new_map_ms_vit_b_32"] = round(1e3 * _best(lambda: heads_map(parts, [(11, 3)], direction), repeats), 2)
+    report["new_map_ms_vit_b_32"] = round(1e3 * best_of(lambda: heads_map(parts, [(11, 3)], direction), repeats), 2)
     demo = load_clip("demo")
     cache = load_cache(precompute(PrecomputeSpec(model="demo", dataset="demo-world/shape", limit=1000)))
     one = torch.stack([demo.preprocess(Image.fromarray(world.render_one("test", int(cache.positions[0]))))])
-    report["parts_ms_per_image_demo"] = round(1e3 * _best(lambda: token_parts(demo.model, one), repeats), 1)
+    report["parts_ms_per_image_demo"] = round(1e3 * best_of(lambda: token_parts(demo.model, one), repeats), 1)
     report |= map_ground_truth(demo, cache, n_scenes)
     return report
 

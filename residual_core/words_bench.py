@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _best(run, repeats: int) -> float:
+def best_of(run, repeats: int) -> float:
+    """The shortest of ``repeats`` wall-clock runs of ``run()``, in seconds."""
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -41,13 +42,13 @@ def run_words_bench(sizes: tuple[int, ...] = (2_000, 50_000), n_texts: int = 2_0
             evals = np.sort(np.random.default_rng(1).gamma(1.0, size=(cache.units.n_heads_total, cache.n_pcs)))[:, ::-1]
             cache = replace(cache, text_embeds=_bank(n_texts, cache.output.shape[1]), texts=tuple(map(str, range(n_texts))),
                             head_eigenvalues=np.ascontiguousarray(evals, np.float32))
-            report[f"textspan_144_heads_s_{n}"] = round(_best(lambda: textspan(cache, m), repeats), 3)
+            report[f"textspan_144_heads_s_{n}"] = round(best_of(lambda: textspan(cache, m), repeats), 3)
             concept = np.asarray(cache.text_embeds[:1])
-            report[f"concept_query_s_{n}"] = round(_best(lambda: search_heads(cache, concept), repeats), 4)
+            report[f"concept_query_s_{n}"] = round(best_of(lambda: search_heads(cache, concept), repeats), 4)
             top = [(r.layer, r.head) for r in search_heads(cache, concept)[:3]]
-            report[f"retrieval_top3_heads_s_{n}"] = round(_best(lambda: retrieve(cache, top, concept), repeats), 3)
+            report[f"retrieval_top3_heads_s_{n}"] = round(best_of(lambda: retrieve(cache, top, concept), repeats), 3)
     for name, spec in (("vit_b_32_random", parse_model_spec("ViT-B-32", True, 0)), ("demo", "demo")):
         loaded = load_clip(spec, text=False)
         bank = _bank(n_texts, loaded.arch.d_embed)
-        report[f"weights_reading_s_{name}"] = round(_best(lambda: read_weights(loaded.model, bank), repeats), 3)
+        report[f"weights_reading_s_{name}"] = round(best_of(lambda: read_weights(loaded.model, bank), repeats), 3)
     return report
