@@ -170,6 +170,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         print(json.dumps(run_words_bench()))
         return 0
+    if args.scorecard:
+        from residual_core.scorecard_run import run_scorecard_bench
+
+        print(json.dumps(run_scorecard_bench()))
+        return 0
     if args.scale:
         from residual_core.scale_bench import run_scale
 
@@ -304,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: per-token maps' speed and how well they point at the demo world's objects (issue 25)")
     p.add_argument("--words", action="store_true",
                    help="instead: TextSpan, concept search and the weights' reading at ViT-B-32 size (issue 24's figures)")
+    p.add_argument("--scorecard", action="store_true",
+                   help="instead: the whole scorecard on the demo model, 2,000 scenes per factor, once its caches "
+                        "exist (issue 26's figure)")
     p.add_argument("--scale", action="store_true",
                    help="instead: toggles, head metrics and peak RSS at 10 k, 100 k and 1 M images (10 and 1,000 "
                         "classes), and the scaling exponent")

@@ -9,15 +9,23 @@ from residual_core import cli_tables as tables
 COLUMNS = ("label_accuracy", "coverage", "best_eta_mean", "causal_agreement", "purity_mean")
 
 
-def leaderboard_table(rows: dict) -> str:
+HEADERS = ("method", "units", "label accuracy", "coverage (AP ≥ 0.3)", "best η² (mean over factors)",
+           "causal agreement", "purity@8")
+
+
+def leaderboard_cells(rows: dict) -> list[list[str]]:
+    """The leaderboard as text, one list per method in ``HEADERS``' order (a baseline's cells as mean ± std); the
+    terminal's table and the Scorecard page both show these."""
     def cell(row: dict, key: str) -> str:
         spread, fmt = row.get(f"{key}_std"), ".2f" if key == "best_eta_mean" else ".1%"  # η² is a share, not a rate
         return f"{row[key]:{fmt}}" + (f" ± {spread:{fmt}}" if spread is not None else "")
 
-    table = tables.table(["method", "units", "label accuracy", "coverage (AP ≥ 0.3)", "best η² (mean over factors)",
-                          "causal agreement", "purity@8"],
-                         [[name, f"{row['units']:.0f}", *(cell(row, k) for k in COLUMNS)] for name, row in rows.items()
-                          if "label_accuracy" in row])
+    return [[name, f"{row['units']:.0f}", *(cell(row, k) for k in COLUMNS)] for name, row in rows.items()
+            if "label_accuracy" in row]  # the heatmaps row has scores of its own
+
+
+def leaderboard_table(rows: dict) -> str:
+    table = tables.table(list(HEADERS), leaderboard_cells(rows))
     maps = rows.get("heatmaps")
     if maps:
         table += (f"\nheatmaps ({maps['head']}'s push toward the true class, {maps['scenes']} scenes): pointing game "

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from residual_core.cache import Cache, copy_f32
+from residual_core.cache import Cache
 from residual_core.units import head_label
 
 PURITY_K = 8
+N_PER_HEAD = 3  # units per head and method: PCs (each with both poles), TextSpan texts, weight directions (both signs)
 AP_COVERAGE = 0.3  # a factor value is covered when some unit scores it at AP ≥ 0.3 (saev's protocol)
 
 _SHAPES = {"circle": "circle", "square": "square", "triangle": "triangle", "diamond": "diamond", "cross": "cross",

@@ -1,9 +1,11 @@
 """The scorecard's methods and leaderboard (residual_core/scorecard.py has the per-unit scores).
 
 Methods, each a set of units per head: nearest texts per PC (the dashboard's labels: both poles of the top PCs),
-TextSpan (its first texts), the weights' directions (both signs, labelled by their pursuit texts), and two random
-baselines, random directions in each head's PC space labelled by their nearest text, and the PC poles under random
-bank texts (mean ± std over seeds). A leaderboard row per method: label accuracy, coverage (the share of factor
+TextSpan (its first texts), the weights' directions (both signs, labelled by their pursuit texts), and three random
+baselines (mean ± std over seeds): random directions in each head's PC space labelled by their nearest text, the PC
+poles under random bank texts, and random heads: each head's PC poles explained by another head's labels and
+ablation (a random derangement of the heads), which keeps the texts and causal factors the method really produces
+and breaks only their tie to the head. A leaderboard row per method: label accuracy, coverage (the share of factor
 values some unit scores at AP ≥ 0.3), the mean over factors of the best unit's η², and causal agreement.
 """
 
@@ -11,10 +13,9 @@ import time
 
 import numpy as np
 
+from residual_core.agreement import agreement_predicts, head_agreement
 from residual_core.cache import Cache, copy_f32
-from residual_core.scorecard import AP_COVERAGE, Unit, UnitScore, factor_labels, score_unit
-
-N_PER_HEAD = 3  # PCs (each with both poles), TextSpan texts, weight directions (each with both signs) per head
+from residual_core.scorecard import AP_COVERAGE, N_PER_HEAD, Unit, UnitScore, factor_labels, score_unit
 
 
 def _centred(cache: Cache, unit: int) -> np.ndarray:
@@ -88,6 +89,24 @@ def random_label_units(cache: Cache, seed: int) -> list[Unit]:
             for p in pc_units(cache)]
 
 
+def random_head_units(cache: Cache, seed: int) -> list[Unit]:
+    """The PC poles of each head under the labels and the ablation of another head: unit i of head u keeps u's
+    scores and takes the text, layer and head (so the causal factor) of the same pole of head π(u), π a random
+    derangement (no head keeps its own; the identity where there is one head)."""
+    rng = np.random.default_rng(seed)
+    n_heads = cache.units.n_heads_total
+    perm = rng.permutation(n_heads)
+    while n_heads > 1 and (perm == np.arange(n_heads)).any():
+        perm = rng.permutation(n_heads)  # ~e draws on average
+    units = pc_units(cache)
+    per_head = len(units) // n_heads
+    out = []
+    for i, own in enumerate(units):
+        other = units[int(perm[i // per_head]) * per_head + i % per_head]
+        out.append(Unit("random heads", other.layer, other.head, own.name, other.text, own.scores))
+    return out
+
+
 def causal_factors(cache: Cache, per_factor: dict[str, Cache]) -> dict[int, str | None]:
     """{head index: the factor whose accuracy falls most when the head is mean-ablated} from per-factor caches of
     the same images (their precomputed ``head_ablated_acc``); None where no factor falls."""
@@ -98,7 +117,7 @@ def causal_factors(cache: Cache, per_factor: dict[str, Cache]) -> dict[int, str 
 
 def leaderboard_row(scores: list[UnitScore]) -> dict[str, float]:
     factors = list(scores[0].eta)
-    aps = {f: np.nanmax(np.stack([s.ap[f] for s in scores]), axis=0) for f in factors}  # [n_values] best AP
+    aps = {f: np.fmax.reduce(np.stack([s.ap[f] for s in scores]), axis=0) for f in factors}  # [n_values]; nan: absent
     values = np.concatenate([a[~np.isnan(a)] for a in aps.values()])
     causal = [s.factor == s.causal for s in scores if s.causal is not None]
     return {"units": len(scores), "label_accuracy": float(np.mean([s.label_right for s in scores])),
@@ -109,7 +128,8 @@ def leaderboard_row(scores: list[UnitScore]) -> dict[str, float]:
 
 
 def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: int = 5) -> dict:
-    """Every method's leaderboard row and its scored units; ``weights``: the weights' readings of the cache's model
+    """Every method's leaderboard row and its scored units, and how far agreement between the methods predicts a
+    head's label accuracy; ``weights``: the weights' readings of the cache's model
     (residual_core.weights_reading.read_weights)."""
     from residual_core import world
 
@@ -123,11 +143,14 @@ def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: in
     methods = {"nearest texts per PC": scored(pc_units(cache)), "TextSpan": scored(textspan_units(cache)),
                "weights' directions": scored(weight_units(cache, weights))}
     rows = {name: leaderboard_row(units) for name, units in methods.items()}
-    for name, make in (("random directions", random_direction_units), ("random labels", random_label_units)):
+    for name, make in (("random directions", random_direction_units), ("random labels", random_label_units),
+                       ("random heads", random_head_units)):
         runs = [leaderboard_row(scored(make(cache, seed))) for seed in range(seeds)]
         rows[name] = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
         rows[name] |= {f"{key}_std": float(np.std([r[key] for r in runs])) for key in runs[0] if key != "units"}
-    return {"methods": rows, "units": methods, "seconds": time.perf_counter() - started}
+    pooled = [s for units in methods.values() for s in units]
+    return {"methods": rows, "units": methods, "agreement": agreement_predicts(head_agreement(cache, weights), pooled),
+            "seconds": time.perf_counter() - started}
 
 
 def build_scorecard(model: str = "demo", limit: int | None = 2_000, cache_dir: str | None = None, seeds: int = 5,
@@ -158,3 +181,20 @@ def build_scorecard(model: str = "demo", limit: int | None = 2_000, cache_dir: s
                                      "pointing_game_raw_attention": maps["pointing_game_raw_attention"],
                                      "mass_on_objects_raw_attention": maps["mass_on_objects_raw_attention"]}
     return report | {"cache": str(cache.path), "n_images": cache.n_images}
+
+
+def run_scorecard_bench(model: str = "demo", limit: int = 2_000, repeats: int = 2,
+                        cache_dir: str | None = None) -> dict:
+    """``bench --scorecard``: the whole scorecard (caches read and verified, the model loaded, every method and
+    baseline scored, the heatmaps) once its caches exist; the first, untimed run builds any that are missing."""
+    from residual_core.words_bench import best_of
+
+    build_scorecard(model, limit, cache_dir, seeds=1)
+    last: dict = {}
+
+    def run() -> None:
+        last.update(build_scorecard(model, limit, cache_dir))
+
+    whole = best_of(run, repeats)
+    return {"model": model, "images_per_factor": last["n_images"], "scorecard_s": round(whole, 2),
+            "scoring_s": round(last["seconds"], 2), "goal_s": 60, "repeats": repeats}

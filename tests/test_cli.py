@@ -175,9 +175,18 @@ def test_scorecard_scores_every_method_against_the_worlds_ground_truth(tmp_path,
                  str(tmp_path)]) == 0
     report = _last_json(capsys)
     assert set(report["methods"]) == {"nearest texts per PC", "TextSpan", "weights' directions", "random directions",
-                                      "random labels", "heatmaps"}
+                                      "random labels", "random heads", "heatmaps"}
     heatmaps = report["methods"].pop("heatmaps")
     assert 0 <= heatmaps["pointing_game"] <= 1 and 0 <= heatmaps["mass_on_objects_raw_attention"] <= 1
     for row in report["methods"].values():
         assert all(0 <= row[k] <= 1 for k in ("label_accuracy", "coverage", "best_eta_mean", "purity_mean"))
     assert report["methods"]["random labels"]["label_accuracy_std"] >= 0 and report["seconds"] > 0
+
+
+def test_the_scorecards_bench_times_the_whole_scorecard_once_its_caches_exist(tmp_path):
+    from residual_core.scorecard_run import run_scorecard_bench
+
+    report = run_scorecard_bench("tiny-random", 40, repeats=1, cache_dir=str(tmp_path))
+    assert report["images_per_factor"] == 40 and report["goal_s"] == 60
+    assert report["scorecard_s"] >= report["scoring_s"] > 0
+    assert len(list(tmp_path.glob("*demo-world-*__test__*"))) == 7  # built once, untimed, then read
