@@ -366,7 +366,11 @@ def test_the_scorecard_page_says_where_there_is_no_ground_truth(app):
     app.switch_page("dashboard/pages/10_scorecard.py").run()
     _no_errors(app)
     assert any("no ground truth" in i.value for i in app.info)
-    assert "+ pole purity@8 by class" in app.dataframe[0].value.columns
+    agree, purity = app.dataframe[0].value, app.dataframe[1].value
+    assert {"nearest ↔ TextSpan", "TextSpan ↔ weights", "data ↔ weights", "texts two methods name"} <= set(agree.columns)
+    assert len(agree) == 2 * 4 and agree["data ↔ weights"].between(0, 1 + 1e-9).all()  # tiny-random: 2 layers × 4 heads
+    assert list(purity.columns[:3]) == ["head", "PC", "purity@8 by class"]
+    assert purity["purity@8 by class"].is_monotonic_decreasing
 
 
 def test_the_scorecard_page_scores_the_demo_worlds_explanations_and_shows_failures(tmp_path, open_app):
@@ -380,6 +384,8 @@ def test_the_scorecard_page_scores_the_demo_worlds_explanations_and_shows_failur
     _no_errors(at)
     table = at.dataframe[0].value
     assert list(table["method"]) == ["nearest texts per PC", "TextSpan", "weights' directions", "random directions",
-                                     "random labels"]
+                                     "random labels", "random heads"]
     assert any("Heatmaps:" in c.value for c in at.caption)
+    predicts = at.dataframe[1].value  # does agreement between methods predict a right label?
+    assert "data ↔ weights" in list(predicts["agreement"]) and predicts["p"].between(0, 1).all()
     assert [m for m in at.markdown if "labelled" in m.value]  # the failures, each with its images

@@ -6,20 +6,66 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.builds import page_cache
-from dashboard.state import get_cache, lookup_cache, plain
-from residual_core.cli_scorecard import COLUMNS
+from dashboard.state import get_cache, head_weights, lookup_cache, plain
+from residual_core.cli_scorecard import HEADERS, leaderboard_cells
+from residual_core.models import ModelLoadError
+from residual_core.units import head_label
 
 cache = page_cache("Scorecard")
 ss = st.session_state
 spec = cache.manifest["spec"]
-if not str(spec["dataset"]).startswith("demo-world/"):
+
+
+@st.cache_resource(show_spinner="reading every head three ways (nearest texts, TextSpan, the weights) …", max_entries=4)
+def method_agreement(path: str, model: str, random_weights: bool, seed: int) -> tuple[tuple, str]:
+    """(every head's agreement between methods, why the weights' column is missing or "")."""
+    from residual_core.agreement import head_agreement
+
+    try:
+        readings, missing = head_weights(path, model, random_weights, seed), ""
+    except (ModelLoadError, ValueError) as err:  # the weights are not on this machine
+        readings, missing = None, str(err)
+    return head_agreement(get_cache(path), readings), missing
+
+
+def no_ground_truth() -> None:
+    """What a dataset without ground truth offers: agreement between methods, and pole purity by class."""
+    from residual_core.agreement import MEASURES, pole_purity
+
     st.info(plain(f"{spec['dataset']} has no ground truth for what a head should encode: only the demo world's caches "
-                  "(demo-world/…) can be scored. What needs none: how pure each PC's pole images are by class."))
-    purity = [(cache.units.head_at(u), k, float(np.bincount(np.asarray(cache.labels)[cache.pole_top[u, k][:8]]).max() / 8))
-              for u in range(cache.units.n_heads_total) for k in range(min(3, cache.n_pcs))]
-    st.dataframe(pd.DataFrame([{"head": f"L{lh[0]}H{lh[1]}", "PC": f"PC{k + 1}", "+ pole purity@8 by class": p}
-                               for lh, k, p in sorted(purity, key=lambda r: -r[2])]), hide_index=True)
+                  "(demo-world/…) can be scored. What needs none: how far the methods agree on each head, and how pure "
+                  "each PC's pole images are by class."))
+    st.subheader("Do the methods agree?")
+    try:
+        heads, missing = method_agreement(str(cache.path), spec["model"], bool(spec.get("random_weights")),
+                                          int(spec.get("seed", 0)))
+    except ValueError as err:  # a cache without a text bank
+        st.info(plain(err))
+        heads, missing = (), ""
+    if heads:
+        st.caption("Per head, the texts each method names (nearest texts: both poles of PCs 1–3; TextSpan: its first 6 "
+                   "texts; the weights: both signs of their first 3 directions), and the share two methods have in "
+                   "common (Jaccard). Data ↔ weights: the weighted spectral cosine of the head's data PCs and its "
+                   "write directions. Where methods disagree, read a label with care; on the demo world, how far "
+                   "agreement predicts a right label is measured in docs/scorecard.md.")
+        table = pd.DataFrame([{"head": head_label(h.layer, h.head)} | {k: m(h) for k, m in MEASURES.items()}
+                              | {"texts two methods name": " · ".join(cache.texts[t] for t in h.shared()) or "—"}
+                              for h in heads])
+        shares = {k: "{:.0%}" for k in MEASURES if k != "data ↔ weights"}
+        st.dataframe(table.style.format(shares | {"data ↔ weights": "{:.2f}"}, na_rep="—"), hide_index=True,
+                     column_config={k: st.column_config.Column(width="small") for k in MEASURES})
+        if missing:
+            st.caption(plain(f"The weights' columns are empty: they need the model ({missing})."))
+    st.subheader("How pure are the poles' images by class?")
+    st.dataframe(pd.DataFrame([{"head": head_label(p.layer, p.head), "PC": f"PC{p.pc + 1} {p.sign}",
+                                "purity@8 by class": p.purity, "most common class": p.modal}
+                               for p in sorted(pole_purity(cache), key=lambda p: -p.purity)]).style.format(
+        {"purity@8 by class": "{:.0%}"}), hide_index=True)
     st.stop()
+
+
+if not str(spec["dataset"]).startswith("demo-world/"):
+    no_ground_truth()
 
 
 @st.cache_resource(show_spinner="scoring every explanation against the world's ground truth …", max_entries=2)
@@ -40,15 +86,24 @@ if not ss.get("scorecard_asked") and not st.button("Score the explanations", typ
 ss.scorecard_asked = True
 report = scorecard(spec["model"], spec.get("limit"), str(cache.path.parent))
 lookup_cache.clear()
-rows = pd.DataFrame([{"method": name} | {k: row[k] for k in COLUMNS} for name, row in report["methods"].items()
-                     if "label_accuracy" in row])  # the heatmaps row has scores of its own (below)
-st.dataframe(rows.style.format({k: "{:.0%}" for k in COLUMNS} | {"best_eta_mean": "{:.2f}"}), hide_index=True)
+st.dataframe(pd.DataFrame(leaderboard_cells(report["methods"]), columns=HEADERS), hide_index=True)
+st.caption("Random baselines: mean ± std over 5 seeds.")
 maps = report["methods"].get("heatmaps")
 if maps:
     st.caption(f"Heatmaps: {maps['head']}'s push toward the true class points at an object (its top patch) in "
                f"{maps['pointing_game']:.0%} of {maps['scenes']} scenes and puts {maps['mass_on_objects']:.0%} of its "
                f"mass on objects; its raw attention, the baseline: {maps['pointing_game_raw_attention']:.0%} and "
                f"{maps['mass_on_objects_raw_attention']:.0%}.")
+predicts = report.get("agreement", {})
+if predicts:
+    st.caption("Where there is no ground truth, this page offers agreement between methods instead. Here it can be "
+               "checked: does a head on which methods agree have more labels right (all three methods' labels)?")
+    agreeing, rest = "labels right, heads agreeing (≥ median)", "labels right, the rest"
+    st.dataframe(pd.DataFrame([{"agreement": name, "Spearman ρ with label accuracy": p.rho, "p": p.p_value,
+                                agreeing: p.accuracy_agreeing, rest: p.accuracy_disagreeing}
+                               for name, p in predicts.items()])
+                 .style.format({"Spearman ρ with label accuracy": "{:+.2f}", "p": "{:.2f}", agreeing: "{:.0%}",
+                                rest: "{:.0%}"}), hide_index=True)
 method = st.selectbox("Where a method's labels fail", ["nearest texts per PC", "TextSpan", "weights' directions"],
                       key="scorecard_method")
 wrong = sorted((s for s in report["units"][method] if not s.label_right), key=lambda s: -s.eta[s.factor])[:8]
