@@ -26,6 +26,22 @@ def _failures(units, limit: int = 12) -> list[str]:
             for s in wrong]
 
 
+def _agreement(predicts: dict) -> list[str]:
+    """Does agreement between methods (what the Scorecard page offers where there is no ground truth) predict a
+    head's label accuracy?"""
+    if not predicts:
+        return []
+    heads = next(iter(predicts.values())).heads
+    return ["## Does agreement between methods predict a right label?", "",
+            "Off the demo world there is no ground truth, and the Scorecard page offers agreement between methods "
+            "instead (`residual_core/agreement.py`). Here it can be checked: per head, the agreement against the share "
+            f"of its labels that are right (all three methods' units), over {heads} heads.", "",
+            "| agreement | Spearman ρ | p | labels right, heads at or above the median | labels right, the rest |",
+            "|---|---|---|---|---|",
+            *(f"| {name} | {p.rho:+.2f} | {p.p_value:.2f} | {p.accuracy_agreeing:.0%} | {p.accuracy_disagreeing:.0%} |"
+              for name, p in predicts.items()), ""]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="demo")
@@ -44,7 +60,11 @@ def main() -> int:
              "- **best η²**: for each factor, the unit that explains it most; the mean over the seven factors;",
              "- **causal agreement**: the unit's factor is the one whose accuracy falls most when its head is "
              "mean-ablated;", "- **purity@8**: the share of the top 8 images sharing their modal value of the unit's "
-             "factor.", ""]
+             "factor;", "- baselines: **random directions** in each head's PC space, labelled by their nearest text; "
+             "**random labels**, the PC poles under bank texts drawn at random; **random heads**, each head's PC poles "
+             "under the labels and the ablation of another head (a random derangement), which keeps the texts and "
+             "causal factors the method really produces and breaks only their tie to the head.", "",
+             *_agreement(report["agreement"])]
     for name in ("nearest texts per PC", "TextSpan", "weights' directions"):
         units = report["units"][name]
         lines += [f"## Best unit per factor: {name}", "", "| factor | unit | its label | η² |", "|---|---|---|---|"]
