@@ -329,7 +329,8 @@ def test_the_probe_draws_where_the_heads_look_over_the_image(app, tiny_cache):
     z = heat["z"]  # Plotly 6 sends numpy arrays as typed arrays: {"dtype", "bdata", "shape"}
     shape = tuple(int(v) for v in z["shape"].split(",")) if isinstance(z, dict) else np.asarray(z).shape
     assert shape == (4, 4)  # the tiny model's 32 px in 8 px patches
-    assert any("draws mostly from the" in m.value for m in app.markdown)
+    line = next(m.value for m in app.markdown if "mostly from the" in m.value)
+    assert (" draw mostly" in line) == ("," in line.split(" mostly")[0])  # L3H6 draws; L3H6, L2H0 draw
     app.radio(key="where_kind").set_value("one head's PC").run()
     _no_errors(app)
 

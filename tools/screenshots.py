@@ -69,7 +69,8 @@ def main() -> None:
             if name in PRESS and not page.locator(".js-plotly-plot, .vega-embed, [data-testid=stDataFrame]").count():
                 page.get_by_role("button", name=PRESS[name], exact=True).click()
             try:  # a page shows its figures once its caches (and, on Alignment, a trained method) exist
-                page.locator(".js-plotly-plot, .vega-embed").first.wait_for(timeout=60_000)
+                page.locator(".js-plotly-plot, .vega-embed, [data-testid=stDataFrame], [data-testid=stImage]").first.wait_for(
+                    timeout=60_000)
             except PlaywrightTimeout:
                 print("no figure on", name, "after 60 s: the screenshot shows the page as it is")
             page.wait_for_timeout(3000)

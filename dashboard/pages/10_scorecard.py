@@ -79,11 +79,12 @@ st.caption("Each explanation (a PC pole and its nearest text, a TextSpan text, a
            "baselines) is scored on the demo world's test scenes, whose seven factors are known: does its label name "
            "what its top images share, how much of a factor it explains (η², AP), and does ablating its head hurt "
            "that factor most? Definitions and the generated report: docs/scorecard.md.")
-if not ss.get("scorecard_asked") and not st.button("Score the explanations", type="primary",
-                                                   help="builds the world's seven test caches if missing (minutes "
-                                                        "once), then scores every method"):
-    st.stop()
-ss.scorecard_asked = True
+if not ss.get("scorecard_asked"):
+    if not st.button("Score the explanations", type="primary",
+                     help="builds the world's seven test caches if missing (minutes once), then scores every method"):
+        st.stop()
+    ss.scorecard_asked = True
+    st.rerun()  # the scores replace the button
 report = scorecard(spec["model"], spec.get("limit"), str(cache.path.parent))
 lookup_cache.clear()
 st.dataframe(pd.DataFrame(leaderboard_cells(report["methods"]), columns=HEADERS), hide_index=True)
@@ -111,5 +112,5 @@ scored = get_cache(report["cache"])
 for s in wrong:
     top = np.argsort(-s.unit.scores, kind="stable")[:8]
     st.markdown(f"**{s.unit.label}**: labelled *{plain(s.unit.text)}*; it explains {s.factor} (η² {s.eta[s.factor]:.2f}) "
-                f"and {s.purity:.0%} of its top images are {plain(s.modal)}")
+                f"and {round(s.purity * 8)} of its top 8 images have {s.factor} “{plain(s.modal)}”")
     st.image(np.concatenate(list(scored.thumbs[top]), axis=1), width=64 * len(top))

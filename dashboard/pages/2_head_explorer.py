@@ -79,8 +79,9 @@ with right:
                                 world.FACTORS)
             if not scored.label_right:
                 st.warning(plain(f"The {name} pole's label “{text}” does not name what its images share: it explains "
-                                 f"{scored.factor} (η² {scored.eta[scored.factor]:.2f}) and {scored.purity:.0%} of its "
-                                 f"top 8 images are {scored.modal} (the world's ground truth; see the Scorecard)."))
+                                 f"{scored.factor} (η² {scored.eta[scored.factor]:.2f}), and {round(scored.purity * 8)} "
+                                 f"of its top 8 images have {scored.factor} “{scored.modal}” (the world's ground truth; "
+                                 "see the Scorecard)."))
     here = (str(cache.path), unit, ss.pc)
     if st.button(f"Where {pc} looks in these images", key="pole_maps_button",
                  help="runs the model once on the 16 images shown (nothing is stored for the whole dataset)"):

@@ -86,7 +86,8 @@ else:
     region, share = where_in_words(patches)
     grid = patches.shape[0]
     toward = {"class": f" toward '{plain(cache.classnames[target])}'", "attention": "", "pc": f" along PC{target + 1}"}
-    st.markdown(f"**{heads_named} {'looks' if what == 'attention' else 'draws'} mostly from the {region} patches** "
+    verb = ("look" if what == "attention" else "draw") + ("" if len(chosen) > 1 else "s")  # L3H6 draws; L3H6, L2H0 draw
+    st.markdown(f"**{heads_named} {verb} mostly from the {region} patches** "
                 f"({share:.0%} of the positive {'weight' if what == 'attention' else 'push' + toward[what]}).")
     st.caption(f"{grid}×{grid} patches of {size // grid} px on the {size} px image the model sees; red pushes toward, "
                f"blue away (centred at 0). What no patch holds (the CLS token and the constant): {rest:+.3g}; the "
