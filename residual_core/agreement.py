@@ -38,14 +38,15 @@ class HeadAgreement:
         return tuple(dict.fromkeys(r for r in sum(named, ()) if sum(r in t for t in named) >= 2))
 
 
-def head_agreement(cache: Cache, readings=None, n: int = N_PER_HEAD) -> tuple[HeadAgreement, ...]:
+def head_agreement(cache: Cache, readings=None, n: int = N_PER_HEAD, spans=None) -> tuple[HeadAgreement, ...]:
     """Every head's agreement between methods; ``readings``: weights_reading.read_weights of the cache's model
-    against its bank, or None where the weights are not on this machine."""
+    against its bank, or None where the weights are not on this machine; ``spans``: describe.textspan of the cache
+    with at least 2n texts per head, where the caller has it."""
     from residual_core.describe import textspan
     from residual_core.weights_reading import agreement
 
     k = min(n, cache.n_pcs)
-    spans = textspan(cache, 2 * n)
+    spans = textspan(cache, 2 * n) if spans is None else spans
     out = []
     for u, span in enumerate(spans):
         nearest = [int(idx[u, j, 0]) for j in range(k) for idx in (cache.text_pos_idx, cache.text_neg_idx)]
@@ -54,8 +55,8 @@ def head_agreement(cache: Cache, readings=None, n: int = N_PER_HEAD) -> tuple[He
             read = readings[u]
             weights = tuple(dict.fromkeys(side[0] for pair in read.texts[:n] for side in pair if side))
             cosine = agreement(read.directions, read.singular, cache.head_components[u], cache.head_eigenvalues[u])
-        out.append(HeadAgreement(span.layer, span.head, tuple(dict.fromkeys(nearest)), tuple(span.texts), weights,
-                                 cosine))
+        out.append(HeadAgreement(span.layer, span.head, tuple(dict.fromkeys(nearest)), tuple(span.texts[:2 * n]),
+                                 weights, cosine))
     return tuple(out)
 
 

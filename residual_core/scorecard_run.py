@@ -28,26 +28,35 @@ def _nearest_text(cache: Cache, direction: np.ndarray) -> str:
     return cache.texts[int(np.argmax(np.asarray(cache.text_embeds, np.float64) @ direction))]
 
 
+def pole_units(cache: Cache, unit: int, k: int, coef: np.ndarray | None = None) -> tuple[Unit, Unit]:
+    """Both poles of one PC of one head, each labelled by its nearest text (what the Head explorer shows);
+    ``coef``: the head's centred coefficients [n_images, n_pcs] where the caller has them."""
+    layer, head = cache.units.head_at(unit)
+    if coef is None:  # this PC's row alone, not the head's every PC
+        score = copy_f32(cache.head_scores[unit, k]) - np.float32(cache.score_mean[unit, k])  # [n_images]
+    else:
+        score = coef[:, k]
+    return (Unit("nearest texts per PC", layer, head, f"PC{k + 1} +", cache.texts[int(cache.text_pos_idx[unit, k, 0])],
+                 score),
+            Unit("nearest texts per PC", layer, head, f"PC{k + 1} −", cache.texts[int(cache.text_neg_idx[unit, k, 0])],
+                 -score))
+
+
 def pc_units(cache: Cache, n: int = N_PER_HEAD) -> list[Unit]:
     units = []
     for u in range(cache.units.n_heads_total):
-        layer, head = cache.units.head_at(u)
         coef = _centred(cache, u)
         for k in range(min(n, cache.n_pcs)):
-            units.append(Unit("nearest texts per PC", layer, head, f"PC{k + 1} +",
-                              cache.texts[int(cache.text_pos_idx[u, k, 0])], coef[:, k]))
-            units.append(Unit("nearest texts per PC", layer, head, f"PC{k + 1} −",
-                              cache.texts[int(cache.text_neg_idx[u, k, 0])], -coef[:, k]))
+            units.extend(pole_units(cache, u, k, coef))
     return units
 
 
-def textspan_units(cache: Cache, n: int = N_PER_HEAD) -> list[Unit]:
-    from residual_core.describe import textspan
-
+def textspan_units(cache: Cache, spans, n: int = N_PER_HEAD) -> list[Unit]:
+    """``spans``: describe.textspan of the cache, at least ``n`` texts per head (its first ``n`` are used)."""
     units = []
-    for reading in textspan(cache, n):
+    for reading in spans:
         coef = _centred(cache, cache.head_index(reading.layer, reading.head))
-        for j, (text, direction) in enumerate(zip(reading.texts, reading.basis)):
+        for j, (text, direction) in enumerate(zip(reading.texts[:n], reading.basis[:n])):
             units.append(Unit("TextSpan", reading.layer, reading.head, f"text {j + 1}", cache.texts[text],
                               coef @ direction))
     return units
@@ -132,6 +141,7 @@ def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: in
     head's label accuracy; ``weights``: the weights' readings of the cache's model
     (residual_core.weights_reading.read_weights)."""
     from residual_core import world
+    from residual_core.describe import textspan
 
     started = time.perf_counter()
     labels = factor_labels(cache)
@@ -140,7 +150,8 @@ def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: in
     def scored(units: list[Unit]) -> list[UnitScore]:
         return [score_unit(u, labels, world.FACTORS, causal[cache.head_index(u.layer, u.head)]) for u in units]
 
-    methods = {"nearest texts per PC": scored(pc_units(cache)), "TextSpan": scored(textspan_units(cache)),
+    spans = textspan(cache, 2 * N_PER_HEAD)  # once: the scorecard's TextSpan units and the agreement check share it
+    methods = {"nearest texts per PC": scored(pc_units(cache)), "TextSpan": scored(textspan_units(cache, spans)),
                "weights' directions": scored(weight_units(cache, weights))}
     rows = {name: leaderboard_row(units) for name, units in methods.items()}
     for name, make in (("random directions", random_direction_units), ("random labels", random_label_units),
@@ -149,7 +160,8 @@ def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: in
         rows[name] = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
         rows[name] |= {f"{key}_std": float(np.std([r[key] for r in runs])) for key in runs[0] if key != "units"}
     pooled = [s for units in methods.values() for s in units]
-    return {"methods": rows, "units": methods, "agreement": agreement_predicts(head_agreement(cache, weights), pooled),
+    return {"methods": rows, "units": methods,
+            "agreement": agreement_predicts(head_agreement(cache, weights, spans=spans), pooled),
             "seconds": time.perf_counter() - started}
 
 

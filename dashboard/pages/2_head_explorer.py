@@ -7,7 +7,6 @@ import streamlit as st
 from dashboard import figures
 from dashboard.builds import page_cache, sample_note
 from dashboard.state import head_map, head_texts, head_weights, plain, probe_cached
-from residual_core.cache import copy_f32
 from residual_core.geometry import MAP_METHODS
 from residual_core.models import ModelLoadError
 from residual_core.units import head_label
@@ -69,14 +68,12 @@ with right:
           f"{pc} − pole")
     if str(cache.manifest["spec"]["dataset"]).startswith("demo-world/"):  # ground truth: is the label right?
         from residual_core import world
-        from residual_core.scorecard import Unit, factor_labels, score_unit
+        from residual_core.scorecard import factor_labels, score_unit
+        from residual_core.scorecard_run import pole_units
 
         truth = factor_labels(cache)
-        coef = copy_f32(cache.head_scores[unit, ss.pc]) - float(cache.score_mean[unit, ss.pc])
-        for sign, name, idx in ((1, "+", cache.text_pos_idx), (-1, "−", cache.text_neg_idx)):
-            text = cache.texts[int(idx[unit, ss.pc, 0])]
-            scored = score_unit(Unit("pole", ss.layer, ss.head, f"{pc} {name}", text, sign * coef), truth,
-                                world.FACTORS)
+        for name, pole in zip(("+", "−"), pole_units(cache, unit, ss.pc)):
+            scored, text = score_unit(pole, truth, world.FACTORS), pole.text
             if not scored.label_right:
                 st.warning(plain(f"The {name} pole's label “{text}” does not name what its images share: it explains "
                                  f"{scored.factor} (η² {scored.eta[scored.factor]:.2f}), and {round(scored.purity * 8)} "
