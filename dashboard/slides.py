@@ -11,14 +11,15 @@ import numpy as np
 import streamlit as st
 
 from dashboard import builds, figures
+from dashboard.numbers import accuracy_metric
 from dashboard.offer import Offer
 from dashboard.view import ViewState
 from dashboard.state import concept_embedding, find_cache, get_cache, head_texts, plain, probe_cached
 from dashboard.tours import Step, step_view
-from residual_core.ablation import AblationMask, evaluate, per_class_accuracy
+from residual_core.ablation import evaluate, mask_in_words, per_class_accuracy
 from residual_core.cache import HEAD_METRICS, Cache, head_metrics, most_important_head
 from residual_core.pipeline import PrecomputeSpec
-from residual_core.units import head_label, points
+from residual_core.units import head_label
 
 BIG = dict(font=dict(size=20), title=dict(font=dict(size=24)))  # figures on a projector, across a room
 
@@ -148,7 +149,10 @@ def _ablation(step, index, view, auto, cache, offer) -> None:
     off = st.session_state.get(key, False)
     label = f"Switch {head_label(layer, head)} {'back on' if off else 'off'}   (T)"
     st.button(label, type="primary", key=f"toggle_{index}", shortcut="T", on_click=flip)
-    mask = AblationMask(heads=frozenset({(layer, head)}) if off else frozenset())
+    base = view.mask  # the step's own mask (a recorded ablation); the toggle adds the step's head to it
+    mask = replace(base, heads=base.heads | {(layer, head)}) if off else base
+    if not base.is_empty:
+        st.caption(plain(f"This step also ablates ({base.mode}): {mask_in_words(base)}"))
     panels = [(cache, view.dataset)]
     if step.view.get("also"):
         other = cache_or_build(_spec(view, offer, dataset=step.view["also"]), f"also{index}")
@@ -157,10 +161,8 @@ def _ablation(step, index, view, auto, cache, offer) -> None:
     columns = st.columns(len(panels))
     for column, (data, name) in zip(columns, panels):
         result = evaluate(data, mask)
-        moved = off and abs(result.delta) >= 5e-4
-        delta = points(result.delta) if moved else ("no change" if off else "all heads on")
-        column.metric(f"{name.split('/')[-1]} accuracy", f"{result.accuracy:.1%}", delta,
-                      delta_color="normal" if moved else "off", delta_arrow="auto" if moved else "off")
+        accuracy_metric(column, f"{name.split('/')[-1]} accuracy", result.accuracy, result.delta, decimals=1,
+                        noise=5e-4, still="all heads on" if mask.is_empty else "no change")
     baseline = per_class_accuracy(cache, cache.baseline_predictions())
     bars = figures.per_class_bars(cache.classnames, baseline, evaluate(cache, mask).per_class_accuracy, 300,
                                   BIG["font"]["size"])

@@ -82,6 +82,23 @@ class AblationMask:
                    mlps=frozenset(t[0] for t in _tuples(data, "mlps", 1)), embed=embed, mode=mode)
 
 
+def mask_in_words(mask: AblationMask, most: int = 6) -> str:
+    """What a mask switches off or rescales, in one line: 'heads L3H6, L2H0 · MLPs L3MLP · the embedding · 2 PCs'."""
+    parts = []
+    for what, names in (("heads", [head_label(*lh) for lh in sorted(mask.heads)]),
+                        ("MLPs", [mlp_label(l) for l in sorted(mask.mlps)]),
+                        ("PCs", [pc_label(*p) for p in sorted(mask.pcs)])):
+        if names:
+            more = f" and {len(names) - most} more" if len(names) > most else ""
+            parts.append(f"{what} " + ", ".join(names[:most]) + more)
+    if mask.embed:
+        parts.append("the embedding")
+    rescaled = [s for s in mask.scales if s[3] != 1.0]
+    if rescaled:
+        parts.append(f"{len(rescaled)} PC{'s' if len(rescaled) > 1 else ''} rescaled by λ")
+    return " · ".join(parts) or "nothing"
+
+
 MAX_MASK_ITEMS = 100_000
 
 

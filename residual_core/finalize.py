@@ -5,11 +5,14 @@ nothing per image) and ``text_arrays``, the class-prompt classifier and text-ban
 per (weights, prompts, bank) and shared by every cache of that model in a ``text/`` folder beside the caches.
 """
 
+import contextlib
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ from residual_core.decompose import HeadMaps
 from residual_core.pca import HeadPCA, MomentStats, fit_head_pca, raw_features, score_map
 from residual_core.plan import BuildPlan, PrecomputeSpec, Progress
 from residual_core.textbank import bank_digest, load_bank
+from residual_core.untrusted import json_value
 from residual_core.zeroshot import build_classifier, embed_texts, logit_scale
 
 BASIS_FILES = ("head_mean.npy", "head_components.npy", "head_eigenvalues.npy")
@@ -210,10 +214,10 @@ def text_arrays(plan: BuildPlan, spec: PrecomputeSpec, texts: list[str]) -> tupl
     """Classifier W [d_embed, n_classes] and text-bank embeddings [n_texts, d_embed], shared per model."""
     loaded, source = plan.loaded, plan.source
     common = {"model": loaded.spec.name, "weights": loaded.weights_id, "versions": plan.inputs["versions"]}
-    classifier = _shared(Path(spec.cache_dir), "classifier", common | {"classnames": list(source.classnames),
+    classifier = shared_array(Path(spec.cache_dir), "classifier", common | {"classnames": list(source.classnames),
                                                                         "templates": list(source.templates)},
                          lambda: build_classifier(loaded, source.classnames, source.templates, spec.device))
-    bank = _shared(Path(spec.cache_dir), "bank", common | {"bank": bank_digest(texts)},
+    bank = shared_array(Path(spec.cache_dir), "bank", common | {"bank": bank_digest(texts)},
                    lambda: embed_texts(loaded, texts, device=spec.device))
     return classifier, bank
 
@@ -227,21 +231,46 @@ def model_bank(loaded, cache_dir: Path, texts: list[str], device: str = "cpu") -
     versions = {"residual_core": __version__, loaded.spec.family: library_version(loaded.spec),
                 "torch": torch.__version__.split("+")[0]}
     common = {"model": loaded.spec.name, "weights": loaded.weights_id, "versions": versions}
-    return _shared(Path(cache_dir), "bank", common | {"bank": bank_digest(texts)},
+    return shared_array(Path(cache_dir), "bank", common | {"bank": bank_digest(texts)},
                    lambda: embed_texts(loaded, texts, device=device))
 
 
-def _shared(cache_dir: Path, kind: str, inputs: dict, compute) -> torch.Tensor:
-    """An array keyed by ``inputs`` in cache_dir/text/, verified by its digest; computed and saved if absent."""
+MAX_TEXT_META_BYTES = 1 << 16  # a real one is a few hundred bytes plus the classnames and templates
+
+
+def shared_array(cache_dir: Path, kind: str, inputs: dict, compute) -> torch.Tensor:
+    """An array keyed by ``inputs`` in cache_dir/text/, verified like a cache's arrays: its JSON read bounded through
+    the one parser, its recorded inputs compared with the requested ones (a file swapped in from another bank is
+    refused), and the array read from the very handle whose size and digest were checked. Computed and saved
+    (atomically, with a one-line error on a read-only or full disk) when absent or refused."""
+    folder = cache_dir / "text"
     key = store.cache_key({"kind": kind, **inputs})
-    path, meta = cache_dir / "text" / f"{kind}-{key}.npy", cache_dir / "text" / f"{kind}-{key}.json"
-    try:
-        entry = json.loads(meta.read_text())
-        store.verify_file(path, entry["size"], entry[store.DIGEST])
-        return torch.from_numpy(store.load_npy(path, mmap=False))
-    except (OSError, ValueError, KeyError, TypeError, store.CacheError):
-        pass  # absent or damaged: compute it again
+    path, meta = folder / f"{kind}-{key}.npy", folder / f"{kind}-{key}.json"
+    with contextlib.suppress(store.CacheError):
+        return torch.from_numpy(_read_shared(path, meta, inputs))
     array = compute().float().cpu()
-    store.atomic_save_npy(path, array.numpy())
-    store.atomic_write_text(meta, json.dumps(store.describe_files(path.parent, [path.name])[path.name] | inputs))
+    with store.writing(folder):
+        store.atomic_save_npy(path, array.numpy())
+        store.atomic_write_text(meta, json.dumps(store.describe_files(folder, [path.name])[path.name] | inputs))
     return array
+
+
+def _read_shared(path: Path, meta: Path, inputs: dict) -> np.ndarray:
+    """The verified array at ``path`` (its 2-D float32 values) or CacheError: bounded, regular files only."""
+    try:
+        with open(meta, "rb") as handle:
+            if not S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise store.CacheError(f"{meta} is not a regular file")
+            text = handle.read(MAX_TEXT_META_BYTES + 1)
+        entry = json_value(text, f"text file {meta}", MAX_TEXT_META_BYTES)
+    except (OSError, ValueError) as err:
+        raise store.CacheError(f"{meta} is unreadable ({err})") from None
+    if not isinstance(entry, dict) or any(entry.get(name) != value for name, value in inputs.items()):
+        raise store.CacheError(f"{meta} was written for other inputs")
+    files = store.checked_files(meta, {path.name: {k: entry.get(k) for k in ("size", store.DIGEST)}})
+    handle, _ = store.open_verified(path, files[path.name]["size"], files[path.name][store.DIGEST])
+    with handle:
+        array = store.npy_from_handle(handle, path)
+        if array.ndim != 2 or array.dtype != np.float32:
+            raise store.CacheError(f"{path} holds a {array.dtype} array of shape {array.shape}")
+        return np.array(array)

@@ -40,7 +40,8 @@ DIGEST = "xxh3_128"
 _CHUNK = 1 << 22
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.ENOTDIR,
+                 errno.EEXIST}
 
 
 class CacheError(RuntimeError):
@@ -65,7 +66,8 @@ def file_digest(path: Path) -> str:
 def write_error(folder: Path, err: OSError) -> CacheWriteError:
     """One line naming the folder, what went wrong and what to do."""
     what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-            errno.EROFS: "the file system is read-only", errno.EFBIG: "a file grew past the file-system limit"}
+            errno.EROFS: "the file system is read-only", errno.EFBIG: "a file grew past the file-system limit",
+            errno.ENOTDIR: "a file stands where a folder should be", errno.EEXIST: "a file stands where a folder should be"}
     reason = what.get(err.errno, "writing is not permitted")
     return CacheWriteError(f"cannot write the cache in {folder}: {reason} ({err.strerror}); free space there or "
                            "point --cache-dir / RESIDUAL_CACHE at a writable folder with room, then run it again")

@@ -35,7 +35,7 @@ def heads_in_words(heads, n_layers: int, n_heads: int) -> str:
 def points(change: float, decimals: int = 1) -> str:
     """A change in accuracy (a difference of two fractions) in percentage points, '+5.9 pp': never '%', which reads
     as relative (5.9 % of 90 % accuracy is 5.3 points)."""
-    return f"{change * 100:+.{decimals}f} pp".replace("-", "−")
+    return f"{change * 100:+.{decimals}f} pp"  # ASCII '-': st.metric reads a fall from it (U+2212 read as a gain)
 
 
 @dataclass(frozen=True)

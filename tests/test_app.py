@@ -67,8 +67,53 @@ def test_ablation_lab_changes_the_accuracy(app, tiny_cache):
     heads = [(l, h) for l in range(tiny_cache.n_layers) for h in range(tiny_cache.n_heads)]
     app.multiselect(key="lab_heads").set_value(heads).run()
     _no_errors(app)
-    assert app.metric[0].value != before or app.metric[2].value != "0"
+    from residual_core.ablation import AblationMask, evaluate
+
+    result = evaluate(tiny_cache, AblationMask(heads=frozenset(heads)))
+    assert app.metric[0].value == f"{result.accuracy:.2%}"
+    assert app.metric[2].value == str(int((result.predictions != tiny_cache.baseline_predictions()).sum()))
     assert "mask" in app.query_params
+
+
+def _reads_as_a_fall(delta: str) -> bool:
+    """What st.metric makes of a delta text: a down arrow exactly when it starts with an ASCII '-'."""
+    from streamlit.elements.metric import _is_negative_delta
+
+    return _is_negative_delta(delta)
+
+
+@pytest.mark.parametrize("mode", ["mean", "zero"])
+def test_a_link_with_mlps_and_the_embedding_shows_the_engines_number_and_keeps_them(cache_root, open_app,
+                                                                                     tiny_cache, mode):
+    from dashboard.view import decode_mask, encode_mask
+    from residual_core.ablation import AblationMask, evaluate
+
+    mask = AblationMask(heads=frozenset({(1, 2)}), mlps=frozenset(range(tiny_cache.n_layers)), embed=True, mode=mode)
+    at = open_app(cache_root, {"model": "tiny-random", "dataset": "mnist-offline", "split": "test", "n": "300",
+                               "mask": encode_mask(mask)})
+    at.switch_page("dashboard/pages/4_ablation_lab.py").run()
+    _no_errors(at)
+    result = evaluate(tiny_cache, mask)
+    assert at.metric[0].value == f"{result.accuracy:.2%}"
+    assert _reads_as_a_fall(at.metric[0].delta) == (result.delta < 0)
+    assert at.session_state["mask"] == mask
+    link = at.query_params["mask"]
+    assert decode_mask(link if isinstance(link, str) else link[-1]) == mask  # the rewritten URL keeps every field
+    at.checkbox(key="lab_embed").uncheck().run()
+    at.multiselect(key="lab_mlps").set_value([0]).run()
+    changed = AblationMask(heads=mask.heads, mlps=frozenset({0}), mode=mode)
+    assert at.metric[0].value == f"{evaluate(tiny_cache, changed).accuracy:.2%}"
+
+
+def test_a_fall_in_accuracy_reads_as_a_fall(app, tiny_cache):
+    from residual_core.ablation import AblationMask, evaluate
+
+    app.switch_page("dashboard/pages/4_ablation_lab.py").run()
+    layer, head = app.session_state.layer, app.session_state.head  # the head that matters most: a real drop
+    app.multiselect(key="lab_heads").set_value([(layer, head)]).run()
+    result = evaluate(tiny_cache, AblationMask(heads=frozenset({(layer, head)})))
+    assert result.delta < 0
+    assert _reads_as_a_fall(app.metric[0].delta), app.metric[0].delta
 
 
 def test_ablation_lab_draws_one_detail_view_on_request(app, tiny_cache):
@@ -243,7 +288,7 @@ def test_accuracy_changes_are_points_and_noise_is_left_blank_on_the_heads_map(ap
     from residual_core.cache import accuracy_noise
     from residual_core.units import points
 
-    assert points(-0.059) == "−5.9 pp" and points(0.1234, 2) == "+12.34 pp"
+    assert points(-0.059) == "-5.9 pp" and points(0.1234, 2) == "+12.34 pp"
     app.selectbox(key="metric").set_value("delta_acc_mean_ablated").run()
     _no_errors(app)
     noise = accuracy_noise(tiny_cache) * 100

@@ -9,11 +9,12 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.builds import page_cache, sample_note
+from dashboard.numbers import accuracy_metric
 from dashboard.state import PC_PILLS, plain, view_state, write_url
 from residual_core.ablation import AblationMask, confusion, evaluate_streamed, per_class_accuracy
 from residual_core.cache import LIVE_IMAGES
 from residual_core.live import LogitState
-from residual_core.units import head_label, heads_in_words, points
+from residual_core.units import head_label, heads_in_words, mlp_label
 
 cache = page_cache("Ablation lab")
 ss = st.session_state
@@ -35,6 +36,10 @@ if "lab_heads" not in ss:  # first visit, or back from another page: the widgets
     ss.lab_heads = sorted(h for h in ss.mask.heads if h in HEADS)
 if "lab_mode" not in ss:
     ss.lab_mode = ss.mask.mode
+if "lab_mlps" not in ss:
+    ss.lab_mlps = sorted(layer for layer in ss.mask.mlps if layer < cache.n_layers)
+if "lab_embed" not in ss:
+    ss.lab_embed = ss.mask.embed
 
 
 def apply_preset() -> None:
@@ -49,6 +54,8 @@ def apply_preset() -> None:
     else:
         keep = set(HEADS)
     ss.lab_heads = sorted(set(HEADS) - keep)
+    if preset == "clear all ablations":
+        ss.lab_mlps, ss.lab_embed = [], False
     ss.mask = replace(ss.mask, pcs=frozenset(), scales=())
 
 
@@ -85,6 +92,10 @@ def lab() -> None:
             words = (f"on: {heads_in_words(on, cache.n_layers, cache.n_heads)}" if len(on) < len(off)
                      else f"off: {heads_in_words(off, cache.n_layers, cache.n_heads)}")
             st.caption(f"{len(off)} of {len(HEADS)} heads off; {words}")
+        u1, u2 = st.columns([3, 2])
+        u1.multiselect("MLPs off", range(cache.n_layers), key="lab_mlps", format_func=mlp_label,
+                       help="each MLP's direct contribution to the embedding, replaced like a head's")
+        u2.checkbox("Embedding off", key="lab_embed", help="the class token and position embedding's direct part")
         c1, c2 = st.columns(2)
         c1.selectbox("Layer", range(cache.n_layers), key="layer", format_func=lambda l: f"L{l}")
         c2.selectbox("Head", range(cache.n_heads), key="head", format_func=lambda h: f"H{h}")
@@ -103,7 +114,8 @@ def lab() -> None:
                           key=f"lab_scale_{here[0]}_{here[1]}_{pc_for_scale}")
     others = {p for p in ss.mask.pcs if p[:2] != here} | beyond
     mask = AblationMask(heads=frozenset(ss.lab_heads), pcs=frozenset(others | {(*here, k) for k in chosen or []}),
-                        scales=ss.mask.scales, mode=ss.lab_mode).with_scale(*here, pc_for_scale, scale)
+                        scales=ss.mask.scales, mlps=frozenset(ss.lab_mlps), embed=bool(ss.lab_embed),
+                        mode=ss.lab_mode).with_scale(*here, pc_for_scale, scale)
     ss.mask = mask
     state: LogitState = ss._logit_state
     state.set_mask(mask)
@@ -112,9 +124,7 @@ def lab() -> None:
         if live is not cache:
             st.caption(f"Live numbers on a sample ({sample_note(cache, live)}); means are the whole dataset's.")
         m1, m2, m3 = st.columns(3)
-        moved = abs(result.delta) >= 5e-5  # "+0.00 %" with a green arrow would claim a gain that is not there
-        m1.metric("Accuracy", f"{result.accuracy:.2%}", points(result.delta, 2) if moved else "no change",
-                  delta_color="normal" if moved else "off", delta_arrow="auto" if moved else "off")
+        accuracy_metric(m1, "Accuracy", result.accuracy, result.delta)
         m2.metric("Unablated", f"{result.baseline_accuracy:.2%}")
         flipped = np.flatnonzero(result.predictions != live.baseline_predictions())
         m3.metric("Predictions changed", f"{len(flipped)}", f"of {live.n_images:,}", delta_color="off",
@@ -151,10 +161,7 @@ def exact_on_all(mask: AblationMask) -> None:
         done = ss._lab_exact = ((str(cache.path), mask), evaluate_streamed(cache, mask, progress=bar.progress))
         slot.empty()
     summary = done[1]
-    moved = abs(summary.delta) >= 5e-5
-    st.metric(f"Accuracy on all {cache.n_images:,} images", f"{summary.accuracy:.2%}",
-              points(summary.delta, 2) if moved else "no change", delta_color="normal" if moved else "off",
-              delta_arrow="auto" if moved else "off")
+    accuracy_metric(st, f"Accuracy on all {cache.n_images:,} images", summary.accuracy, summary.delta)
 
 
 def flip_gallery(flipped: np.ndarray, predictions: np.ndarray) -> None:

@@ -1,0 +1,81 @@
+"""The shared text/ files (class-prompt classifiers, bank embeddings) are read like cache arrays: bounded, verified
+against their digest and against the inputs they were asked for, and written atomically with a one-line error."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from residual_core.finalize import shared_array
+from residual_core.store import CacheWriteError
+
+
+def _bank(seed: int) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).standard_normal((5, 4)).astype(np.float32))
+
+
+def _read(tmp_path, name: str, seed: int, calls: list) -> torch.Tensor:
+    def compute():
+        calls.append(name)
+        return _bank(seed)
+
+    return shared_array(tmp_path, "bank", {"model": "m", "bank": name}, compute)
+
+
+
+def test_a_saved_array_is_read_back_without_computing(tmp_path):
+    calls = []
+    first = _read(tmp_path, "a", 1, calls)
+    again = _read(tmp_path, "a", 1, calls)
+    assert calls == ["a"]
+    assert torch.equal(first, again)
+
+
+def test_files_swapped_between_two_banks_are_refused_and_recomputed(tmp_path):
+    calls = []
+    _read(tmp_path, "a", 1, calls)
+    _read(tmp_path, "b", 2, calls)
+    folder = tmp_path / "text"
+    stems = sorted({p.stem for p in folder.iterdir() if not p.name.startswith(".")})
+    assert len(stems) == 2
+    for suffix in (".npy", ".json"):  # swap both files of the two banks, names kept
+        one, two = folder / (stems[0] + suffix), folder / (stems[1] + suffix)
+        tmp = folder / ("swap" + suffix)
+        one.rename(tmp), two.rename(one), tmp.rename(two)
+    calls.clear()
+    assert torch.equal(_read(tmp_path, "a", 1, calls), _bank(1))
+    assert torch.equal(_read(tmp_path, "b", 2, calls), _bank(2))
+    assert sorted(calls) == ["a", "b"]  # neither swapped file was used
+
+
+@pytest.mark.parametrize("hostile", ["deep", "dev_zero", "not_json", "digest"])
+def test_a_hostile_meta_file_is_refused_without_crashing(tmp_path, hostile):
+    calls = []
+    _read(tmp_path, "a", 1, calls)
+    meta = next(p for p in (tmp_path / "text").iterdir() if p.suffix == ".json")
+    if hostile == "deep":
+        meta.write_text("[" * 200_000 + "]" * 200_000)
+    elif hostile == "dev_zero":
+        meta.unlink()
+        os.symlink("/dev/zero", meta)
+    elif hostile == "not_json":
+        meta.write_bytes(b"\xff\xfe{")
+    else:
+        entry = json.loads(meta.read_text())
+        meta.write_text(json.dumps(entry | {"xxh3_128": "0" * 32}))
+    calls.clear()
+    assert torch.equal(_read(tmp_path, "a", 1, calls), _bank(1))
+    assert calls == ["a"]
+
+
+def test_a_read_only_text_folder_is_one_line_naming_it(tmp_path):
+    if os.geteuid() == 0:  # root writes anyway; a file where the folder should be fails for everyone
+        (tmp_path / "text").write_text("not a folder")
+    else:
+        (tmp_path / "text").mkdir()
+        (tmp_path / "text").chmod(0o500)
+    with pytest.raises(CacheWriteError, match="cannot write the cache in .*text") as err:
+        _read(tmp_path, "a", 1, [])
+    assert "\n" not in str(err.value)
