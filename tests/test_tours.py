@@ -89,6 +89,27 @@ def test_the_presenter_steps_through_a_tour_and_toggles_a_head(cache_root, open_
     assert at.query_params["step"] in ("1", ["1"])
 
 
+def test_a_recorded_ablation_plays_with_its_mask_and_a_fall_reads_as_a_fall(cache_root, open_app, tiny_cache):
+    from streamlit.elements.metric import _is_negative_delta
+
+    from dashboard.view import encode_mask
+    from residual_core.ablation import AblationMask, evaluate
+
+    mask = AblationMask(heads=frozenset({(0, 1)}), mlps=frozenset({1}), embed=True)
+    steps = [{"title": "Recorded", "slide": "ablation", "control": "head",
+              "view": {"model": "tiny-random", "dataset": "mnist-offline", "n": "300", "layer": "1", "head": "2",
+                       "mask": encode_mask(mask)}}]
+    at = open_app(cache_root, {"tour_data": tours.encode(tours.Tour("T", tuple(tours.Step(**s) for s in steps)))})
+    at.switch_page("dashboard/pages/8_present.py").run()
+    result = evaluate(tiny_cache, mask)
+    assert not at.exception and at.metric[0].value == f"{result.accuracy:.1%}"  # not "all heads on"
+    assert _is_negative_delta(at.metric[0].delta) == (result.delta < 0)
+    assert any("L0H1" in c.value and "L1MLP" in c.value for c in at.caption), [c.value for c in at.caption]
+    at.button(key="toggle_0").click().run()  # the step's head joins the recorded mask
+    both = evaluate(tiny_cache, AblationMask(heads=frozenset({(0, 1), (1, 2)}), mlps=frozenset({1}), embed=True))
+    assert at.metric[0].value == f"{both.accuracy:.1%}"
+
+
 def test_recording_a_tour_adds_the_current_view(cache_root, open_app):
     at = open_app(cache_root, {"model": "tiny-random", "dataset": "mnist-offline", "split": "test", "n": "300",
                                "layer": "1", "head": "2"})
