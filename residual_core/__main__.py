@@ -11,6 +11,7 @@ import os
 import sys
 
 from residual_core import cli_tables as tables
+from residual_core.cli_args import BATCH, SEED, Parser, limit as _limit, ranged
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -195,30 +196,21 @@ def _cmd_textbank(args: argparse.Namespace) -> int:
     return 0
 
 
-def _limit(text: str) -> int | None:
-    if text.strip().lower() == "all":
-        return None
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("--limit is a positive number of images, or 'all'")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from residual_core.defaults import DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir
 
-    parser = argparse.ArgumentParser(prog="python -m residual_core", description=__doc__)
+    parser = Parser(prog="python -m residual_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default=DEFAULT_MODEL, help="ARCH:PRETRAINED, ARCH:/path/ckpt or a short name")
         p.add_argument("--random-weights", action="store_true", help="seeded random weights (exactness checks)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=SEED, default=0)
         p.add_argument("--device", default="cpu", help="cpu or cuda")
 
     p = sub.add_parser("verify", help="check Σ units == encode_image on a batch")
     model_args(p)
-    p.add_argument("--n-images", type=int, default=8)
+    p.add_argument("--n-images", type=ranged(1, 4096), default=8)
     p.add_argument("--dataset", default=None, help="use real images from this dataset instead of noise")
     p.set_defaults(func=_cmd_verify)
 
@@ -228,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=_limit, default=None, help="images (default: the whole split; 2,000 for the demo "
                                                                 "world's test split)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=BATCH, default=64)
     p.add_argument("--cache-dir", default=default_cache_dir(), help="also settable as RESIDUAL_CACHE")
     p.add_argument("--text-bank", default=None, help="text file, one description per line")
     p.add_argument("--basis-from", default=None, help="cache folder whose PCA basis to reuse")
@@ -236,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--basis-only", action="store_true",
                    help="stream the moments and keep only the per-head PCA basis (no per-image arrays); pass "
                         "the folder to later builds as --basis-from (the paper's ImageNet-train basis)")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--workers", type=ranged(0, 256), default=0,
                    help="data-loader processes decoding images in parallel (0: none; on a GPU node, about the "
                         "CPU cores per GPU minus one)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
@@ -251,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-split", default="test")
     p.add_argument("--limit", type=_limit, default=2_000,
                    help="images per split (default 2,000: minutes on 2 CPU cores with the demo model; 'all' for all)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--n-random", type=int, default=10, help="random-score seeds")
+    p.add_argument("--batch-size", type=BATCH, default=64)
+    p.add_argument("--n-random", type=ranged(1, 1000), default=10, help="random-score seeds")
     p.add_argument("--reference-compat", action="store_true",
                    help="the reference's Pearson scale ((n-1)/n) and torch.topk tie order (README: conventions)")
     p.add_argument("--cache-dir", default=default_cache_dir())
@@ -265,23 +257,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_limit, default=10_000,
                    help="images per split (default 10,000: the train split is cut to that, val and test of the demo "
                         "world have 2,000; a few minutes on 2 CPU cores; 'all' for the whole splits)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--align-seed", type=int, default=42)
+    p.add_argument("--epochs", type=ranged(1, 100_000), default=30)
+    p.add_argument("--align-seed", type=SEED, default=42)
     p.add_argument("--reference-compat", action="store_true", help="reproduce the reference code's quirks")
     p.add_argument("--identity-start", action="store_true", help="λ = 1 with means added back (not in the paper)")
     p.add_argument("--basis-from", default=None,
                    help="a cache or --basis-only folder whose PCA basis all three splits use (e.g. ImageNet train)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=BATCH, default=64)
     p.add_argument("--cache-dir", default=default_cache_dir())
     p.set_defaults(func=_cmd_align)
 
-    p = sub.add_parser("geometry", help="per-head PR, PCs to 90/99 %, TwoNN; spectral cosine to other datasets")
+    p = sub.add_parser("geometry", help="per-head PR, PCs to 90/99 %%, TwoNN; spectral cosine to other datasets")
     model_args(p)
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=_limit, default=2_000, help="images (default 2,000; 'all' for the whole split)")
     p.add_argument("--compare", nargs="*", metavar="DATASET", help="datasets whose head bases to compare with")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=BATCH, default=64)
     p.add_argument("--cache-dir", default=default_cache_dir())
     p.set_defaults(func=_cmd_geometry)
 
@@ -299,10 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("textbank", help="rewrite assets/text_bank.txt").set_defaults(func=_cmd_textbank)
 
     p = sub.add_parser("bench", help="speed and size figures, one JSON line")
-    p.add_argument("--n-images", type=int, default=10_000, help="images in the synthetic toggle cache")
-    p.add_argument("--trace-images", type=int, default=32, help="images for the trace-overhead ratio")
+    p.add_argument("--n-images", type=ranged(100, 100_000_000), default=10_000, help="images in the synthetic toggle cache")
+    p.add_argument("--trace-images", type=ranged(1, 4096), default=32, help="images for the trace-overhead ratio")
     p.add_argument("--arch", default="ViT-B-32", help="architecture for the overhead and size figures")
-    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--repeats", type=ranged(1, 100_000), default=50)
     p.add_argument("--with-subnormals", action="store_true",
                    help="also time λ training with subnormal arithmetic on (what flushing them saves; slow)")
     p.add_argument("--maps", action="store_true",
@@ -315,9 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", action="store_true",
                    help="instead: toggles, head metrics and peak RSS at 10 k, 100 k and 1 M images (10 and 1,000 "
                         "classes), and the scaling exponent")
-    p.add_argument("--sizes", type=int, nargs="+", metavar="N",
+    p.add_argument("--sizes", type=ranged(100, 100_000_000), nargs="+", metavar="N",
                    help="with --scale: the cache sizes in images (default 10000 100000 1000000)")
-    p.add_argument("--classes", type=int, nargs="+", metavar="C",
+    p.add_argument("--classes", type=ranged(2, 100_000), nargs="+", metavar="C",
                    help="with --scale: the class counts (default 10 1000)")
     p.add_argument("--all-heads", action="store_true",
                    help="with --scale: store all 144 heads at 1 M images too (21 GB of disk, about 45 min more)")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from residual_core import cli_tables as tables
+from residual_core.cli_args import ranged, words, writable_folder
 
 
 def parse_head(text: str, n_layers: int, n_heads: int) -> tuple[int, int]:
@@ -43,7 +44,7 @@ def overlay_png(image: np.ndarray, patches: np.ndarray, path: Path) -> None:
 def cmd_maps(args: argparse.Namespace) -> int:
     from residual_core.cache import load_cache
     from residual_core.decompose import decompose_images
-    from residual_core.images import open_image_bytes
+    from residual_core.images import open_image_file
     from residual_core.models import load_clip, parse_model_spec
     from residual_core.pipeline import PrecomputeSpec, precompute
     from residual_core.probe import probe_images
@@ -52,10 +53,11 @@ def cmd_maps(args: argparse.Namespace) -> int:
     from residual_core.zeroshot import embed_texts
 
     started = time.perf_counter()
+    if args.pc is not None and not args.head:  # every check that needs no model comes before the model loads
+        raise ValueError("--pc reads one head's PC: name the head with --head (e.g. --head L3H6)")
+    out = writable_folder(args.out)
     path = Path(args.image)
-    if not path.is_file():
-        raise ValueError(f"--image {path} is not a file")
-    image = open_image_bytes(path.read_bytes()[:60_000_000], path.name).image
+    image = open_image_file(path).image
     cache = load_cache(precompute(PrecomputeSpec(model=args.model, dataset=args.dataset, split="test", limit=args.limit,
                                                  cache_dir=args.cache_dir, random_weights=args.random_weights,
                                                  seed=args.seed)))
@@ -68,13 +70,9 @@ def cmd_maps(args: argparse.Namespace) -> int:
     heads = [parse_head(args.head, cache.n_layers, cache.n_heads)] if args.head else result.driving_heads(
         0, predicted, cache, top=3)
     names = "+".join(head_label(*h) for h in heads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     wanted = [("prediction", "class", predicted, f"push toward '{cache.classnames[predicted]}'"),
               ("attention", "attention", 0, "raw CLS attention (baseline)")]
     if args.pc is not None:
-        if not args.head:
-            raise ValueError("--pc reads one head's PC: name the head with --head (e.g. --head L3H6)")
         if not 1 <= args.pc <= cache.n_pcs:
             raise ValueError(f"--pc {args.pc} is not one of this cache's PCs 1..{cache.n_pcs}")
         wanted.append((f"pc{args.pc}", "pc", args.pc - 1, f"PC{args.pc}"))
@@ -111,8 +109,8 @@ def add_parser(sub, model_args, limit_type, default_dataset: str, default_cache_
     p.add_argument("--image", required=True, help="an image file (PNG, JPEG, …), decoded like an upload")
     p.add_argument("--dataset", default=default_dataset, help="the cache whose PCA and classifier the maps read")
     p.add_argument("--head", default=None, help="a head like L3H6 (default: the three that push the prediction most)")
-    p.add_argument("--pc", type=int, default=None, help="with --head: map that head's PC (1-based)")
-    p.add_argument("--text", default=None, help="also map the direction of this text")
+    p.add_argument("--pc", type=ranged(1, 100_000), default=None, help="with --head: map that head's PC (1-based)")
+    p.add_argument("--text", type=words, default=None, help="also map the direction of this text")
     p.add_argument("--limit", type=limit_type, default=1_000, help="images of the cache read (default 1,000)")
     p.add_argument("--out", required=True, help="folder for the PNGs")
     p.add_argument("--cache-dir", default=default_cache_dir)

@@ -5,6 +5,7 @@ import json
 import sys
 
 from residual_core import cli_tables as tables
+from residual_core.cli_args import ranged
 
 COLUMNS = ("label_accuracy", "coverage", "best_eta_mean", "causal_agreement", "purity_mean")
 
@@ -48,6 +49,6 @@ def add_parser(sub, limit_type, default_cache_dir: str) -> None:
     p = sub.add_parser("scorecard", help="how right each explanation is, against the demo world's ground truth")
     p.add_argument("--model", default="demo", help="a model whose demo-world caches to score (default demo)")
     p.add_argument("--limit", type=limit_type, default=2_000, help="test scenes per factor (default 2,000: all)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds of the random baselines")
+    p.add_argument("--seeds", type=ranged(1, 100), default=5, help="seeds of the random baselines")
     p.add_argument("--cache-dir", default=default_cache_dir)
     p.set_defaults(func=cmd_scorecard)

@@ -6,6 +6,7 @@ import sys
 import time
 
 from residual_core import cli_tables as tables
+from residual_core.cli_args import ranged, words
 
 
 def _cache(args: argparse.Namespace):
@@ -96,15 +97,15 @@ def add_parsers(sub, model_args, limit_type, default_cache_dir: str) -> None:
     model_args(p)
     p.add_argument("--dataset", default=None, help="the cache to read (textspan); not needed for --method weights")
     p.add_argument("--method", choices=["textspan", "weights"], default="textspan")
-    p.add_argument("--texts", type=int, default=10, help="texts per head (per direction and sign for weights)")
-    p.add_argument("--directions", type=int, default=3, help="weights: top write directions read per head")
+    p.add_argument("--texts", type=ranged(1, 200), default=10, help="texts per head (per direction and sign for weights)")
+    p.add_argument("--directions", type=ranged(1, 1024), default=3, help="weights: top write directions read per head")
     _cache_args(p, limit_type, default_cache_dir)
     p.set_defaults(func=cmd_describe)
     p = sub.add_parser("search", help="heads ranked by their share of variance along a concept (free text)")
     model_args(p)
-    p.add_argument("query", help='the concept, a few words: "a red object"')
+    p.add_argument("query", type=words, help='the concept, a few words: "a red object"')
     p.add_argument("--dataset", required=True)
-    p.add_argument("--top", type=int, default=10, help="heads listed")
+    p.add_argument("--top", type=ranged(1, 100_000), default=10, help="heads listed (at most all of them)")
     _cache_args(p, limit_type, default_cache_dir)
     p.set_defaults(func=cmd_search)
 

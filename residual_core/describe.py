@@ -86,7 +86,10 @@ def textspan(cache: Cache, m: int = DEFAULT_TEXTS, units=None) -> tuple[HeadText
 def require_bank(cache: Cache) -> None:
     """ValueError (one line) when the cache holds no usable text bank embeddings."""
     bank = np.asarray(cache.text_embeds)
-    if bank.ndim != 2 or len(bank) < 2 or not np.isfinite(bank).all() or not np.abs(bank).sum():
+    if bank.ndim == 2 and len(bank) < 2:
+        raise ValueError(f"this cache's text bank holds {len(bank)} text; describing a head needs at least 2: pass a "
+                         "bank of more descriptions with --text-bank FILE (one per line)")
+    if bank.ndim != 2 or not np.isfinite(bank).all() or not np.abs(bank).sum():
         raise ValueError("this cache has no text bank embeddings to describe heads with; rebuild it with precompute "
                          "(it embeds assets/text_bank.txt, or --text-bank FILE)")
 

@@ -15,9 +15,12 @@ import contextlib
 import ctypes
 import ctypes.util
 import io
+import os
 import threading
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -200,3 +203,20 @@ def budget_text() -> str:
 
 
 _MAX_UPLOAD_MB = 50  # .streamlit/config.toml server.maxUploadSize
+
+
+def open_image_file(path: Path) -> LoadedImage:
+    """An image file on disk, read like an upload: a regular file of at most the upload limit, else a one-line
+    ImageInputError (a 4 GB or endless file is refused from its size, never read)."""
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not S_ISREG(info.st_mode):
+                raise ImageInputError(f"{path} is not a regular file; name an image file (PNG, JPEG, WebP)")
+            if info.st_size > _MAX_UPLOAD_MB * 1_000_000:
+                raise ImageInputError(f"{path} is {info.st_size / 1e6:,.0f} MB, more than the {_MAX_UPLOAD_MB} MB an "
+                                      "upload may be; save a smaller copy")
+            data = handle.read(_MAX_UPLOAD_MB * 1_000_000 + 1)
+    except OSError as err:
+        raise ImageInputError(f"{path} cannot be read ({err.strerror or err}); check the path") from None
+    return open_image_bytes(data, path.name)

@@ -110,6 +110,7 @@ def precompute(spec: PrecomputeSpec, progress: Progress | None = None, ranks: Ra
     if _is_built(plan):
         return plan.folder
     ranks = ranks or Ranks()
+    _ = plan.loaded  # a checkpoint that cannot be loaded is refused before its cache folder is made
     with store.writing(plan.folder):
         if ranks.world == 1:
             with store.build_lock(plan.folder):

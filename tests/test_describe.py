@@ -105,9 +105,12 @@ def test_a_bad_query_is_one_line(query, what):
 
 
 def test_a_cache_without_a_text_bank_is_one_line():
-    cache = replace(_with_bank(), text_embeds=np.zeros((1, 12), np.float32))
+    cache = replace(_with_bank(), text_embeds=np.zeros((5, 12), np.float32))
     with pytest.raises(ValueError, match="no text bank"):
         require_bank(cache)
+    one = replace(_with_bank(), text_embeds=np.ones((1, 12), np.float32))  # a one-line bank: say so, not "rebuild"
+    with pytest.raises(ValueError, match="holds 1 text; .* at least 2.*--text-bank"):
+        require_bank(one)
 
 
 def test_a_model_without_its_text_tower_is_one_line_for_a_concept():
