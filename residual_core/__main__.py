@@ -318,7 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help (0) or a refused argument (2, its one line already printed)
+        return done.code if isinstance(done.code, int) else 2
     try:
         return args.func(args)
     except KeyboardInterrupt:
