@@ -160,6 +160,24 @@ def test_specialisation_builds_its_caches_then_shows_curves(app):
     _no_errors(app)
 
 
+def test_the_probes_map_follows_a_new_image_to_its_own_heads(app):
+    app.switch_page("dashboard/pages/3_probe.py").run()
+
+    def mapped_and_driving():
+        [mapped] = [m for m in app.multiselect if m.label == "Heads mapped (summed)"]
+        [driving] = [s for s in app.selectbox if s.label == "Head (strongest push first)"]
+        return mapped.value, driving.options
+
+    seen = set()
+    for row in range(8):  # images whose strongest heads differ: each map starts from the image's own three
+        app.number_input(key="probe_row").set_value(row).run()
+        _no_errors(app)
+        mapped, driving = mapped_and_driving()
+        assert [f"L{l}H{h}" for l, h in mapped] == driving[:3]
+        seen.add(tuple(mapped))
+    assert len(seen) > 1  # the rows did give different heads, so the check above could have failed
+
+
 def test_a_widget_change_on_the_probe_page_does_not_run_the_model(app, monkeypatch):
     import residual_core.probe as probe_module
     from dashboard.state import probe_cached

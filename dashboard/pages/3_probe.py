@@ -60,7 +60,8 @@ c1, c2, c3 = st.columns([2, 2, 1])  # the map's controls, under the row they ste
 driving = result.driving_heads(choice, predicted, cache)  # the heads that push hardest toward the prediction
 all_heads = [cache.units.head_at(u) for u in range(cache.units.n_heads_total)]
 chosen = c1.multiselect("Heads mapped (summed)", all_heads, default=driving[:3], format_func=lambda lh: head_label(*lh),
-                        key="where_heads", help="by default the three that push hardest toward the prediction")
+                        key=f"where_heads_{digests[choice][:16]}",  # a new image starts from its own heads
+                        help="by default the three that push hardest toward the prediction")
 kind = c2.radio("Map of", ["the prediction", "another class", "one head's PC", "raw attention (baseline)"],
                 key="where_kind", horizontal=True)
 target = predicted
