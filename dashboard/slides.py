@@ -19,6 +19,7 @@ from dashboard.tours import Step, step_view
 from residual_core.ablation import evaluate, mask_in_words, per_class_accuracy
 from residual_core.cache import HEAD_METRICS, Cache, head_metrics, most_important_head
 from residual_core.pipeline import PrecomputeSpec
+from residual_core.scorecard_run import label_doubts, pole_units, textspan_units
 from residual_core.units import head_label
 
 BIG = dict(font=dict(size=20), title=dict(font=dict(size=24)))  # figures on a projector, across a room
@@ -85,9 +86,12 @@ def _words(step, index, view, auto, cache, offer) -> None:
         st.info(plain(err))
         return
     left, right = st.columns([3, 2])
+    doubts = label_doubts(cache, textspan_units(cache, [reading], n=5))
     with left:
-        for i, share in zip(reading.texts[:5], reading.explained):
-            st.markdown(f"### {plain(cache.texts[i])} · {share:.0%}")
+        for i, share, doubt in zip(reading.texts[:5], reading.explained, doubts):
+            st.markdown(f"### {plain(cache.texts[i])} · {share:.0%}" + (" · ⚠ marked wrong" if doubt else ""))
+            if doubt:
+                st.caption(plain(doubt))
         together = reading.cumulative[min(4, len(reading.texts) - 1)]
         st.caption(f"{head_label(layer, head)}: the texts that together explain {together:.0%} of its variance "
                    "(TextSpan, read from the cache's PCA)")
@@ -133,9 +137,12 @@ def _head_slide(step, index, view, auto, cache, offer) -> None:
         _chart(figures.spectrum(np.asarray(cache.head_eigenvalues[unit]), f"{head_label(layer, head)}: its spectrum"),
                430)
     with right:
-        for name, rows, texts in (("+ pole", cache.pole_top, cache.text_pos_idx),
-                                  ("− pole", cache.pole_bottom, cache.text_neg_idx)):
+        doubts = label_doubts(cache, list(pole_units(cache, unit, pc)))
+        for name, rows, texts, doubt in (("+ pole", cache.pole_top, cache.text_pos_idx, doubts[0]),
+                                         ("− pole", cache.pole_bottom, cache.text_neg_idx, doubts[1])):
             st.markdown(f"### PC{pc + 1} {name}: " + plain("; ".join(cache.texts[i] for i in texts[unit, pc][:3])))
+            if doubt:  # the tool's own check says this label is wrong: the slide says it too
+                st.warning(plain(f"⚠ Label marked wrong: {doubt}"))
             st.image(np.concatenate(list(cache.thumbs[rows[unit, pc][:6]]), axis=1), width="stretch")
 
 

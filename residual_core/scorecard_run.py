@@ -15,7 +15,7 @@ import numpy as np
 
 from residual_core.agreement import agreement_predicts, head_agreement
 from residual_core.cache import Cache, copy_f32
-from residual_core.scorecard import AP_COVERAGE, N_PER_HEAD, Unit, UnitScore, factor_labels, score_unit
+from residual_core.scorecard import AP_COVERAGE, N_PER_HEAD, PURITY_K, Unit, UnitScore, factor_labels, score_unit
 
 
 def _centred(cache: Cache, unit: int) -> np.ndarray:
@@ -40,6 +40,24 @@ def pole_units(cache: Cache, unit: int, k: int, coef: np.ndarray | None = None) 
                  score),
             Unit("nearest texts per PC", layer, head, f"PC{k + 1} −", cache.texts[int(cache.text_neg_idx[unit, k, 0])],
                  -score))
+
+
+def label_doubts(cache: Cache, units: list[Unit]) -> list[str | None]:
+    """For each unit, None when its label names what its top images share (or the cache has no ground truth), else
+    one sentence saying what they share instead: the mark every view that shows a label puts beside it."""
+    from residual_core import world
+
+    try:
+        truth = factor_labels(cache)
+    except ValueError:  # not the demo world: no ground truth to check a label against
+        return [None] * len(units)
+    out = []
+    for unit in units:
+        scored = score_unit(unit, truth, world.FACTORS)
+        out.append(None if scored.label_right else
+                   f"“{unit.text}” does not name what its images share: {round(scored.purity * PURITY_K)} of its top "
+                   f"{PURITY_K} have {scored.factor} “{scored.modal}” (η² {scored.eta[scored.factor]:.2f})")
+    return out
 
 
 def pc_units(cache: Cache, n: int = N_PER_HEAD) -> list[Unit]:

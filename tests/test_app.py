@@ -424,6 +424,14 @@ def test_on_the_demo_world_the_head_explorer_marks_a_label_its_images_do_not_sha
     _no_errors(at)
     marks = [w.value for w in at.warning if "does not name what its images share" in w.value]
     assert marks and "shape" in marks[0].replace("\\", ""), [w.value for w in at.warning]  # L3H6 PC1 − pole
+    from dashboard import tours
+
+    view = {"model": "demo", "dataset": "demo-world/shape", "n": "500", "layer": "3", "head": "6", "pc": "0"}
+    steps = (tours.Step("The head", "head", view), tours.Step("In words", "words", view))
+    talk = open_app(tmp_path, {"tour_data": tours.encode(tours.Tour("T", steps))})
+    talk.switch_page("dashboard/pages/8_present.py").run()
+    slide = [w.value for w in talk.warning if "marked wrong" in w.value]
+    assert slide and "shape" in slide[0].replace("\\", ""), [w.value for w in talk.warning]  # the slide marks it too
 
 
 def test_the_scorecard_page_says_where_there_is_no_ground_truth(app):

@@ -66,19 +66,11 @@ with right:
           f"{pc} + pole")
     strip(cache.pole_bottom[unit, ss.pc][:8], [cache.texts[i] for i in cache.text_neg_idx[unit, ss.pc]],
           f"{pc} − pole")
-    if str(cache.manifest["spec"]["dataset"]).startswith("demo-world/"):  # ground truth: is the label right?
-        from residual_core import world
-        from residual_core.scorecard import factor_labels, score_unit
-        from residual_core.scorecard_run import pole_units
+    from residual_core.scorecard_run import label_doubts, pole_units
 
-        truth = factor_labels(cache)
-        for name, pole in zip(("+", "−"), pole_units(cache, unit, ss.pc)):
-            scored, text = score_unit(pole, truth, world.FACTORS), pole.text
-            if not scored.label_right:
-                st.warning(plain(f"The {name} pole's label “{text}” does not name what its images share: it explains "
-                                 f"{scored.factor} (η² {scored.eta[scored.factor]:.2f}), and {round(scored.purity * 8)} "
-                                 f"of its top 8 images have {scored.factor} “{scored.modal}” (the world's ground truth; "
-                                 "see the Scorecard)."))
+    for name, doubt in zip(("+", "−"), label_doubts(cache, list(pole_units(cache, unit, ss.pc)))):
+        if doubt:  # the demo world's ground truth says the label is wrong: say so beside it
+            st.warning(plain(f"The {name} pole's label {doubt} (the world's ground truth; see the Scorecard)."))
     here = (str(cache.path), unit, ss.pc)
     if st.button(f"Where {pc} looks in these images", key="pole_maps_button",
                  help="runs the model once on the 16 images shown (nothing is stored for the whole dataset)"):
