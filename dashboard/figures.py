@@ -26,10 +26,21 @@ COLOUR_WORDS = {"red": "#e42626", "green": "#28b43c", "blue": "#3060f0", "yellow
                 "black": "#202020", "grey": "#8c8c8c", "gray": "#8c8c8c", "white": "#d0d0d0", "violet": "#8f5fd7"}
 
 
-def _short(text: str, limit: int = 14) -> str:
-    """A head's description squeezed into a heat-map cell."""
-    text = label(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _short(text: str, limit: int = 12) -> str:
+    """A head's description in a heat-map cell: two lines of at most ``limit`` characters, broken between words,
+    so it is drawn at a readable size instead of shrunk to fit one line."""
+    lines, line = [], ""
+    for word in str(text).split():
+        if line and len(line) + 1 + len(word) > limit:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    shown = [w if len(w) <= limit else w[: limit - 1] + "…" for w in lines[:2]]
+    if len(lines) > 2:
+        shown[1] = shown[1][: limit - 1] + "…"
+    return "<br>".join(label(w) for w in shown)
 
 
 def label(text: object) -> str:
@@ -65,6 +76,7 @@ def heads_heatmap(values: np.ndarray, title: str, unit: str, selected: tuple[int
     fig = go.Figure(go.Heatmap(
         z=values, x=[f"H{h}" for h in range(n_heads)], y=[f"L{l}" for l in range(n_layers)], text=text,
         texttemplate="%{text}" if values.size <= 400 else None, colorscale="Viridis",
+        textfont=dict(size=13 if words_in_cells else 15),
         colorbar=dict(title=dict(text=unit, side="right")), hoverinfo="skip"))
     # Heatmap cells do not emit Streamlit selection events; invisible markers on the cell centres do.
     xs, ys = np.meshgrid([f"H{h}" for h in range(n_heads)], [f"L{l}" for l in range(n_layers)])
@@ -154,11 +166,13 @@ def class_scatter(xy: np.ndarray, labels: np.ndarray, classnames: tuple[str, ...
     return fig
 
 
-def bars(names: list[str], values: list[float], title: str, unit: str, horizontal: bool = True) -> go.Figure:
+def bars(names: list[str], values: list[float], title: str, unit: str, horizontal: bool = True,
+         digits: str = ".3f") -> go.Figure:
+    """``digits``: the d3 format of each bar's number (".1f" for a percentage)."""
     names = [label(name) for name in names]
     fig = go.Figure(go.Bar(x=values if horizontal else names, y=names if horizontal else values,
                            orientation="h" if horizontal else "v", marker_color="#4c78a8",
-                           texttemplate="%{x:.3f}" if horizontal else "%{y:.3f}"))
+                           texttemplate=f"%{{x:{digits}}}" if horizontal else f"%{{y:{digits}}}"))
     fig.update_layout(title=title, height=max(260, 34 * len(names) + 100) if horizontal else 360, **LAYOUT)
     if horizontal:
         fig.update_layout(xaxis_title=unit, yaxis=dict(autorange="reversed"))

@@ -11,13 +11,13 @@ import numpy as np
 import streamlit as st
 
 from dashboard import builds, figures
-from dashboard.numbers import accuracy_metric
+from dashboard.numbers import accuracy_metric, metric_view
 from dashboard.offer import Offer
 from dashboard.view import ViewState
 from dashboard.state import concept_embedding, find_cache, get_cache, head_texts, plain, probe_cached
 from dashboard.tours import Step, step_view
 from residual_core.ablation import evaluate, mask_in_words, per_class_accuracy
-from residual_core.cache import HEAD_METRICS, Cache, head_metrics, most_important_head
+from residual_core.cache import HEAD_METRICS, Cache, most_important_head
 from residual_core.pipeline import PrecomputeSpec
 from residual_core.scorecard_run import label_doubts, pole_units, textspan_units
 from residual_core.units import head_label
@@ -27,6 +27,12 @@ BIG = dict(font=dict(size=20), title=dict(font=dict(size=24)))  # figures on a p
 
 def _chart(fig, height: int | None = None, key: str | None = None) -> None:
     fig.update_layout(**BIG, **({"height": height} if height else {}))
+    big_ticks = dict(tickfont=dict(size=BIG["font"]["size"]), title=dict(font=dict(size=BIG["font"]["size"] + 2)))
+    fig.update_xaxes(**big_ticks)
+    fig.update_yaxes(**big_ticks)
+    fig.update_traces(textfont_size=BIG["font"]["size"], selector=dict(type="heatmap"))
+    fig.update_traces(colorbar=dict(tickfont=dict(size=BIG["font"]["size"])), selector=dict(type="heatmap"))
+    fig.update_traces(textfont_size=BIG["font"]["size"], selector=dict(type="bar"))
     st.plotly_chart(fig, config=figures.PNG_CONFIG, theme=None, key=key)
 
 
@@ -117,7 +123,7 @@ def _search(step, index, view, auto, cache, offer) -> None:
     left, right = st.columns([2, 3])
     with left:
         _chart(figures.bars([head_label(r.layer, r.head) for r in ranked], [100 * r.share for r in ranked],
-                            f"Heads along “{figures.label(query)}”", "% of the head's variance"), 430)
+                            f"Heads along “{figures.label(query)}”", "% of the head's variance", digits=".1f"), 430)
     with right:
         rows = retrieve(cache, [(ranked[0].layer, ranked[0].head)], embeddings, top=8)
         st.markdown(f"#### Where {head_label(ranked[0].layer, ranked[0].head)} points most toward it")
@@ -125,8 +131,11 @@ def _search(step, index, view, auto, cache, offer) -> None:
 
 
 def _heads_map(step, index, view, auto, cache, offer) -> None:
-    values = head_metrics(cache)[view.metric]
-    _chart(figures.heads_heatmap(values, HEAD_METRICS[view.metric], view.metric.replace("_", " ")), 560)
+    shown = metric_view(cache, view.metric)
+    _chart(figures.heads_heatmap(shown.values, HEAD_METRICS[view.metric], shown.unit, blank_below=shown.blank_below),
+           560)
+    if shown.note:
+        st.markdown(f"#### {shown.note}")
 
 
 def _head_slide(step, index, view, auto, cache, offer) -> None:
@@ -244,8 +253,8 @@ def _alignment(step, index, view, auto, cache, offer) -> None:
     rows = [(r["tag"].removeprefix("align_"), r["test_acc"]) for r in reports]
     if not any(r["method"] == "zeroshot" for r in reports):  # the starting point, from the same test split
         rows.insert(0, ("zero-shot", reports[0]["zeroshot_test_acc"]))
-    _chart(figures.bars([name for name, _ in rows], [acc for _, acc in rows], f"{view.dataset}: test accuracy",
-                        "accuracy"), 420)
+    _chart(figures.bars([name for name, _ in rows], [100 * acc for _, acc in rows], f"{view.dataset}: test accuracy",
+                        "test accuracy (%)", digits=".1f"), 420)
 
 
 ALIGN_METHOD = "fine"  # what "Before the talk" trains for an alignment step (the paper's ResiDual*)

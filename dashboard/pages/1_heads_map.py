@@ -6,7 +6,8 @@ import streamlit as st
 from dashboard import figures
 from dashboard.builds import page_cache
 from dashboard.state import head_texts, plain
-from residual_core.cache import HEAD_METRICS, accuracy_noise, head_metrics, other_metrics
+from dashboard.numbers import metric_view
+from residual_core.cache import HEAD_METRICS, head_metrics, other_metrics
 from residual_core.units import head_label
 
 cache = page_cache("Heads map")
@@ -16,17 +17,10 @@ st.caption(plain(f"{cache.manifest['spec']['model']} on {cache.manifest['spec'][
                  f"decomposition rel. error {cache.manifest['max_rel_err']:.1e})"))
 metrics = head_metrics(cache)
 st.selectbox("Metric", list(HEAD_METRICS), key="metric", format_func=lambda m: HEAD_METRICS[m])
-values = metrics[ss.metric]
-unit = {"evr1": "share", "participation_ratio": "PCs", "k90": "PCs", "contribution_norm": "norm",
-        "cosine_to_output": "cosine", "accuracy_alone": "accuracy %", "delta_acc_mean_ablated": "Δ accuracy (pp)"}[ss.metric]
-blank_below = 0.0
-if ss.metric in ("accuracy_alone", "delta_acc_mean_ablated"):  # accuracy in %, its changes in points
-    values = values * 100
-if ss.metric == "delta_acc_mean_ablated":
-    blank_below = accuracy_noise(cache) * 100
-    st.caption(f"Cells within ±{blank_below:.1f} pp are left blank: the standard error of the "
-               f"{cache.baseline_accuracy():.1%} accuracy on these {cache.n_images:,} images, within which another "
-               "sample would move it.")
+shown = metric_view(cache, ss.metric)
+values, unit, blank_below = shown.values, shown.unit, shown.blank_below
+if shown.note:
+    st.caption(shown.note)
 try:  # each head's top TextSpan texts: on hover, and in the cells on request
     readings = head_texts(str(cache.path))
     words = [["; ".join(cache.texts[i] for i in r.texts[:2]) for r in readings[l * cache.n_heads:(l + 1) * cache.n_heads]]
