@@ -109,7 +109,7 @@ def _words(step, index, view, auto, cache, offer) -> None:
 
 def _search(step, index, view, auto, cache, offer) -> None:
     """Which heads carry a concept: their shares along it, and the images the top ones point toward it."""
-    from residual_core.describe import check_query, retrieve, search_heads
+    from residual_core.describe import check_query, concept_noise, retrieve, search_heads
 
     try:
         query = check_query(step.view.get("query", ""))
@@ -120,6 +120,9 @@ def _search(step, index, view, auto, cache, offer) -> None:
         st.info(plain(f"This search step cannot run: {err}"))
         return
     ranked = search_heads(cache, embeddings)[:5]
+    noise = concept_noise(cache, embeddings)
+    if noise.at_noise:
+        st.warning(plain(noise.words(query, head_label(ranked[0].layer, ranked[0].head))))
     left, right = st.columns([2, 3])
     with left:
         _chart(figures.bars([head_label(r.layer, r.head) for r in ranked], [100 * r.share for r in ranked],

@@ -71,7 +71,7 @@ def _describe_weights(args: argparse.Namespace, started: float) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from residual_core.describe import check_query, search_heads
+    from residual_core.describe import check_query, concept_noise, search_heads
     from residual_core.models import load_clip, parse_model_spec
     from residual_core.zeroshot import embed_texts
 
@@ -79,12 +79,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     query = check_query(args.query)
     cache = _cache(args)
     loaded = load_clip(parse_model_spec(args.model, args.random_weights, args.seed))
-    ranked = search_heads(cache, embed_texts(loaded, [query]).numpy())[:args.top]
+    embedding = embed_texts(loaded, [query]).numpy()
+    ranked = search_heads(cache, embedding)[:args.top]
+    noise = concept_noise(cache, embedding)
     print(tables.table(["head", "share of its variance along the concept", "variance along it", "PCs carrying it"],
                        [[f"L{r.layer}H{r.head}", f"{r.share:.1%}", f"{r.strength:.3g}",
                          ", ".join(f"PC{k + 1} ({s:.0%})" for k, s in zip(r.pcs, r.pc_shares))] for r in ranked]),
           file=sys.stderr)
-    print(json.dumps({"query": query, "model": args.model, "dataset": args.dataset,
+    if noise.at_noise:
+        print("warning: " + noise.words(query, f"L{ranked[0].layer}H{ranked[0].head}"), file=sys.stderr)
+    print(json.dumps({"query": query, "model": args.model, "dataset": args.dataset, "at_noise_level": noise.at_noise,
+                      "random_best_share_q99": round(noise.random_q99, 6),
                       "heads": [{"layer": r.layer, "head": r.head, "score": round(r.share, 6),
                                  "strength": round(r.strength, 6), "pcs": [k + 1 for k in r.pcs]} for r in ranked],
                       "seconds": round(time.perf_counter() - started, 3)}))

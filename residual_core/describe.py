@@ -153,6 +153,48 @@ def search_heads(cache: Cache, embeddings: np.ndarray, top_pcs: int = 3) -> tupl
     return tuple(sorted(rows, key=lambda r: -r.share))
 
 
+NOISE_WORDS = ("is at noise level here: the best head, {head}, has {best:.1%} of its variance along it, no more than "
+               "the best head along a random direction of the same rank ({q99:.1%} at the 99th percentile, {median:.1%} "
+               "typical); the heads and images below are not evidence that this model encodes it")
+
+
+@dataclass(frozen=True)
+class ConceptNoise:
+    """What the best head's share would be along a random concept of the same rank: the null a search is read against."""
+
+    best_share: float  # the best head's share along the concept
+    random_q99: float  # 99th percentile, over random subspaces of the concept's rank, of the best head's share
+    random_median: float
+
+    @property
+    def at_noise(self) -> bool:
+        return self.best_share <= self.random_q99
+
+    def words(self, concept: str, head: str) -> str:
+        """One sentence for a concept at noise level."""
+        return f"“{concept}” " + NOISE_WORDS.format(head=head, best=self.best_share, q99=self.random_q99,
+                                                    median=self.random_median)
+
+
+def concept_noise(cache: Cache, embeddings: np.ndarray, n_random: int = 200, seed: int = 0) -> ConceptNoise:
+    """The best head's share along the concept against the best share along ``n_random`` random subspaces of the
+    same rank (uniform on the sphere: seeded Gaussian columns, orthonormalised). A concept the model has no head for
+    ("stripes" where nothing is striped) scores no better than those."""
+    rank = concept_basis(embeddings).shape[1]
+    comps = np.asarray(cache.head_components, np.float64)  # [U, k, d_embed]
+    lam = np.clip(np.asarray(cache.head_eigenvalues, np.float64), 0, None)  # [U, k]
+    total = lam.sum(1).clip(1e-300)  # [U]
+    draws = max(20, n_random // max(1, rank // 8))  # a wide concept (hundreds of classes): fewer, costlier draws
+    rng = np.random.default_rng(seed)
+    best = np.empty(draws)
+    for i in range(draws):
+        q, _ = np.linalg.qr(rng.standard_normal((comps.shape[2], rank)))  # [d_embed, rank]
+        along = np.einsum("uk,ukr->u", lam, np.einsum("ukd,dr->ukr", comps, q) ** 2)  # [U]
+        best[i] = (along / total).max()
+    first = search_heads(cache, embeddings, top_pcs=1)[0].share
+    return ConceptNoise(float(first), float(np.quantile(best, 0.99)), float(np.median(best)))
+
+
 def retrieve(cache: Cache, heads: list[tuple[int, int]], embeddings: np.ndarray, top: int = 12) -> np.ndarray:
     """Rows of the ``top`` images whose combined contribution of ``heads`` points most toward the concept (the
     largest cosine with any of its texts): property-based retrieval, from the cache alone."""

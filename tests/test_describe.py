@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from residual_core.ablation import AblationMask, evaluate, evaluate_projected
-from residual_core.describe import (check_query, completeness, require_bank, retrieve, search_heads, textspan,
-                                    textspan_pcs)
+from residual_core.describe import (check_query, completeness, concept_noise, require_bank, retrieve, search_heads,
+                                    textspan, textspan_pcs)
 from synthetic import make_cache
 
 
@@ -94,6 +94,18 @@ def test_search_ranks_the_heads_planted_along_a_concept_and_finds_their_images()
     along = cache.head_contributions(0, 2) @ np.asarray(cache.text_embeds[7], np.float64)
     cosine = along / np.linalg.norm(cache.head_contributions(0, 2), axis=1)
     assert set(top) == set(np.argsort(-cosine)[:10])
+
+
+def test_a_planted_concept_beats_random_directions_and_the_least_carried_one_is_at_noise_level():
+    cache = _with_bank()
+    planted = concept_noise(cache, np.asarray(cache.text_embeds[7:8]))  # L0H2 was planted along text 7
+    assert not planted.at_noise and planted.best_share > 0.9 > planted.random_q99
+    bank = np.asarray(cache.text_embeds, np.float64)
+    carried = np.asarray(cache.head_components, np.float64).reshape(-1, bank.shape[1])  # every head's PCs
+    absent = np.linalg.svd(carried)[2][-1:]  # the direction the heads carry least
+    nothing = concept_noise(cache, absent)
+    assert nothing.at_noise and nothing.best_share < nothing.random_median
+    assert "noise level" in nothing.words("stripes", "L0H0") and "stripes" in nothing.words("stripes", "L0H0")
 
 
 @pytest.mark.parametrize("query, what", [("", "empty"), ("   ", "empty"), ("!!! 123 ???", "no words"),

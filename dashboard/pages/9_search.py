@@ -10,7 +10,7 @@ from dashboard import figures
 from dashboard.builds import page_cache
 from dashboard.state import concept_embedding, plain
 from residual_core.ablation import AblationMask
-from residual_core.describe import check_query, retrieve, search_heads
+from residual_core.describe import check_query, concept_noise, retrieve, search_heads
 from residual_core.models import ModelLoadError
 from residual_core.units import head_label
 
@@ -45,6 +45,12 @@ if not concept or concept["cache"] != str(cache.path):
     st.stop()
 
 ranked = search_heads(cache, concept["embeddings"])
+noise = concept_noise(cache, concept["embeddings"])
+if noise.at_noise:
+    st.warning(plain(noise.words(concept["label"], head_label(ranked[0].layer, ranked[0].head))))
+else:
+    st.caption(f"The best head has {noise.best_share:.1%} of its variance along it; along a random direction of the "
+               f"same rank the best head has {noise.random_median:.1%} ({noise.random_q99:.1%} at the 99th percentile).")
 shares = np.zeros((cache.n_layers, cache.n_heads))
 for row in ranked:
     shares[row.layer, row.head] = 100 * row.share
