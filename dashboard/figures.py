@@ -245,8 +245,12 @@ def compare_heatmap(values: np.ndarray, rows: list[str], units: UnitTable, title
                     hovertemplate="%{x} · %{y}<br>cosine %{customdata[2]:.3f}<extra>click for matched PCs</extra>",
                     marker=dict(symbol="square", size=max(6, 900 // max(len(heads), 1)), opacity=0.01,
                                 color="white"))
-    ticks = heads if len(heads) <= 48 else heads[::units.n_heads]  # every head, or each layer's first
-    fig.update_layout(title=title, xaxis=dict(title="head", tickangle=-90, tickmode="array", tickvals=ticks),
+    if len(heads) <= 16:  # every head, upright
+        axis = dict(title="head", tickmode="array", tickvals=heads, tickangle=0)
+    else:  # each layer named once at its first head: 32+ upright names overlap at 1280 px (hover names every head)
+        axis = dict(title="head (hover for its name)", tickmode="array", tickvals=heads[::units.n_heads],
+                    ticktext=[f"L{layer} →" for layer in range(units.n_layers)], tickangle=0)
+    fig.update_layout(title=title, xaxis=axis,
                       yaxis=dict(autorange="reversed"), height=max(260, 40 * len(rows) + 180), **LAYOUT)
     return fig
 

@@ -339,6 +339,10 @@ def test_every_class_and_head_is_labelled(tiny_cache):
     assert axis["labelAngle"] == 0 and "split" in axis["labelExpr"]  # a word a line: slanted names were cut
     fig = figures.compare_heatmap(np.zeros((2, 8)), ["a", "b"], tiny_cache.units, "t")
     assert list(fig.layout.xaxis.tickvals) == tiny_cache.units.head_labels()
+    from residual_core.units import UnitTable
+
+    wide = figures.compare_heatmap(np.zeros((2, 32)), ["a", "b"], UnitTable(4, 8), "t")  # 32 names overlapped
+    assert list(wide.layout.xaxis.ticktext) == ["L0 →", "L1 →", "L2 →", "L3 →"] and wide.layout.xaxis.tickangle == 0
 
 
 def test_search_ranks_heads_for_a_concept_and_switches_them_off_in_the_lab(app, tiny_cache):
