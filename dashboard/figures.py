@@ -280,7 +280,8 @@ def topk_curves(report: dict, mode: str) -> go.Figure:
     for (label, value), position in zip(baselines, ("top left", "bottom right")):
         fig.add_hline(y=value, line_dash="dot", annotation_text=f"{label}: {value:.1%}",
                       annotation_position=position, annotation_font=dict(size=15))
-    fig.update_layout(title="Test accuracy of the top-k heads", yaxis_title="accuracy", height=440,
+    fig.update_layout(title="Test accuracy of the top-k heads", yaxis=dict(title="accuracy", tickformat=".0%"),
+                      height=440,
                       xaxis=dict(title="k (heads kept, log scale)", type="log", tickmode="array", tickvals=ks,
                                  ticktext=[str(k) for k in ks]), **LAYOUT)
     return fig

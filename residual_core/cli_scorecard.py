@@ -36,10 +36,11 @@ def leaderboard_table(rows: dict) -> str:
 
 
 def cmd_scorecard(args: argparse.Namespace) -> int:
-    from residual_core.scorecard_run import build_scorecard
+    from residual_core.scorecard_run import build_scorecard, verdict
 
     report = build_scorecard(args.model, args.limit, args.cache_dir, args.seeds)
     print(leaderboard_table(report["methods"]), file=sys.stderr)
+    print(f"On {report['n_images']:,} test scenes per factor. {verdict(report)}", file=sys.stderr)
     print(json.dumps({"model": args.model, "n_images": report["n_images"], "methods": report["methods"],
                       "seconds": round(report["seconds"], 2)}))
     return 0

@@ -69,3 +69,19 @@ def test_ap_and_auroc_are_scikit_learns_on_continuous_scores():
         assert auroc[v] == pytest.approx(roc_auc_score(labels == v, scores))
     ap, _ = value_aps(scores, np.zeros(300, int))
     assert np.isnan(ap[0])  # a value present everywhere has no one-against-the-rest
+
+
+def test_the_verdict_names_only_the_measures_that_beat_random_directions():
+    from residual_core.scorecard_run import verdict
+
+    method = {"label_accuracy": 0.51, "coverage": 1.0, "best_eta_mean": 0.75, "causal_agreement": 0.40}
+    chance = {"label_accuracy": 0.22, "label_accuracy_std": 0.03, "coverage": 0.99, "coverage_std": 0.01,
+              "best_eta_mean": 0.74, "best_eta_mean_std": 0.02, "causal_agreement": 0.36, "causal_agreement_std": 0.03}
+    maps = {"pointing_game": 0.61, "pointing_game_raw_attention": 0.65, "mass_on_objects": 0.59,
+            "mass_on_objects_raw_attention": 0.60}
+    line = verdict({"methods": {"TextSpan": method, "random directions": chance, "heatmaps": maps}})
+    assert line.startswith("Trust label accuracy: only it separates") and "TextSpan (51% against 22%)" in line
+    assert "wrong 49%" in line and "Do not read coverage, η² and causal agreement" in line
+    assert "does not beat raw attention" in line
+    nothing = verdict({"methods": {"TextSpan": chance | {"label_accuracy": 0.23}, "random directions": chance}})
+    assert nothing.startswith("No measure separates")

@@ -9,6 +9,7 @@ from dashboard.builds import page_cache
 from dashboard.state import get_cache, head_weights, lookup_cache, plain
 from residual_core.cli_scorecard import HEADERS, leaderboard_cells
 from residual_core.models import ModelLoadError
+from residual_core.scorecard_run import verdict
 from residual_core.units import head_label
 
 cache = page_cache("Scorecard")
@@ -87,8 +88,10 @@ if not ss.get("scorecard_asked"):
     st.rerun()  # the scores replace the button
 report = scorecard(spec["model"], spec.get("limit"), str(cache.path.parent))
 lookup_cache.clear()
+st.info(plain(verdict(report)))
 st.dataframe(pd.DataFrame(leaderboard_cells(report["methods"]), columns=HEADERS), hide_index=True)
-st.caption("Random baselines: mean ± std over 5 seeds.")
+st.caption(f"On {report['n_images']:,} test scenes per factor (numbers elsewhere may use another count: the README's "
+           "use 2,000). Random baselines: mean ± std over 5 seeds.")
 maps = report["methods"].get("heatmaps")
 if maps:
     st.caption(f"Heatmaps: {maps['head']}'s push toward the true class points at an object (its top patch) in "

@@ -108,13 +108,15 @@ st.plotly_chart(figures.heads_heatmap(attribution, f"Each head's direct push tow
                                       "logit units"), config=figures.PNG_CONFIG, theme=None)
 pct = result.percentiles[choice].reshape(cache.n_layers, cache.n_heads, -1)
 c1, c2 = st.columns(2)
-c1.plotly_chart(figures.heads_heatmap(pct[:, :, 0], "PC1 coefficient as a dataset percentile", "percentile"),
+c1.plotly_chart(figures.heads_heatmap(100 * pct[:, :, 0], "PC1 coefficient as a dataset percentile",
+                                      "percentile (0–100)"),
                 config=figures.PNG_CONFIG, theme=None)
 lh = c2.selectbox("Head (strongest push first)", driving, format_func=lambda h: head_label(*h), key="probe_head")
 unit = cache.head_index(*lh)
 c2.plotly_chart(figures.bars([f"PC{k + 1}" for k in range(min(12, cache.n_pcs))],
-                             list(result.percentiles[choice, unit, :12]),
-                             f"{head_label(*lh)}: percentile of each PC coefficient", "percentile"),
+                             list(100 * result.percentiles[choice, unit, :12]),
+                             f"{head_label(*lh)}: percentile of each PC coefficient", "percentile (0–100)",
+                             digits=".0f"),
                 config=figures.PNG_CONFIG, theme=None)
 reference = sample_note(cache, cache.sample(PERCENTILE_SAMPLE))
 if reference:
