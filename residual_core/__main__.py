@@ -141,9 +141,9 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     from residual_core.datasets import list_datasets
 
     rows = list_datasets()
-    for row in rows:
-        flag = "offline" if row["offline"] else "needs download"
-        print(f"{row['name']:<24} {str(row['classes']):>9} classes  {flag:<15} {row['about']}")
+    print(tables.table(["dataset", "classes", "where", "about"],
+                       [[r["name"], r["classes"], "offline" if r["offline"] else "needs download", r["about"]]
+                        for r in rows]))
     print(json.dumps(rows))
     return 0
 
@@ -152,9 +152,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from residual_core.models import list_models
 
     rows = list_models()
-    for row in rows:
-        flag = "offline" if row["offline"] else {"hub": "needs network once", "file": "file missing"}[row["source"]]
-        print(f"{row['name']:<12} {row['spec']:<40} {flag:<19} {row['about']}")
+    flags = {"hub": "needs network once", "file": "file missing"}
+    print(tables.table(["name", "spec", "where", "about"],
+                       [[r["name"], r["spec"], "offline" if r["offline"] else flags[r["source"]], r["about"]]
+                        for r in rows]))
     print("Any open_clip ARCH:TAG (open_clip.list_pretrained()) or ARCH:/path/to/checkpoint also works.")
     print(json.dumps(rows))
     return 0
@@ -324,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         return done.code if isinstance(done.code, int) else 2
     try:
         return args.func(args)
+    except BrokenPipeError:  # piped into head or less and closed early: nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("error: interrupted; run the same command again to resume from the finished shards", file=sys.stderr)
         return 130

@@ -5,8 +5,17 @@ import numpy as np
 from residual_core.units import head_label
 
 
+MAX_CELL = 56  # characters a cell shows: a table stays within a terminal (the JSON line keeps every text whole)
+
+
+def _cell(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_CELL else text[:MAX_CELL - 1] + "…"
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
-    """Left-aligned text columns, a rule under the header."""
+    """Left-aligned text columns, a rule under the header; a cell longer than MAX_CELL is cut with '…'."""
+    headers, rows = [_cell(h) for h in headers], [[_cell(c) for c in row] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
