@@ -31,14 +31,33 @@ def parse_head(text: str, n_layers: int, n_heads: int) -> tuple[int, int]:
     return layer, head
 
 
-def overlay_png(image: np.ndarray, patches: np.ndarray, path: Path) -> None:
-    """The overlay (tokens.overlay) upscaled ×4 as a PNG, so a 48 px image can be read."""
-    from PIL import Image
+def overlay_png(image: np.ndarray, patches: np.ndarray, path: Path, title: str = "", unit: str = "") -> None:
+    """Three panels ×4 (the image, the map alone, the map over the image) under a title, above a colour scale
+    centred at 0 with its end values: the map alone stays readable where a red overlay meets red shapes."""
+    from PIL import Image, ImageDraw
 
     from residual_core.tokens import overlay  # here, not at the top: listing commands must not import torch
 
-    picture = Image.fromarray(overlay(image, patches))
-    picture.resize((picture.width * 4, picture.height * 4), Image.NEAREST).save(path)
+    grey = np.full_like(image, 235)
+    panels = [image, overlay(grey, patches, alpha=1.0), overlay(image, patches)]
+    side = image.shape[0] * 4
+    canvas = Image.new("RGB", (3 * side + 40, side + 70), "white")
+    for i, panel in enumerate(panels):
+        canvas.paste(Image.fromarray(panel).resize((side, side), Image.NEAREST), (10 + i * (side + 10), 24))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((10, 6), title[:120], fill="black")
+    top = float(np.abs(patches).max())
+    width = 2 * side
+    for x in range(width):  # the scale: white at 0, full blue at −top, full red at +top, as the panels blend
+        t = 2 * x / (width - 1) - 1
+        colour = (214, 39, 40) if t >= 0 else (31, 119, 180)
+        mix = tuple(int(255 * (1 - abs(t)) + c * abs(t)) for c in colour)
+        draw.line([(10 + x, side + 32), (10 + x, side + 42)], fill=mix)
+    draw.text((10, side + 46), f"{-top:+.3g}", fill="black")
+    draw.text((10 + width // 2 - 4, side + 46), "0", fill="black")
+    draw.text((10 + width - 40, side + 46), f"{top:+.3g}", fill="black")
+    draw.text((20 + width, side + 34), unit[:40], fill="black")
+    canvas.save(path)
 
 
 def cmd_maps(args: argparse.Namespace) -> int:
@@ -89,7 +108,8 @@ def cmd_maps(args: argparse.Namespace) -> int:
     report = []
     for name, what, patches, rest in maps:
         file = out / f"{path.stem}_{names}_{name}.png"
-        overlay_png(result.inputs[0], patches, file)
+        unit = {"prediction": "push toward it (c·w)", "attention": "attention weight", "text": "along it (c·t)"}
+        overlay_png(result.inputs[0], patches, file, f"{names}: {what}", unit.get(name, "PC coefficient"))
         region, share = where_in_words(patches)
         report.append({"map": name, "what": what, "heads": names, "where": region, "share": round(share, 4),
                        "patch_sum": float(patches.sum()), "rest": rest, "png": str(file)})

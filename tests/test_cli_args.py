@@ -87,3 +87,22 @@ def test_a_checkpoint_that_cannot_load_leaves_no_cache_folder(tmp_path, capsys):
                      "--cache-dir", str(root)]) == 2
     assert "error:" in capsys.readouterr().err
     assert not root.exists() or not any(root.iterdir())
+
+
+def test_a_maps_png_has_a_title_a_scale_and_the_map_apart_from_the_image(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from residual_core.cli_maps import overlay_png
+
+    red_scene = np.zeros((48, 48, 3), np.uint8)
+    red_scene[..., 0] = 228  # red shapes everywhere: a red overlay on them could not be read
+    patches = np.zeros((6, 6))
+    patches[2, 3] = 0.5
+    overlay_png(red_scene, patches, tmp_path / "m.png", "L3H6: push toward 'circle shapes'", "push")
+    picture = np.asarray(Image.open(tmp_path / "m.png"))
+    assert picture.shape[:2] == (48 * 4 + 70, 3 * 48 * 4 + 40)
+    middle = picture[24 + 2 * 32 + 16, 10 + 192 + 10 + 3 * 32 + 16]  # the strongest patch in the map-alone panel
+    quiet = picture[24 + 16, 10 + 192 + 10 + 16]
+    assert tuple(middle) == (214, 39, 40) and tuple(quiet) == (235, 235, 235)
+    assert (picture[:20, :300] < 128).any()  # the title is drawn
