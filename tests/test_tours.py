@@ -158,6 +158,8 @@ def test_before_the_talk_prepares_an_alignment_step_training_included(tmp_path, 
     at.button(key="prepare_tour").click().run(timeout=600)
     assert not at.exception, at.exception
     assert any("Every step of this tour is ready" in c.value for c in at.caption), [c.value for c in at.caption]
+    [panel] = [e for e in at.expander if e.label == "Before the talk"]
+    assert panel.proto.expanded  # open after preparing, so its "ready" line is seen (it collapsed before)
     assert not [w.value for w in at.warning if "Not prepared" in w.value]
     assert any("train 3,000 · val 1,000 · test 1,000 images" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 1

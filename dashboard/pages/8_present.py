@@ -52,7 +52,8 @@ slides.render(step, ss.present_step, offer)
 if step.notes:
     with st.expander("Speaker notes", expanded=ss.get("show_notes", False)):
         st.markdown(plain(step.notes))
-with st.expander("Before the talk"):
+with st.expander("Before the talk", expanded=bool(ss.get("_just_prepared"))):  # open after preparing: its "ready"
+    ss._just_prepared = False
     todo = list(dict.fromkeys(what for s in tour.steps for what in slides.missing(s, offer)))
     if todo:
         st.caption(plain(f"Not prepared yet ({len(todo)}): {'; '.join(todo)}. Exit: the Heads map link below."))
@@ -64,6 +65,7 @@ with st.expander("Before the talk"):
             if slides.missing(tour_step, offer):
                 slides.prepare(tour_step, offer)
         lookup_cache.clear()
+        ss._just_prepared = True  # the rerun shows the panel open, with its "ready" line
         st.rerun()
     st.page_link("dashboard/pages/1_heads_map.py", label="Leave presenter mode")
 st.query_params["step"] = str(ss.present_step + 1)  # the link opens this step (tour or tour_data stays)
