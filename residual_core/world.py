@@ -214,15 +214,21 @@ def world(split: str, n: int | None = None, workers: int = 1) -> tuple[tuple[Sce
     the result does not depend on ``workers``.
     """
     scenes = list(scenes_of(split, n))
+    return tuple(scenes), render_scenes(split, scenes, workers)
+
+
+def render_scenes(split: str, scenes: list[Scene], workers: int = 1) -> np.ndarray:
+    """Images [len(scenes), 48, 48, 3] of any scenes, drawn with a split's digits and seeds (scene i by index i),
+    in ``workers`` processes beyond one chunk; the result does not depend on ``workers``."""
     chunk = 2_000
     if workers <= 1 or len(scenes) <= chunk:
-        return tuple(scenes), _render_range(split, scenes, 0)
+        return _render_range(split, scenes, 0)
     from concurrent.futures import ProcessPoolExecutor
 
     starts = range(0, len(scenes), chunk)
     with ProcessPoolExecutor(workers) as pool:
         parts = pool.map(_render_range, [split] * len(starts), [scenes[s:s + chunk] for s in starts], starts)
-        return tuple(scenes), np.concatenate(list(parts))
+        return np.concatenate(list(parts))
 
 
 def render_one(split: str, index: int) -> np.ndarray:

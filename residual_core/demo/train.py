@@ -77,7 +77,10 @@ def _round_to_fp16(model: torch.nn.Module) -> None:
                 tensor.copy_(tensor.half().float())
 
 
-def _train_stage(model, stage: Stage, args, scenes, images, val_scenes, val_images, tokenizer, device) -> dict:
+def _train_stage(model, stage: Stage, args, scenes, images, val_scenes, val_images, tokenizer, device,
+                 checkpoint: Path | None = None) -> dict:
+    """One stage; with ``checkpoint``, its state is saved every ``args.checkpoint_every`` steps and a run that finds
+    the file resumes from it (the same batches and captions as a run that never stopped)."""
     started = time.time()
     # every stage is seeded afresh, so a stage run with --init gives the same model as the stage run in line
     torch.manual_seed(args.seed)
@@ -94,9 +97,18 @@ def _train_stage(model, stage: Stage, args, scenes, images, val_scenes, val_imag
                                                                                max(1, stage.steps - warmup))))
     history = []
     order = rng.permutation(len(scenes))
-    cursor = 0
-    bar = tqdm(range(stage.steps), desc="training demo CLIP", unit="step")
-    step_seconds = 0.0  # training steps only (no rendering, no evaluation)
+    cursor, first, step_seconds = 0, 0, 0.0  # step_seconds: training steps only (no rendering, no evaluation)
+    if checkpoint is not None and checkpoint.is_file():
+        saved = torch.load(checkpoint, weights_only=True)  # written by this function, tensors and text only
+        model.load_state_dict(saved["model"])
+        optim.load_state_dict(saved["optim"])
+        schedule.load_state_dict(saved["schedule"])
+        torch.set_rng_state(saved["torch_rng"])
+        rng.bit_generator.state = json.loads(saved["numpy_rng"])
+        order, cursor, first = saved["order"].numpy(), int(saved["cursor"]), int(saved["step"])
+        history, step_seconds = json.loads(saved["history"]), float(saved["step_seconds"])
+        print(f"resumed from {checkpoint} at step {first}", flush=True)
+    bar = tqdm(range(first, stage.steps), desc="training demo CLIP", unit="step", initial=first, total=stage.steps)
     for step in bar:
         tick = time.perf_counter()
         if cursor + args.batch_size > len(order):
@@ -119,6 +131,13 @@ def _train_stage(model, stage: Stage, args, scenes, images, val_scenes, val_imag
             history.append({"step": step + 1, "loss": float(loss.item()), "val": acc,
                             "minutes": (time.time() - started) / 60})
             print(json.dumps(history[-1]), flush=True)
+        if checkpoint is not None and ((step + 1) % args.checkpoint_every == 0 or step + 1 == stage.steps):
+            state = {"model": model.state_dict(), "optim": optim.state_dict(), "schedule": schedule.state_dict(),
+                     "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(rng.bit_generator.state),
+                     "order": torch.from_numpy(order), "cursor": cursor, "step": step + 1,
+                     "history": json.dumps(history), "step_seconds": step_seconds}
+            torch.save(state, str(checkpoint) + ".tmp")
+            os.replace(str(checkpoint) + ".tmp", checkpoint)  # a stop mid-write keeps the previous checkpoint
     return {"emphasis": emphasis, "solo": solo, "steps": stage.steps, "batch_size": args.batch_size,
             "lr": stage.lr, "seed": args.seed, "n_train": args.n_train, "device": device,
             "threads": torch.get_num_threads(), "minutes": (time.time() - started) / 60,
@@ -147,16 +166,23 @@ def train(args: argparse.Namespace) -> dict:
 
         model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()})
     tokenizer = open_clip.get_tokenizer(ARCH)
-    print(f"rendering {args.n_train} training scenes …", flush=True)
-    scenes, images = world("train", args.n_train, workers=args.workers)
+    print(f"rendering {args.n_train} training scenes of the {args.world} world …", flush=True)
+    if args.world == "shortcut":
+        from residual_core.demo.shortcut import shortcut_world
+
+        scenes, images = shortcut_world(args.n_train, workers=args.workers)
+    else:
+        scenes, images = world("train", args.n_train, workers=args.workers)
     val_scenes, val_images = world("val", args.n_val, workers=args.workers)
     reports = []
     for i, stage in enumerate(stages):
         if i:
             _round_to_fp16(model)
         print(f"stage {i + 1} of {len(stages)}: {stage}", flush=True)
-        reports.append(_train_stage(model, stage, args, scenes, images, val_scenes, val_images, tokenizer, device)
-                       | {"init": args.init if i == 0 else f"stage {i}"})
+        checkpoint = Path(f"{args.out}.stage{i + 1}.ckpt") if args.checkpoint_every else None
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        reports.append(_train_stage(model, stage, args, scenes, images, val_scenes, val_images, tokenizer, device,
+                                    checkpoint) | {"init": args.init if i == 0 else f"stage {i}", "world": args.world})
     weights = Path(args.out)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).cpu().contiguous() for k, v in model.state_dict().items()}
@@ -201,6 +227,10 @@ def main() -> None:
                         help="mention FACTOR in captions with probability ≥ P, e.g. digit=0.9")
     parser.add_argument("--solo", nargs="*", default=None, metavar="FACTOR=P",
                         help="with probability P a caption names FACTOR alone, e.g. digit=0.3")
+    parser.add_argument("--world", choices=["demo", "shortcut"], default="demo",
+                        help="the training world: the demo world, or the shortcut world (colour tied to shape in training)")
+    parser.add_argument("--checkpoint-every", type=int, default=0,
+                        help="save the training state every N steps beside --out and resume from it when run again")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes that render the training world")
     report = train(parser.parse_args())
