@@ -20,9 +20,10 @@ if "dashboard.sidebar" not in sys.modules:
                   "checks the cache, which takes several seconds …")
 
 from dashboard.sidebar import sidebar  # noqa: E402  (after the line above: this import is the slow part)
-from dashboard.state import configure_threads, init_state, plain, show_notices, write_url  # noqa: E402
+from dashboard.state import configure_threads, init_state, note_session, plain, show_notices, write_url  # noqa: E402
 
 configure_threads()  # once per server process
+note_session()  # a closed tab's uploads are released seconds after it leaves (dashboard/janitor.py)
 
 
 def guarded(step, *args) -> bool:

@@ -34,6 +34,25 @@ def configure_threads() -> int:
     return torch.get_num_threads()
 
 
+@st.cache_resource(show_spinner=False)
+def _janitor():
+    """One per server process (dashboard/janitor.py): closes sessions whose browser left, so their uploads go."""
+    from streamlit.runtime import Runtime
+
+    from dashboard.janitor import start
+
+    return start(Runtime.instance())
+
+
+def note_session() -> None:
+    """Tell the janitor this session is alive (every run)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is not None:
+        _janitor().note(ctx.session_id)
+
+
 def get_offer() -> Offer:
     """The server's offer; built caches are re-listed on every run (a manifest read each, no hashing)."""
     offer = _process_offer()

@@ -71,3 +71,8 @@ def test_typicality_flags_what_the_cache_never_saw_and_rarely_its_own_kind():
     assert np.mean(scaled < ALARM) > 0.95
     turned = read(rng.standard_normal((500, 2, 2, d)) * scale - 1.0)  # the mean embedding points the other way
     assert np.mean(turned < ALARM) > 0.95
+    # continuous beyond the calibration set: farther is always less typical (a share of 1/n_cal steps read 0 for both)
+    far, farther = read(np.stack([np.full((2, 2, d), 6.0), np.full((2, 2, d), 9.0)]))
+    assert 0 < farther < far < 1e-4
+    ladder = read((rng.standard_normal((1, 2, 2, d)) * scale) * np.linspace(1, 3, 50)[:, None, None, None] + 1.0)
+    assert len(np.unique(ladder)) == 50  # no ties from steps of the calibration set

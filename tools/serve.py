@@ -25,6 +25,13 @@ def chromium() -> str:
 @contextlib.contextmanager
 def running_app(env: dict | None = None, args: list[str] | None = None):
     """Yield the base URL of `streamlit run app.py [-- args]`, stopped on exit."""
+    with serving(env, args) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def serving(env: dict | None = None, args: list[str] | None = None):
+    """Yield (base URL, server process) of `streamlit run app.py [-- args]`, stopped on exit."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -39,7 +46,7 @@ def running_app(env: dict | None = None, args: list[str] | None = None):
                 break
             except OSError:
                 time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.terminate()
         server.wait(timeout=30)
