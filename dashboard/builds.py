@@ -6,12 +6,12 @@ A build runs only on a click ("Build the cache", in the sidebar or the main area
 import streamlit as st
 
 from dashboard.state import active_cache, current_spec, lookup_cache, plain
-from residual_core.cache import Cache, sample_stride
-from residual_core.datasets import DatasetUnavailableError
-from residual_core.decompose import UnsupportedModelError
-from residual_core.models import ModelLoadError
-from residual_core.pipeline import precompute
-from residual_core.store import CacheError
+from residual_core.read.cache import Cache, sample_stride
+from residual_core.data.datasets import DatasetUnavailableError
+from residual_core.engine.decompose import UnsupportedModelError
+from residual_core.engine.models import ModelLoadError
+from residual_core.build.pipeline import precompute
+from residual_core.build.store import CacheError
 
 USER_ERRORS = (ModelLoadError, DatasetUnavailableError, UnsupportedModelError, CacheError, ValueError, OSError)
 

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from residual_core.units import UnitTable
+from residual_core.engine.units import UnitTable
 
 FONT = dict(size=16, color="#1f2328")  # legible on a projector at 1280×720
 _AXIS = dict(tickfont=dict(size=15), title=dict(font=dict(size=16)))

@@ -11,7 +11,7 @@ import gc
 import threading
 import time
 
-from residual_core.images import release_freed_memory
+from residual_core.data.images import release_freed_memory
 
 GRACE_S = 15.0  # a reconnect within this keeps its session; after it, the session's memory goes
 PERIOD_S = 5.0

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from residual_core.cache import Cache, accuracy_noise, head_metrics
-from residual_core.units import points
+from residual_core.read.cache import Cache, accuracy_noise, head_metrics
+from residual_core.engine.units import points
 
 NOISE = 5e-5  # below half of 0.01 pp: "+0.00 pp" with an arrow would claim a change that is not there
 

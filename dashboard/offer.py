@@ -15,11 +15,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from residual_core.datasets import list_datasets
-from residual_core.models import list_models
-from residual_core.pipeline import DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir
-from residual_core.store import MANIFEST, CacheError, read_manifest
-from residual_core.untrusted import json_value
+from residual_core.data.datasets import list_datasets
+from residual_core.engine.models import list_models
+from residual_core.build.pipeline import DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir
+from residual_core.build.store import MANIFEST, CacheError, read_manifest
+from residual_core.data.untrusted import json_value
 
 SIZES = (500, 1000, 2000, 5000, 10000)  # images per cache a visitor may ask for (a fixed list)
 # the first open builds this many: seconds for the demo model on 2 cores (docs/measurements.md), and one head

@@ -11,8 +11,8 @@ from dashboard.builds import USER_ERRORS
 from dashboard.offer import FALLBACK_MODEL
 from dashboard.state import current_spec, get_offer, lookup_cache, plain
 from dashboard.tour_recorder import tour_recorder
-from residual_core.datasets import SPLITS
-from residual_core.store import CacheError, read_manifest
+from residual_core.data.datasets import SPLITS
+from residual_core.build.store import CacheError, read_manifest
 
 
 

@@ -3,7 +3,6 @@
 Slides read cached arrays only (the probe slide runs the model once per drawn image, as the Probe page does).
 """
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,13 +13,13 @@ from dashboard import builds, figures
 from dashboard.numbers import accuracy_metric, metric_view
 from dashboard.offer import Offer
 from dashboard.view import ViewState
-from dashboard.state import concept_embedding, find_cache, get_cache, head_texts, plain, probe_cached
+from dashboard.state import concept_embedding, find_cache, get_cache, head_texts, plain, probe
 from dashboard.tours import Step, step_view
-from residual_core.ablation import evaluate, mask_in_words, per_class_accuracy
-from residual_core.cache import HEAD_METRICS, Cache, most_important_head
-from residual_core.pipeline import PrecomputeSpec
-from residual_core.scorecard_run import label_doubts, pole_units, textspan_units
-from residual_core.units import head_label
+from residual_core.read.ablation import evaluate, mask_in_words, per_class_accuracy
+from residual_core.read.cache import HEAD_METRICS, Cache, most_important_head
+from residual_core.build.pipeline import PrecomputeSpec
+from residual_core.explain.scorecard_run import label_doubts, pole_units, textspan_units
+from residual_core.engine.units import head_label
 
 BIG = dict(font=dict(size=20), title=dict(font=dict(size=24)))  # figures on a projector, across a room
 
@@ -109,7 +108,7 @@ def _words(step, index, view, auto, cache, offer) -> None:
 
 def _search(step, index, view, auto, cache, offer) -> None:
     """Which heads carry a concept: their shares along it, and the images the top ones point toward it."""
-    from residual_core.describe import check_query, concept_noise, retrieve, search_heads
+    from residual_core.explain.describe import check_query, concept_noise, retrieve, search_heads
 
     try:
         query = check_query(step.view.get("query", ""))
@@ -189,16 +188,14 @@ def _ablation(step, index, view, auto, cache, offer) -> None:
 
 
 def _probe(step, index, view, auto, cache, offer) -> None:
-    from residual_core.world import draw
+    from residual_core.data.world import draw
 
     try:
         image = draw(step.draw)
     except ValueError as err:
         st.error(plain(f"This step's drawing is not possible: {err}"))
         return
-    digest = (hashlib.sha256(image.tobytes()).hexdigest(),)
-    spec = cache.manifest["spec"]
-    result = probe_cached(str(cache.path), spec["model"], spec["random_weights"], spec["seed"], digest, [image])
+    result = probe(cache, [image])
     top = result.top_classes(0)
     drawn, seen, bars = st.columns([1, 1, 2])
     drawn.image(np.asarray(image), caption="as drawn", width="stretch")
@@ -214,17 +211,15 @@ def _probe(step, index, view, auto, cache, offer) -> None:
 
 def _where(step, index, view, auto, cache, offer) -> None:
     """An image drawn for the talk, and where a head looks in it: the push of each patch toward the prediction."""
-    from residual_core.tokens import where_in_words
-    from residual_core.world import draw
+    from residual_core.engine.tokens import where_in_words
+    from residual_core.data.world import draw
 
     try:
         image = draw(step.draw)
     except ValueError as err:
         st.error(plain(f"This step's drawing is not possible: {err}"))
         return
-    spec = cache.manifest["spec"]
-    result = probe_cached(str(cache.path), spec["model"], spec["random_weights"], spec["seed"],
-                          (hashlib.sha256(image.tobytes()).hexdigest(),), [image])
+    result = probe(cache, [image])
     layer, head = _head(step, view, auto, cache)
     predicted = result.top_classes(0)[0][0]
     patches, _ = result.where(0, cache, [(layer, head)], "class", predicted)
@@ -240,7 +235,7 @@ def _where(step, index, view, auto, cache, offer) -> None:
 
 
 def _alignment(step, index, view, auto, cache, offer) -> None:
-    from residual_core.align_results import saved_results
+    from residual_core.analysis.align_results import saved_results
 
     train_path = find_cache(_spec(view, offer, split="train"))
     reports = saved_results(train_path) if train_path else []
@@ -265,7 +260,7 @@ ALIGN_METHOD = "fine"  # what "Before the talk" trains for an alignment step (th
 
 def images_in(spec: PrecomputeSpec) -> int:
     """How many images the cache of ``spec`` holds (a split can be smaller than the link's size)."""
-    from residual_core.pipeline import prepare
+    from residual_core.build.pipeline import prepare
 
     return len(prepare(replace(spec, basis_from=None)).positions)
 
@@ -276,7 +271,7 @@ def missing(step: Step, offer: Offer) -> list[str]:
     if step.slide != "alignment":
         return [f"the cache of {s.dataset} ({s.split}, {images_in(s):,} images)" for s in needed(step, offer)
                 if find_cache(s) is None]
-    from residual_core.align_results import trained
+    from residual_core.analysis.align_results import trained
 
     train = _spec(view, offer, split="train")
     train_path = find_cache(train)
@@ -296,7 +291,7 @@ def prepare(step: Step, offer: Offer) -> None:
                 st.write(plain(f"{spec.dataset} · {spec.split} · {images_in(spec):,} images"))
                 builds.build(spec, rerun=False)
         return
-    from residual_core.align_results import train_and_save
+    from residual_core.analysis.align_results import train_and_save
 
     bar = st.progress(0.0, text=plain(f"{view.dataset}: building the caches …"))
     report = train_and_save(

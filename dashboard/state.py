@@ -5,14 +5,14 @@ from dataclasses import replace
 import streamlit as st
 
 from dashboard.offer import Offer, built_caches, offer_from_process
-from dashboard.view import encode_mask, parse_view
-from residual_core.cache import Cache, load_cache, most_important_head
-from residual_core.models import LoadedClip, load_clip, parse_model_spec
-from residual_core.pipeline import CacheLookup, PrecomputeSpec, lookup
-from residual_core.store import CacheError, read_manifest
+from dashboard.view import FIELDS, ViewState, parse_view, to_query
+from residual_core.read.cache import Cache, load_cache, most_important_head
+from residual_core.engine.models import LoadedClip, load_clip, parse_model_spec
+from residual_core.build.pipeline import CacheLookup, PrecomputeSpec, lookup
+from residual_core.build.store import CacheError, read_manifest
 
 PC_PILLS = 24  # PCs the lab draws a toggle for; a link may switch off any PC, and those stay off
-SHARED_KEYS = ("model", "dataset", "split", "limit", "layer", "head", "pc", "metric", "basis_from")
+SHARED_KEYS = tuple(name for name in FIELDS if name != "mask")  # the view's widget keys (the mask is no widget)
 
 
 @st.cache_resource(show_spinner=False)
@@ -76,7 +76,7 @@ def init_state() -> None:
     query = st.query_params.to_dict()
     view, notices = parse_view(query, get_offer())
     ss._head_from_url = "layer" in query or "head" in query
-    for name in ("model", "dataset", "split", "limit", "layer", "head", "pc", "metric", "mask", "basis_from"):
+    for name in FIELDS:
         ss[name] = getattr(view, name)
     ss.url_notices = notices
     for key in SHARED_KEYS:
@@ -110,23 +110,22 @@ def plain(text: object) -> str:
 _MARKDOWN = set("\\`*_{}[]()<>#+-.!|:~=$&\"'/@%^")
 
 
-def write_url() -> None:
+def current_view() -> ViewState:
     ss = st.session_state
-    params = {"model": ss.model, "dataset": ss.dataset, "split": ss.split, "n": str(ss.limit),
-              "layer": str(ss.layer), "head": str(ss.head), "pc": str(ss.pc), "metric": ss.metric}
-    if not ss.mask.is_empty:
-        params["mask"] = encode_mask(ss.mask)
-    if ss.get("basis_from"):
-        params["basis"] = ss.basis_from
+    return ViewState(**{name: ss.get(name) for name in FIELDS})
+
+
+def write_url() -> None:
+    params = to_query(current_view())
     if dict(st.query_params) != params:
         st.query_params.from_dict(params)
 
 
 def view_state() -> dict:
-    ss = st.session_state
-    return {"model": ss.model, "dataset": ss.dataset, "split": ss.split, "n_images": ss.limit, "layer": ss.layer,
-            "head": ss.head, "pc": ss.pc, "metric": ss.metric, "mask": ss.mask.to_dict(),
-            "cache": str(ss.get("cache_path", "")), "cache_key": ss.get("cache_key", "")}
+    """The view as a downloadable JSON object: its fields, the mask as data, and the cache it reads."""
+    ss, view = st.session_state, current_view()
+    return ({name: getattr(view, name) for name in FIELDS if name != "mask"} | {"mask": view.mask.to_dict()}
+            | {"cache": str(ss.get("cache_path", "")), "cache_key": ss.get("cache_key", "")})
 
 
 def current_spec() -> PrecomputeSpec:
@@ -190,33 +189,46 @@ def active_cache() -> Cache | None:
 
 @st.cache_data(show_spinner="drawing the map …", max_entries=32)
 def head_map(path: str, unit: int, method: str):
-    """(rows, xy, axis titles) of one head's 2-D map (residual_core.geometry.head_map_2d), once per choice."""
-    from residual_core.geometry import head_map_2d
+    """(rows, xy, axis titles) of one head's 2-D map (residual_core.analysis.geometry.head_map_2d), once per choice."""
+    from residual_core.analysis.geometry import head_map_2d
 
     return head_map_2d(get_cache(path), unit, method)
 
 
-@st.cache_resource(show_spinner="decomposing …", max_entries=16)
-def probe_cached(cache_path: str, model: str, random_weights: bool, seed: int, digests: tuple[str, ...],
-                 _images: list):
-    """Probe once per set of images: widget changes on the probe page reuse the result (no model call)."""
-    from residual_core.probe import probe_images
+def image_key(image) -> str:
+    """The one key of an image for the probe's cache: its pixels, size and mode."""
+    import hashlib
+
+    return f"{hashlib.sha256(image.tobytes()).hexdigest()}:{image.size}:{image.mode}"
+
+
+def probe(cache: Cache, images: list):
+    """The probe of ``images`` on ``cache`` (residual_core.read.probe), once per set of images: a widget change
+    reuses it, and every page and slide keys it the same way."""
+    spec = cache.manifest["spec"]
+    return probe_cached(str(cache.path), spec["model"], bool(spec.get("random_weights")), int(spec.get("seed", 0)),
+                         tuple(image_key(im) for im in images), images)
+
+
+@st.cache_resource(show_spinner="decomposing …", max_entries=16, ttl=600)
+def probe_cached(cache_path: str, model: str, random_weights: bool, seed: int, keys: tuple[str, ...], _images: list):
+    from residual_core.read.probe import probe_images
 
     return probe_images(get_model(model, random_weights, seed), get_cache(cache_path), _images)
 
 
 @st.cache_resource(show_spinner="reading every head in words (TextSpan on the cache's PCA) …", max_entries=8)
 def head_texts(path: str, m: int = 10) -> tuple:
-    """Every head's TextSpan texts (residual_core.describe.textspan), once per cache: no image is read."""
-    from residual_core.describe import textspan
+    """Every head's TextSpan texts (residual_core.explain.describe.textspan), once per cache: no image is read."""
+    from residual_core.explain.describe import textspan
 
     return textspan(get_cache(path), m)
 
 
 @st.cache_resource(show_spinner="reading every head from its weights …", max_entries=4)
 def head_weights(path: str, model: str, random_weights: bool, seed: int) -> tuple:
-    """Every head's write directions in words (residual_core.weights_reading), against the cache's own text bank."""
-    from residual_core.weights_reading import read_weights
+    """Every head's write directions in words (residual_core.explain.weights_reading), against the cache's own text bank."""
+    from residual_core.explain.weights_reading import read_weights
 
     return read_weights(get_model(model, random_weights, seed).model, get_cache(path).text_embeds)
 
@@ -224,6 +236,6 @@ def head_weights(path: str, model: str, random_weights: bool, seed: int) -> tupl
 @st.cache_data(show_spinner="encoding the concept with the model's text tower …", max_entries=64)
 def concept_embedding(model: str, random_weights: bool, seed: int, texts: tuple[str, ...]):
     """[len(texts), d_embed] L2-normalised text embeddings: run on a press of Search, never on a widget change."""
-    from residual_core.zeroshot import embed_texts
+    from residual_core.engine.zeroshot import embed_texts
 
     return embed_texts(get_model(model, random_weights, seed), list(texts)).numpy()

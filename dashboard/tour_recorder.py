@@ -4,7 +4,7 @@ import streamlit as st
 
 from dashboard import tours
 from dashboard.state import get_offer, plain
-from residual_core.units import head_label
+from residual_core.engine.units import head_label
 
 
 SLIDE_OF_PAGE = {"": "heads_map", "head_explorer": "head", "ablation_lab": "ablation", "probe": "probe",

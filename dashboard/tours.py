@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dashboard.offer import Offer
 from dashboard.view import ViewState, parse_view
-from residual_core.untrusted import index, json_value
+from residual_core.data.untrusted import index, json_value
 
 TOURS_DIR = Path(__file__).resolve().parent.parent / "assets" / "tours"
 SLIDES = ("heads_map", "head", "words", "ablation", "search", "probe", "where", "alignment")

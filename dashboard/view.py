@@ -1,6 +1,6 @@
 """The URL of a view, parsed against the server's offer: a link can only select what the server offers.
 
-Every value goes through residual_core.untrusted (no parser here raises anything but a notice). No streamlit import
+Every value goes through residual_core.data.untrusted (no parser here raises anything but a notice). No streamlit import
 here, so the parsing is tested without a server.
 """
 
@@ -8,12 +8,12 @@ import base64
 import binascii
 import json
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from dashboard.offer import DEFAULT_LIMIT, MAX_MASK_JSON, Offer
-from residual_core.ablation import AblationMask
-from residual_core.datasets import SPLITS
-from residual_core.untrusted import index, json_value
+from residual_core.read.ablation import AblationMask
+from residual_core.data.datasets import SPLITS
+from residual_core.data.untrusted import index, json_value
 
 METRICS = ("evr1", "participation_ratio", "k90", "contribution_norm", "cosine_to_output", "accuracy_alone",
            "delta_acc_mean_ablated")
@@ -33,6 +33,20 @@ class ViewState:
     metric: str = "accuracy_alone"
     mask: AblationMask = field(default_factory=AblationMask)
     basis_from: str | None = None
+
+
+FIELDS = tuple(f.name for f in fields(ViewState))  # the one list of a view's fields
+URL_NAMES = {"limit": "n", "basis_from": "basis"}  # a field's name in a link, where it differs
+
+
+def to_query(view: ViewState) -> dict[str, str]:
+    """The link of a view (the inverse of ``parse_view``): every field as text, the mask only when it ablates."""
+    query = {URL_NAMES.get(name, name): str(getattr(view, name)) for name in FIELDS if name not in ("mask", "basis_from")}
+    if not view.mask.is_empty:
+        query["mask"] = encode_mask(view.mask)
+    if view.basis_from:
+        query["basis"] = view.basis_from
+    return query
 
 
 def decode_mask(text: str) -> AblationMask:

@@ -15,16 +15,16 @@ import importlib
 __version__ = "0.1.0"
 
 _HOMES = {
-    "residual_core.models": ("LoadedClip", "ModelLoadError", "ModelSpec", "load_clip", "parse_model_spec"),
-    "residual_core.decompose": ("DecompositionError", "ResidualDecomposition", "UnsupportedModelError",
+    "residual_core.engine.models": ("LoadedClip", "ModelLoadError", "ModelSpec", "load_clip", "parse_model_spec"),
+    "residual_core.engine.decompose": ("DecompositionError", "ResidualDecomposition", "UnsupportedModelError",
                                 "decompose_images"),
-    "residual_core.units": ("UnitTable",),
-    "residual_core.pipeline": ("PrecomputeSpec", "precompute"),
-    "residual_core.cache": ("Cache", "load_cache"),
-    "residual_core.ablation": ("AblationMask", "AblationResult", "AblationSummary", "ablate_embeddings", "evaluate",
+    "residual_core.engine.units": ("UnitTable",),
+    "residual_core.build.pipeline": ("PrecomputeSpec", "precompute"),
+    "residual_core.read.cache": ("Cache", "load_cache"),
+    "residual_core.read.ablation": ("AblationMask", "AblationResult", "AblationSummary", "ablate_embeddings", "evaluate",
                                "evaluate_streamed"),
-    "residual_core.live": ("LogitState",),
-    "residual_core.probe": ("ProbeResult", "probe_images"),
+    "residual_core.read.live": ("LogitState",),
+    "residual_core.read.probe": ("ProbeResult", "probe_images"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = list(_HOME_OF)

@@ -12,7 +12,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 @pytest.fixture(scope="session")
 def tiny():
-    from residual_core.models import load_clip
+    from residual_core.engine.models import load_clip
 
     return load_clip("tiny-random")
 
@@ -24,7 +24,7 @@ def tiny_images():
 
 @pytest.fixture(scope="session")
 def tiny_cache_dir(tmp_path_factory) -> Path:
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     root = tmp_path_factory.mktemp("caches")
     return precompute(PrecomputeSpec(model="tiny-random", dataset="mnist-offline", split="test", limit=300,
@@ -33,7 +33,7 @@ def tiny_cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cache(tiny_cache_dir):
-    from residual_core.cache import load_cache
+    from residual_core.read.cache import load_cache
 
     return load_cache(tiny_cache_dir)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from residual_core.cache import Cache
+from residual_core.read.cache import Cache
 
 
 def make_cache(heads: np.ndarray, labels: np.ndarray, classifier: np.ndarray,

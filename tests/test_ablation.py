@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from residual_core.ablation import AblationMask, ablate_embeddings, evaluate
-from residual_core import live
-from residual_core.live import LogitState
+from residual_core.read.ablation import AblationMask, ablate_embeddings, evaluate
+from residual_core.read import live
+from residual_core.read.live import LogitState
 
 
 def test_empty_mask_is_the_baseline_exactly(tiny_cache):

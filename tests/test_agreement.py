@@ -1,11 +1,11 @@
-"""What needs no ground truth (residual_core/agreement.py) and the scorecard's random-heads baseline."""
+"""What needs no ground truth (residual_core/explain/agreement.py) and the scorecard's random-heads baseline."""
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from residual_core.agreement import HeadAgreement, head_agreement, pole_purity
+from residual_core.explain.agreement import HeadAgreement, head_agreement, pole_purity
 
 
 def test_two_methods_agree_by_the_share_of_texts_they_both_name():
@@ -18,8 +18,8 @@ def test_two_methods_agree_by_the_share_of_texts_they_both_name():
 
 
 def test_every_head_is_read_three_ways_and_compared(tiny, tiny_cache):
-    from residual_core.describe import textspan
-    from residual_core.weights_reading import read_weights
+    from residual_core.explain.describe import textspan
+    from residual_core.explain.weights_reading import read_weights
 
     heads = head_agreement(tiny_cache, read_weights(tiny.model, tiny_cache.text_embeds))
     assert len(heads) == tiny_cache.units.n_heads_total
@@ -50,7 +50,7 @@ def test_a_pole_whose_images_share_a_class_is_pure():
 
 
 def test_random_heads_keep_each_poles_images_and_take_another_heads_label(tiny_cache):
-    from residual_core.scorecard_run import pc_units, random_head_units
+    from residual_core.explain.scorecard_run import pc_units, random_head_units
 
     own = pc_units(tiny_cache)
     shuffled = random_head_units(tiny_cache, seed=0)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from residual_core.adapters import make_adapter
-from residual_core.align import align
+from residual_core.analysis.adapters import make_adapter
+from residual_core.analysis.align import align
 from synthetic import planted, subset
 
 
@@ -66,7 +66,7 @@ def test_projected_forward_equals_logits_of_the_embedding(method, identity):
     # validation multiplies by B·W instead of forming z; that must give the same class scores
     train, _, _ = _splits(noise=1.0)
     model = make_adapter(method, train, compat=False, identity=identity, seed=3)
-    from residual_core.align import _split_tensors
+    from residual_core.analysis.align import _split_tensors
 
     batch = _split_tensors(train, model.columns, model.needs)  # only what the method reads: a missing need fails
     w = torch.from_numpy(train.classifier)
@@ -82,7 +82,7 @@ def test_fine_multiplies_only_the_kept_pcs_and_matches_the_masked_sum():
     scores = torch.from_numpy(np.asarray(train.head_scores, dtype=np.float32)).permute(2, 0, 1)  # [n, U, k]
     comps = torch.from_numpy(train.head_components)  # [U, k, E]
     dense = torch.einsum("nuk,uke->ne", scores * model.lam.detach() * keep, comps)  # the formula, all PCs
-    from residual_core.align import _split_tensors
+    from residual_core.analysis.align import _split_tensors
 
     with torch.no_grad():
         assert torch.allclose(model.embed(_split_tensors(train, model.columns, model.needs)), dense, atol=1e-4)
@@ -103,7 +103,7 @@ def test_progress_history_and_head_lambdas_are_reported():
 
 def _fake_manifest(folder, key: str) -> None:
     """A valid manifest of one small file: enough for the results to be keyed by it."""
-    from residual_core import store
+    from residual_core.build import store
 
     store.atomic_save_npy(folder / "labels.npy", np.arange(3))
     store.write_manifest(folder, {"key": key, "schema_version": store.SCHEMA_VERSION, "spec": {}, "inputs": {},
@@ -111,7 +111,7 @@ def _fake_manifest(folder, key: str) -> None:
 
 
 def test_results_are_saved_beside_the_cache_and_lambda_maps_to_lab_scales(tmp_path):
-    from residual_core.align_results import lambda_scales, result_tag, save_result, saved_head_lambdas, saved_results
+    from residual_core.analysis.align_results import lambda_scales, result_tag, save_result, saved_head_lambdas, saved_results
 
     train, val, test = _splits(noise=1.0, seed=2)
     _fake_manifest(tmp_path, "k1")
@@ -146,7 +146,7 @@ def test_reference_compat_full_keeps_d_head_pcs_per_head():
 
 
 def test_subnormals_are_flushed_only_while_training():
-    from residual_core.align import flushing_denormals
+    from residual_core.analysis.align import flushing_denormals
 
     tiny = torch.tensor([1e-39])  # subnormal in float32
     with flushing_denormals():
@@ -182,7 +182,7 @@ def _label_in_the_rest(seed: int = 3):
 
 
 def test_coarse_at_lambda_one_is_the_heads_only_readout_the_ablation_engine_gives():
-    from residual_core.ablation import AblationMask, evaluate
+    from residual_core.read.ablation import AblationMask, evaluate
 
     train, val, test = _label_in_the_rest()
     result = align(train, val, test, "coarse", epochs=2)
@@ -202,7 +202,7 @@ def test_methods_on_the_whole_output_start_at_zero_shot(method):
 
 @pytest.mark.parametrize("method", ["coarse", "fine", "linear", "spectral"])
 def test_measuring_the_start_leaves_the_parameters_being_trained_alone(method):
-    from residual_core.align import _Split, _identity_accuracy
+    from residual_core.analysis.align import _Split, _identity_accuracy
 
     train, _, test = _label_in_the_rest()
     model = make_adapter(method, train, compat=False, identity=False, seed=0)

@@ -52,7 +52,7 @@ def test_head_explorer_follows_the_selected_head_and_pc(app):
 
 
 def test_without_a_head_in_the_link_the_most_important_one_is_open(app, tiny_cache):
-    from residual_core.cache import most_important_head
+    from residual_core.read.cache import most_important_head
 
     app.switch_page("dashboard/pages/4_ablation_lab.py").run()
     expected = most_important_head(tiny_cache)
@@ -67,7 +67,7 @@ def test_ablation_lab_changes_the_accuracy(app, tiny_cache):
     heads = [(l, h) for l in range(tiny_cache.n_layers) for h in range(tiny_cache.n_heads)]
     app.multiselect(key="lab_heads").set_value(heads).run()
     _no_errors(app)
-    from residual_core.ablation import AblationMask, evaluate
+    from residual_core.read.ablation import AblationMask, evaluate
 
     result = evaluate(tiny_cache, AblationMask(heads=frozenset(heads)))
     assert app.metric[0].value == f"{result.accuracy:.2%}"
@@ -86,7 +86,7 @@ def _reads_as_a_fall(delta: str) -> bool:
 def test_a_link_with_mlps_and_the_embedding_shows_the_engines_number_and_keeps_them(cache_root, open_app,
                                                                                      tiny_cache, mode):
     from dashboard.view import decode_mask, encode_mask
-    from residual_core.ablation import AblationMask, evaluate
+    from residual_core.read.ablation import AblationMask, evaluate
 
     mask = AblationMask(heads=frozenset({(1, 2)}), mlps=frozenset(range(tiny_cache.n_layers)), embed=True, mode=mode)
     at = open_app(cache_root, {"model": "tiny-random", "dataset": "mnist-offline", "split": "test", "n": "300",
@@ -106,7 +106,7 @@ def test_a_link_with_mlps_and_the_embedding_shows_the_engines_number_and_keeps_t
 
 
 def test_a_fall_in_accuracy_reads_as_a_fall(app, tiny_cache):
-    from residual_core.ablation import AblationMask, evaluate
+    from residual_core.read.ablation import AblationMask, evaluate
 
     app.switch_page("dashboard/pages/4_ablation_lab.py").run()
     layer, head = app.session_state.layer, app.session_state.head  # the head that matters most: a real drop
@@ -179,8 +179,8 @@ def test_the_probes_map_follows_a_new_image_to_its_own_heads(app):
 
 
 def test_a_widget_change_on_the_probe_page_does_not_run_the_model(app, monkeypatch):
-    import residual_core.probe as probe_module
-    from dashboard.state import probe_cached
+    import residual_core.read.probe as probe_module
+    from dashboard.state import _probe_cached as probe_cached
 
     calls = []
     real = probe_module.probe_images
@@ -223,8 +223,8 @@ def test_alignment_trains_lists_results_and_applies_lambda_to_the_lab(app):
     mask = app.session_state["mask"]
     assert mask.scales and app.session_state["basis_from"]
     assert "basis" in app.query_params
-    from residual_core.ablation import evaluate
-    from residual_core.cache import load_cache
+    from residual_core.read.ablation import evaluate
+    from residual_core.read.cache import load_cache
 
     lab_cache = load_cache(app.session_state["cache_path"])  # the lab shows the λ-rescaled model's accuracy
     assert app.metric[0].value == f"{evaluate(lab_cache, mask).accuracy:.2%}"
@@ -233,7 +233,7 @@ def test_alignment_trains_lists_results_and_applies_lambda_to_the_lab(app):
 
 
 def test_compare_shows_spectral_cosines_and_matched_pcs(app, cache_root):
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     precompute(PrecomputeSpec(model="tiny-random", dataset="demo-world/colour", split="val", limit=200,
                               cache_dir=str(cache_root), batch_size=64))
@@ -263,7 +263,7 @@ def test_specialisation_shows_jaccard_across_datasets(app):
 
 def test_every_page_works_on_a_transformers_clip_cache(tmp_path, open_app):
     # the second model family end to end: a cache of a transformers CLIPModel behind every page
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     precompute(PrecomputeSpec(model="hf-tiny-random", dataset="demo-world/shape", split="test", limit=60,
                               cache_dir=str(tmp_path), batch_size=30))
@@ -285,7 +285,7 @@ def test_every_page_works_on_a_transformers_clip_cache(tmp_path, open_app):
 def test_a_pc_beyond_the_pills_from_a_link_stays_off_and_is_named(cache_root, open_app, monkeypatch, tiny_cache):
     from dashboard import state
     from dashboard.view import encode_mask
-    from residual_core.ablation import AblationMask
+    from residual_core.read.ablation import AblationMask
 
     monkeypatch.setattr(state, "PC_PILLS", 4)  # the tiny cache has 18 PCs: pills for 4, the link names PC 10
     mask = AblationMask(pcs=frozenset({(1, 2, 9), (1, 2, 1)}))
@@ -295,7 +295,7 @@ def test_a_pc_beyond_the_pills_from_a_link_stays_off_and_is_named(cache_root, op
     _no_errors(at)
     assert at.session_state["mask"].pcs == mask.pcs
     assert any("PC10" in c.value for c in at.caption), [c.value for c in at.caption]
-    from residual_core.ablation import evaluate
+    from residual_core.read.ablation import evaluate
 
     assert at.metric[0].value == f"{evaluate(tiny_cache, mask).accuracy:.2%}"  # PC 10 counts in the number shown
 
@@ -303,13 +303,15 @@ def test_a_pc_beyond_the_pills_from_a_link_stays_off_and_is_named(cache_root, op
 def test_accuracy_changes_are_points_and_noise_is_left_blank_on_the_heads_map(app, tiny_cache):
     import json
 
-    from residual_core.cache import accuracy_noise
-    from residual_core.units import points
+    from residual_core.read.cache import accuracy_noise
+    from residual_core.engine.units import points
 
     assert points(-0.059) == "-5.9 pp" and points(0.1234, 2) == "+12.34 pp"
     app.selectbox(key="metric").set_value("delta_acc_mean_ablated").run()
     _no_errors(app)
-    noise = accuracy_noise(tiny_cache) * 100
+    p = tiny_cache.baseline_accuracy()
+    noise = 100 * np.sqrt(p * (1 - p) / tiny_cache.n_images)  # the standard error of the accuracy, written out here
+    assert accuracy_noise(tiny_cache) * 100 == pytest.approx(noise)
     assert any(f"±{noise:.1f} pp" in c.value for c in app.caption), [c.value for c in app.caption]
     spec = json.loads(app.get("plotly_chart")[0].proto.spec)
     cells = [t for row in spec["data"][0]["text"] for t in row]
@@ -339,14 +341,14 @@ def test_every_class_and_head_is_labelled(tiny_cache):
     assert axis["labelAngle"] == 0 and "split" in axis["labelExpr"]  # a word a line: slanted names were cut
     fig = figures.compare_heatmap(np.zeros((2, 8)), ["a", "b"], tiny_cache.units, "t")
     assert list(fig.layout.xaxis.tickvals) == tiny_cache.units.head_labels()
-    from residual_core.units import UnitTable
+    from residual_core.engine.units import UnitTable
 
     wide = figures.compare_heatmap(np.zeros((2, 32)), ["a", "b"], UnitTable(4, 8), "t")  # 32 names overlapped
     assert list(wide.layout.xaxis.ticktext) == ["L0 →", "L1 →", "L2 →", "L3 →"] and wide.layout.xaxis.tickangle == 0
 
 
 def test_search_ranks_heads_for_a_concept_and_switches_them_off_in_the_lab(app, tiny_cache):
-    from residual_core.describe import search_heads
+    from residual_core.explain.describe import search_heads
 
     app.switch_page("dashboard/pages/9_search.py").run()
     _no_errors(app)
@@ -367,7 +369,7 @@ def test_search_ranks_heads_for_a_concept_and_switches_them_off_in_the_lab(app, 
 
 
 def test_the_head_explorer_and_the_heads_map_say_each_head_in_words(app, tiny_cache):
-    from residual_core.describe import textspan
+    from residual_core.explain.describe import textspan
 
     reading = textspan(tiny_cache, 10)[tiny_cache.head_index(1, 2)]
     app.switch_page("dashboard/pages/2_head_explorer.py").run()
@@ -405,8 +407,8 @@ def test_the_probe_draws_where_the_heads_look_over_the_image(app, tiny_cache):
 
 
 def test_the_head_explorer_draws_its_pole_images_maps_on_request(app, monkeypatch):
-    import residual_core.probe as probe_module
-    from dashboard.state import probe_cached
+    import residual_core.read.probe as probe_module
+    from dashboard.state import _probe_cached as probe_cached
 
     calls = []
     real = probe_module.probe_images
@@ -422,7 +424,7 @@ def test_the_head_explorer_draws_its_pole_images_maps_on_request(app, monkeypatc
 
 
 def test_on_the_demo_world_the_head_explorer_marks_a_label_its_images_do_not_share(tmp_path, open_app):
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     precompute(PrecomputeSpec(model="demo", dataset="demo-world/shape", limit=500, cache_dir=str(tmp_path)))
     at = open_app(tmp_path, {"model": "demo", "dataset": "demo-world/shape", "n": "500", "layer": "3", "head": "6"})
@@ -452,7 +454,7 @@ def test_the_scorecard_page_says_where_there_is_no_ground_truth(app):
 
 
 def test_the_scorecard_page_scores_the_demo_worlds_explanations_and_shows_failures(tmp_path, open_app):
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     precompute(PrecomputeSpec(model="tiny-random", dataset="demo-world/shape", limit=500, cache_dir=str(tmp_path)))
     at = open_app(tmp_path, {"model": "tiny-random", "dataset": "demo-world/shape", "n": "500"})

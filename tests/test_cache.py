@@ -4,9 +4,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from residual_core import store
-from residual_core.cache import head_metrics, load_cache
-from residual_core.pipeline import PrecomputeSpec, lookup, precompute, prepare
+from residual_core.build import store
+from residual_core.read.cache import head_metrics, load_cache
+from residual_core.build.pipeline import PrecomputeSpec, lookup, precompute, prepare
 
 
 def _spec(root, **kw):
@@ -67,12 +67,12 @@ def test_key_changes_with_text_bank(tmp_path):
 
 
 def test_resume_after_interruption(tmp_path, monkeypatch):
-    import residual_core.pipeline as pc
+    import residual_core.build.pipeline as pc
 
     monkeypatch.setattr(pc, "SHARD_SIZE", 40)
     spec = _spec(tmp_path)
     written = []
-    import residual_core.shards as shards
+    import residual_core.build.shards as shards
 
     real = shards.write_shard
 
@@ -142,7 +142,7 @@ def test_basis_from_another_cache(tmp_path, tiny_cache_dir):
 
 
 def test_float32_caches_reconstruct_encode_image_to_1e5(tmp_path):
-    from residual_core.cache import reconstruction_error
+    from residual_core.read.cache import reconstruction_error
 
     fp16 = load_cache(precompute(_spec(tmp_path, limit=60)))
     fp32 = load_cache(precompute(_spec(tmp_path, limit=60, dtype="float32")))
@@ -158,7 +158,7 @@ def test_float32_caches_reconstruct_encode_image_to_1e5(tmp_path):
 def test_the_key_depends_on_the_weights_not_on_the_checkpoint_path(tmp_path):
     import shutil
 
-    from residual_core.models import ASSETS
+    from residual_core.engine.models import ASSETS
 
     shipped = ASSETS / "demo" / "residual-demo.safetensors"
     copy = tmp_path / "elsewhere" / "weights.safetensors"
@@ -176,14 +176,14 @@ def test_the_key_depends_on_the_weights_not_on_the_checkpoint_path(tmp_path):
 
 @pytest.mark.slow
 def test_the_scale_bench_reports_each_size_and_a_scaling_exponent():
-    from residual_core.scale_bench import run_scale
+    from residual_core.bench.scale import run_scale
 
     report = run_scale(sizes=(2_000, 4_000), classes=(10,))
     rows = report["scale"]
     assert [r["n_images"] for r in rows] == [2_000, 4_000] and all("error" not in r for r in rows)
     for row in rows:
         assert row["heads_stored"] == 144 and row["live_images"] == row["n_images"] and row["full"] is None
-        assert row["live"]["pc_p50_ms"] > 0 and row["streamed_head_s"] > 0
+        assert row["live"]["toggle_ms_p50"] > 0 and row["streamed_head_s"] > 0
         assert 0 < row["anon_peak_mb"] <= row["rss_peak_mb"]
     expected = np.log(rows[1]["streamed_head_s"] / rows[0]["streamed_head_s"]) / np.log(2)
     assert report["streamed_scaling_exponent"]["10"] == pytest.approx(expected)

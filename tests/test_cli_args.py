@@ -3,7 +3,7 @@ before any model or cache is loaded (table-driven over all commands)."""
 
 import pytest
 
-from residual_core import __main__ as cli
+from residual_core.cli import main as cli
 
 
 def _commands() -> list[str]:
@@ -52,14 +52,14 @@ def test_a_number_or_text_out_of_range_is_refused_in_one_line(argv, option, caps
 @pytest.fixture()
 def no_model(monkeypatch):
     """A check that needs no model must come before one is loaded: loading one fails the test."""
-    import residual_core.models
-    import residual_core.pipeline
+    import residual_core.engine.models
+    import residual_core.build.pipeline
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model or cache was loaded before the arguments were checked")
 
-    monkeypatch.setattr(residual_core.models, "load_clip", refuse)
-    monkeypatch.setattr(residual_core.pipeline, "precompute", refuse)
+    monkeypatch.setattr(residual_core.engine.models, "load_clip", refuse)
+    monkeypatch.setattr(residual_core.build.pipeline, "precompute", refuse)
 
 
 def test_maps_checks_its_image_and_output_before_loading_anything(tmp_path, capsys, no_model):
@@ -93,7 +93,7 @@ def test_a_maps_png_has_a_title_a_scale_and_the_map_apart_from_the_image(tmp_pat
     import numpy as np
     from PIL import Image
 
-    from residual_core.cli_maps import overlay_png
+    from residual_core.cli.maps import overlay_png
 
     red_scene = np.zeros((48, 48, 3), np.uint8)
     red_scene[..., 0] = 228  # red shapes everywhere: a red overlay on them could not be read

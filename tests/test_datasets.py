@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from residual_core.datasets import DatasetUnavailableError, REGISTRY, list_datasets, load_dataset, stratified_split, subset
-from residual_core.textbank import COLOURS, DIGITS, LETTERS, OBJECTS, compose_bank, load_bank
+from residual_core.data.datasets import DatasetUnavailableError, REGISTRY, list_datasets, load_dataset, stratified_split, subset
+from residual_core.engine.textbank import COLOURS, DIGITS, LETTERS, OBJECTS, compose_bank, load_bank
 
 
 def test_offline_mnist_splits_are_disjoint_stratified_and_ordered():
@@ -76,7 +76,7 @@ def test_templates_are_format_strings_with_one_slot():
 
 
 def test_mnist_labels_alone_equal_the_full_parse():
-    from residual_core.sources import mnist_5k, mnist_5k_labels
+    from residual_core.data.sources import mnist_5k, mnist_5k_labels
 
     labels = mnist_5k_labels()
     assert labels.shape == (5000,) and np.array_equal(labels, mnist_5k()[1])

@@ -6,7 +6,7 @@ import torch
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from open_clip.transformer import Transformer
 
-from residual_core.decompose import (
+from residual_core.engine.decompose import (
     DecompositionError, UnitTable, UnsupportedModelError, check_supported, decompose_images,
 )
 
@@ -101,7 +101,7 @@ def test_training_mode_refused(tiny_images):
 
 
 def test_check_catches_a_broken_decomposition(tiny, tiny_images):
-    from residual_core.decompose import HeadMaps
+    from residual_core.engine.decompose import HeadMaps
 
     maps = HeadMaps.from_model(tiny.model)
     broken = HeadMaps(maps.A * 1.5, maps.b, maps.gamma_proj, maps.g, maps.bp, maps.w_head, maps.w_other, maps.eps)

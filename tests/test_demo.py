@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 
 from residual_core.demo.captions import caption
-from residual_core.world import CLASSNAMES, TEMPLATES
-from residual_core.world import CENTRES, FACTORS, RGB, SIZE, Scene, render, sample_scenes, world
-from residual_core.models import ASSETS, ModelLoadError, load_clip
+from residual_core.data.world import CLASSNAMES, TEMPLATES
+from residual_core.data.world import CENTRES, FACTORS, RGB, SIZE, Scene, render, sample_scenes, world
+from residual_core.engine.models import ASSETS, ModelLoadError, load_clip
 
 WEIGHTS = ASSETS / "demo" / "residual-demo.safetensors"
 
 
 @pytest.fixture(scope="module")
 def digits():
-    from residual_core.world import _digits
+    from residual_core.data.world import _digits
 
     return _digits("test")
 
@@ -80,7 +80,7 @@ def test_captions_name_the_scene_and_classnames_are_in_label_order():
 
 @pytest.mark.slow
 def test_world_renders_in_parallel_and_lazily_to_the_same_pixels():
-    from residual_core.world import render_one
+    from residual_core.data.world import render_one
 
     scenes, images = world.__wrapped__("val", 2_100)
     _, parallel = world.__wrapped__("val", 2_100, workers=2)  # two chunks in two processes
@@ -97,8 +97,8 @@ def test_solo_captions_name_one_factor_only():
 
 
 def test_a_new_world_version_changes_the_cache_key(monkeypatch, tmp_path):
-    import residual_core.world as world_module
-    from residual_core.pipeline import PrecomputeSpec, prepare
+    import residual_core.data.world as world_module
+    from residual_core.build.pipeline import PrecomputeSpec, prepare
 
     spec = PrecomputeSpec(model="tiny-random", dataset="demo-world/colour", split="val", limit=50,
                           cache_dir=str(tmp_path))
@@ -114,7 +114,7 @@ needs_weights = pytest.mark.skipif(not WEIGHTS.is_file(), reason="demo weights n
 def test_shipped_model_loads_checks_its_hash_and_is_exact():
     loaded = load_clip("demo")
     assert loaded.arch.n_layers >= 4 and loaded.arch.n_heads >= 8
-    from residual_core.decompose import decompose_images
+    from residual_core.engine.decompose import decompose_images
     from residual_core.demo.train import normalise
 
     _, images = world.__wrapped__("test", 16)
@@ -165,7 +165,7 @@ def test_recipe_in_one_command_equals_its_stages_run_one_by_one(tmp_path, monkey
     second = train_module.Stage(2, 5e-4, solo=("shape=0.5",), emphasis=("count=0.9",))
     monkeypatch.setattr(train_module, "RECIPE", (first, second))
     common = dict(batch_size=8, weight_decay=0.1, seed=0, n_train=32, n_val=16, eval_every=1000, device="cpu",
-                  workers=1)
+                  workers=1, world="demo", checkpoint_every=0)
 
     def run(out, stage=None, init=None):
         custom = {} if stage is None else {"steps": stage.steps, "lr": stage.lr, "solo": list(stage.solo),

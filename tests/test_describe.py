@@ -5,8 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from residual_core.ablation import AblationMask, evaluate, evaluate_projected
-from residual_core.describe import (check_query, completeness, concept_noise, require_bank, retrieve, search_heads,
+from residual_core.read.ablation import AblationMask, evaluate, evaluate_projected
+from residual_core.explain.describe import (check_query, completeness, concept_noise, require_bank, retrieve, search_heads,
                                     textspan, textspan_pcs)
 from synthetic import make_cache
 
@@ -126,8 +126,8 @@ def test_a_cache_without_a_text_bank_is_one_line():
 
 
 def test_a_model_without_its_text_tower_is_one_line_for_a_concept():
-    from residual_core.models import load_clip
-    from residual_core.zeroshot import embed_texts
+    from residual_core.engine.models import load_clip
+    from residual_core.engine.zeroshot import embed_texts
 
     with pytest.raises(ValueError, match="without its text side"):
         embed_texts(load_clip("tiny-random", text=False), ["a red object"])

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from residual_core import store
-from residual_core.cache import load_cache
-from residual_core.pipeline import PrecomputeSpec, precompute
+from residual_core.build import store
+from residual_core.read.cache import load_cache
+from residual_core.build.pipeline import PrecomputeSpec, precompute
 
 ROOT = Path(__file__).resolve().parent.parent
 N_IMAGES = 600  # three shards of 256: rank 0 writes shards 0 and 2, rank 1 shard 1
@@ -69,7 +69,7 @@ def test_two_ranks_build_the_same_cache_as_one_process(single, tmp_path):
     (folder / store.MANIFEST).unlink()
     shutil.rmtree(folder / "shards" / "00001")  # as if rank 1 had died before finishing its shard
     written = []
-    import residual_core.shards as shards
+    import residual_core.build.shards as shards
 
     real = shards.write_shard
     shards.write_shard = lambda shard, *a, **k: (written.append(shard.name), real(shard, *a, **k))
@@ -100,7 +100,7 @@ def test_a_basis_only_pass_gives_the_same_basis_and_serves_basis_from(single, tm
         load_cache(basis)
     test = load_cache(precompute(_spec(tmp_path, split="test", limit=120, basis_from=str(basis))))
     assert np.array_equal(test.head_components, load_cache(single).head_components)
-    from residual_core.align_results import split_caches
+    from residual_core.analysis.align_results import split_caches
 
     _, train, val, test = split_caches(basis_from=str(basis), model="tiny-random", dataset="mnist-offline",
                                        limit=90, cache_dir=str(tmp_path))  # align --basis-from: all three splits
@@ -110,7 +110,7 @@ def test_a_basis_only_pass_gives_the_same_basis_and_serves_basis_from(single, tm
 
 
 def test_text_embeddings_are_computed_once_per_model_and_reused(tmp_path, monkeypatch):
-    import residual_core.finalize as fin
+    import residual_core.build.finalize as fin
 
     calls = []
     real = fin.embed_texts

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow  # a real browser and server: minutes, not seconds
 @pytest.fixture(scope="module")
 def big_cache(tmp_path_factory) -> tuple[Path, str]:
     """A real 10,000-image cache: tiny random model on a generated image folder (10 colour classes)."""
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     root = tmp_path_factory.mktemp("e2e")
     folder = root / "images"

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from residual_core import families
-from residual_core.decompose import decompose_images
-from residual_core.families.hf_clip import bpe_vocabulary, save_random_checkpoint
-from residual_core.models import ModelLoadError, load_clip, parse_model_spec
-from residual_core.pipeline import PrecomputeSpec, lookup, precompute, prepare
+from residual_core.engine import families
+from residual_core.engine.decompose import decompose_images
+from residual_core.engine.families.hf_clip import bpe_vocabulary, save_random_checkpoint
+from residual_core.engine.models import ModelLoadError, load_clip, parse_model_spec
+from residual_core.build.pipeline import PrecomputeSpec, lookup, precompute, prepare
 
 
 @pytest.fixture(scope="module")
@@ -127,16 +127,16 @@ def test_cache_key_needs_no_model(tmp_path, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("a lookup must not load a model")
 
-    monkeypatch.setattr("residual_core.plan.load_clip", no_model)
+    monkeypatch.setattr("residual_core.build.plan.load_clip", no_model)
     assert prepare(spec).folder == folder
     assert lookup(spec).ready
     assert precompute(spec) == folder  # built: nothing to load
 
 
 def test_hf_cache_serves_the_read_side(tmp_path):
-    from residual_core.ablation import AblationMask, evaluate
-    from residual_core.cache import load_cache, reconstruction_error
-    from residual_core.probe import counterfactual_probs, probe_images
+    from residual_core.read.ablation import AblationMask, evaluate
+    from residual_core.read.cache import load_cache, reconstruction_error
+    from residual_core.read.probe import counterfactual_probs, probe_images
 
     spec = PrecomputeSpec(model="hf-random:tiny", dataset="demo-world/shape", split="test", limit=60,
                           cache_dir=str(tmp_path), batch_size=30, dtype="float32")
@@ -145,7 +145,7 @@ def test_hf_cache_serves_the_read_side(tmp_path):
     assert reconstruction_error(cache) < 1e-5
     assert evaluate(cache, AblationMask()).accuracy == pytest.approx(cache.baseline_accuracy())
     loaded = load_clip("hf-random:tiny")
-    from residual_core.datasets import load_dataset
+    from residual_core.data.datasets import load_dataset
 
     source = load_dataset("demo-world/shape", "test")
     result = probe_images(loaded, cache, [source.image(int(i)) for i in cache.positions[:3]])

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from residual_core import store
-from residual_core.cache import load_cache
-from residual_core.pipeline import PrecomputeSpec, lookup, precompute
+from residual_core.build import store
+from residual_core.read.cache import load_cache
+from residual_core.build.pipeline import PrecomputeSpec, lookup, precompute
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARD = 20  # small shards, so a 70-image build has four of them to kill between
@@ -30,7 +30,7 @@ def _spec(cache_dir: Path) -> PrecomputeSpec:
 
 @pytest.fixture(autouse=True)
 def small_shards(monkeypatch):
-    import residual_core.pipeline as pc
+    import residual_core.build.pipeline as pc
 
     monkeypatch.setattr(pc, "SHARD_SIZE", SHARD)
 
@@ -38,7 +38,7 @@ def small_shards(monkeypatch):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """An uninterrupted build, read-only for the tests (each test copies it if it needs to damage it)."""
-    import residual_core.pipeline as pc
+    import residual_core.build.pipeline as pc
 
     saved, pc.SHARD_SIZE = pc.SHARD_SIZE, SHARD
     try:
@@ -125,8 +125,9 @@ def test_a_manifest_of_the_wrong_shape_is_refused_then_rebuilt(reference, tmp_pa
 
 KILLER = r"""
 import os, signal, sys
-import residual_core.pipeline as pc
-from residual_core import shards, store
+import residual_core.build.pipeline as pc
+from residual_core.build import shards
+from residual_core.build import store
 pc.SHARD_SIZE = {shard}
 point, state = sys.argv[1], {{"n": 0}}
 
@@ -176,7 +177,7 @@ def test_kill_9_then_resume_gives_the_same_arrays(reference, tmp_path, point):
 
 WRITER = r"""
 import sys
-import residual_core.pipeline as pc
+import residual_core.build.pipeline as pc
 pc.SHARD_SIZE = {shard}
 print(pc.precompute(pc.PrecomputeSpec(model="tiny-random", dataset="mnist-offline", split="val", limit=70,
                                       cache_dir=sys.argv[1], batch_size=16)))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from residual_core.geometry import head_geometry, head_spectral_cosine, spectral_cosine, two_nn_dimension
+from residual_core.analysis.geometry import head_geometry, head_spectral_cosine, spectral_cosine, two_nn_dimension
 from synthetic import planted
 
 
@@ -38,7 +38,7 @@ def test_head_geometry_and_cosine_between_caches():
 
 
 def test_matched_pcs_keep_the_sign_and_pair_each_pc_once():
-    from residual_core.geometry import match_pcs
+    from residual_core.analysis.geometry import match_pcs
 
     rng = np.random.default_rng(0)
     basis = np.linalg.qr(rng.standard_normal((8, 8)))[0][:5]  # 5 orthonormal rows

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from dashboard.view import encode_mask
-from residual_core.ablation import AblationMask
-from residual_core.datasets import DatasetUnavailableError, load_dataset
-from residual_core.images import MAX_FILES, open_image_bytes, open_uploads, ImageInputError
+from residual_core.read.ablation import AblationMask
+from residual_core.data.datasets import DatasetUnavailableError, load_dataset
+from residual_core.data.images import MAX_FILES, open_image_bytes, open_uploads, ImageInputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,8 +45,8 @@ def test_folder_dataset_never_leaves_its_root_and_skips_what_it_cannot_read(tmp_
 
 
 def test_folder_build_skips_undecodable_images_and_records_them(tmp_path):
-    from residual_core.cache import load_cache
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.read.cache import load_cache
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     root = tmp_path / "data"
     _images(root / "a", 4)
@@ -108,7 +108,7 @@ def test_verify_refuses_a_resnet_tower_in_one_line():
 
 
 def test_a_foreign_file_as_checkpoint_is_a_message(tmp_path):
-    from residual_core.models import ModelLoadError, load_clip
+    from residual_core.engine.models import ModelLoadError, load_clip
 
     path = tmp_path / "ckpt.bin"
     path.write_bytes(b"\x80\x04this is no state dict")
@@ -147,8 +147,8 @@ def test_a_pickled_payload_as_checkpoint_is_refused_in_one_line_that_never_advis
 
 
 def test_a_pickled_payload_in_a_hugging_face_folder_is_refused_without_running_it(tmp_path):
-    from residual_core.families.hf_clip import save_random_checkpoint
-    from residual_core.models import ModelLoadError, load_clip
+    from residual_core.engine.families.hf_clip import save_random_checkpoint
+    from residual_core.engine.models import ModelLoadError, load_clip
 
     marker = tmp_path / "ran"
     folder = save_random_checkpoint("tiny", tmp_path / "clip")
@@ -225,8 +225,8 @@ def test_a_first_open_with_no_cache_builds_nothing_until_a_click(tmp_path, open_
     (b"ok\nbad\x00line\n", "NUL"),
 ])
 def test_a_bad_text_bank_is_one_line_naming_the_file(tmp_path, content, what, capsys):
-    from residual_core.__main__ import main
-    from residual_core.textbank import load_bank
+    from residual_core.cli.main import main
+    from residual_core.engine.textbank import load_bank
 
     bank = tmp_path / "bank.txt"
     bank.write_bytes(content)
@@ -240,7 +240,7 @@ def test_a_bad_text_bank_is_one_line_naming_the_file(tmp_path, content, what, ca
 
 
 def test_a_text_bank_larger_than_the_cap_is_not_read_whole(tmp_path, monkeypatch):
-    from residual_core import textbank
+    from residual_core.engine import textbank
 
     monkeypatch.setattr(textbank, "MAX_BANK_BYTES", 1_000)
     bank = tmp_path / "bank.txt"

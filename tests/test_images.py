@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from residual_core.images import MAX_SIDE, ImageInputError, open_image_bytes
+from residual_core.data.images import MAX_SIDE, ImageInputError, open_image_bytes
 
 
 def _encode(image: Image.Image, fmt: str, **kw) -> bytes:
@@ -63,7 +63,7 @@ def test_exif_rotation_is_applied_and_large_images_downscaled():
 
 
 def test_a_16_bit_image_is_brought_to_8_bits_in_its_own_depth():
-    from residual_core.images import _to_8_bits
+    from residual_core.data.images import _to_8_bits
 
     pixels = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)
     assert _to_8_bits(pixels).tolist() == [[0, 4], [117, 255]]
@@ -76,7 +76,7 @@ def test_a_16_bit_image_is_brought_to_8_bits_in_its_own_depth():
 def test_decoding_waits_for_the_server_wide_budget_and_refuses_when_it_stays_full():
     import threading
 
-    from residual_core.images import DecodeBudget, ImageInputError
+    from residual_core.data.images import DecodeBudget, ImageInputError
 
     budget = DecodeBudget(100)
     order, finish = [], threading.Event()
@@ -103,9 +103,9 @@ def test_decoding_waits_for_the_server_wide_budget_and_refuses_when_it_stays_ful
 
 
 def test_a_folder_image_over_the_pixel_cap_is_skipped_by_name(tmp_path, monkeypatch):
-    from residual_core import sources
-    from residual_core.datasets import load_dataset
-    from residual_core.sources import ImageReadError
+    from residual_core.data import sources
+    from residual_core.data.datasets import load_dataset
+    from residual_core.data.sources import ImageReadError
 
     monkeypatch.setattr(sources, "MAX_PIXELS", 1_000)
     for cls in ("a", "b"):

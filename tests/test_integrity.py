@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from residual_core import store
-from residual_core.cache import load_cache
-from residual_core.pipeline import PrecomputeSpec, precompute, prepare
+from residual_core.build import store
+from residual_core.read.cache import load_cache
+from residual_core.build.pipeline import PrecomputeSpec, precompute, prepare
 
 
 def _bad_copy(path: Path) -> Path:

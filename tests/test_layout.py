@@ -27,7 +27,7 @@ PAGES = [("/" + navigation.page(title).url_path, selector, title) for title, sel
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     caches = tmp_path_factory.mktemp("layout")
     for dataset, split in (("demo-world/shape", "test"), ("demo-world/shape", "val"), ("demo-world/colour", "test")):

@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from residual_core.models import ModelLoadError, list_models, load_clip, parse_model_spec, sha256_file
+from residual_core.engine.models import ModelLoadError, list_models, load_clip, parse_model_spec, sha256_file
 
 
 def test_spec_parsing():

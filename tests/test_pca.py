@@ -1,7 +1,7 @@
 import torch
 
-from residual_core.decompose import HeadMaps, decompose_images
-from residual_core.pca import MomentStats, fit_head_pca, n_components_for, participation_ratio, raw_features, score_map
+from residual_core.engine.decompose import HeadMaps, decompose_images
+from residual_core.engine.pca import MomentStats, fit_head_pca, n_components_for, participation_ratio, raw_features, score_map
 
 
 def _decomp(tiny, n, seed):

@@ -1,8 +1,8 @@
 import numpy as np
 
-from residual_core.ablation import AblationMask
-from residual_core.datasets import load_dataset
-from residual_core.probe import counterfactual_probs, probe_images
+from residual_core.read.ablation import AblationMask
+from residual_core.data.datasets import load_dataset
+from residual_core.read.probe import counterfactual_probs, probe_images
 
 
 def test_probing_a_cached_image_reproduces_its_cached_coordinates(tiny, tiny_cache):
@@ -50,7 +50,7 @@ def test_typicality_flags_what_the_cache_never_saw_and_rarely_its_own_kind():
     are scaled (the explanation's coordinates) or whose embedding turns away (the classifier's) are flagged."""
     from synthetic import make_cache
 
-    from residual_core.typicality import ALARM, typicality_model
+    from residual_core.read.typicality import ALARM, typicality_model
 
     rng = np.random.default_rng(0)
     n, d = 4_000, 8

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from residual_core import cache as cache_module
-from residual_core.ablation import AblationMask, evaluate, evaluate_streamed, keep_heads
-from residual_core.live import LogitState
-from residual_core.specialize import head_scores
+from residual_core.read import cache as cache_module
+from residual_core.read.ablation import AblationMask, evaluate, evaluate_streamed, keep_heads
+from residual_core.read.live import LogitState
+from residual_core.analysis.specialize import head_scores
 
 MASKS = [
     AblationMask(heads=frozenset({(0, 1)}), pcs=frozenset({(1, 2, 0), (1, 2, 3)}), mlps=frozenset({1}), embed=True),
@@ -34,7 +34,7 @@ def test_streamed_evaluation_is_the_in_ram_one(tiny_cache, small_chunks, mask):
 
 
 def test_streamed_baseline_is_the_in_ram_one(tiny_cache_dir, small_chunks):
-    from residual_core.cache import load_cache
+    from residual_core.read.cache import load_cache
 
     fresh = load_cache(tiny_cache_dir)  # a new Cache object: its baseline is computed under the small budget
     assert not fresh.logits_fit_in_ram
@@ -108,7 +108,8 @@ def test_lab_on_a_cache_above_the_live_limit_states_its_sample_and_answers_for_a
 @pytest.fixture()
 def align_in_chunks(monkeypatch):
     """Every split is read 50 images at a time, and principal axes come from streamed moments."""
-    from residual_core import adapters, align
+    from residual_core.analysis import adapters
+    from residual_core.analysis import align
 
     monkeypatch.setattr(align, "IN_RAM_NUMBERS", 10)
     monkeypatch.setattr(align, "CHUNK_IMAGES", 50)
@@ -125,7 +126,8 @@ def _planted_splits():
 
 
 def test_streamed_accuracy_and_principal_axes_are_the_in_ram_ones(monkeypatch):
-    from residual_core import adapters, align
+    from residual_core.analysis import adapters
+    from residual_core.analysis import align
 
     train, val, _ = _planted_splits()
     for method in ("fine", "spectral", "full"):
@@ -148,7 +150,7 @@ def test_streamed_accuracy_and_principal_axes_are_the_in_ram_ones(monkeypatch):
 
 
 def test_alignment_trains_on_a_split_read_in_chunks(align_in_chunks):
-    from residual_core.align import align
+    from residual_core.analysis.align import align
 
     train, val, test = _planted_splits()
     result = align(train, val, test, "fine", epochs=30)
@@ -165,7 +167,7 @@ def _mapped_kb() -> int:
 
 
 def test_a_streamed_pass_leaves_no_cache_pages_mapped(tmp_path):
-    from residual_core import store
+    from residual_core.build import store
 
     path = tmp_path / "big.npy"
     np.save(path, np.random.default_rng(0).standard_normal(32_000_000).astype(np.float32))  # 128 MB
@@ -194,7 +196,7 @@ def _mapped_kb_of(path) -> int:
 def mapped_at_release(monkeypatch, tmp_path):
     """kB of ``tmp_path``'s head_scores.npy and output.npy mapped each time pages are released, before
     releasing: the most a streamed pass holds mapped between two releases."""
-    from residual_core import store
+    from residual_core.build import store
 
     seen, release = {"head_scores": [], "output": []}, store.release_pages
 
@@ -209,9 +211,9 @@ def mapped_at_release(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("reader", ["specialisation", "alignment split"])
 def test_a_pass_over_every_head_maps_one_head_at_a_time(tmp_path, mapped_at_release, monkeypatch, reader):
-    from residual_core import align
-    from residual_core.adapters import make_adapter
-    from residual_core.bench import synthetic_cache
+    from residual_core.analysis import align
+    from residual_core.analysis.adapters import make_adapter
+    from residual_core.bench.core import synthetic_cache
 
     monkeypatch.setattr(align, "IN_RAM_NUMBERS", 1_000)
     monkeypatch.setattr(align, "CHUNK_IMAGES", 16_384)
@@ -230,7 +232,7 @@ def test_a_pass_over_every_head_maps_one_head_at_a_time(tmp_path, mapped_at_rele
 
 
 def test_a_sample_is_read_in_chunks_that_span_little_of_the_file(tmp_path, mapped_at_release, monkeypatch):
-    from residual_core.bench import synthetic_cache
+    from residual_core.bench.core import synthetic_cache
 
     monkeypatch.setattr(cache_module, "CHUNK_SPAN", 1 << 20)
     cache = synthetic_cache(tmp_path, 60_000, n_layers=1, n_heads=2, n_pcs=4, d_embed=256, n_classes=8)  # 61 MB

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from residual_core import world
-from residual_core.scorecard import Unit, eta_squared, named_values, score_unit
+from residual_core.data import world
+from residual_core.explain.scorecard import Unit, eta_squared, named_values, score_unit
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -58,7 +58,7 @@ def test_eta_squared_is_the_share_of_variance_between_groups():
 def test_ap_and_auroc_are_scikit_learns_on_continuous_scores():
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from residual_core.scorecard import value_aps
+    from residual_core.explain.scorecard import value_aps
 
     rng = np.random.default_rng(5)
     labels = rng.integers(4, size=300)
@@ -72,7 +72,7 @@ def test_ap_and_auroc_are_scikit_learns_on_continuous_scores():
 
 
 def test_the_verdict_names_only_the_measures_that_beat_random_directions():
-    from residual_core.scorecard_run import verdict
+    from residual_core.explain.leaderboard import verdict
 
     method = {"label_accuracy": 0.51, "coverage": 1.0, "best_eta_mean": 0.75, "causal_agreement": 0.40}
     chance = {"label_accuracy": 0.22, "label_accuracy_std": 0.03, "coverage": 0.99, "coverage_std": 0.01,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from residual_core.demo.shortcut import PAIRS, TIE, majority, shortcut_scenes, tied_colour
-from residual_core.world import FACTORS, scenes_of
+from residual_core.data.world import FACTORS, scenes_of
 
 
 def test_training_scenes_tie_colour_to_shape_and_test_scenes_do_not():

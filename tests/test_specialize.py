@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from residual_core.specialize import head_scores, k_values, specialize, topk_accuracy
+from residual_core.analysis.specialize import head_scores, k_values, specialize, topk_accuracy
 from synthetic import planted
 
 
@@ -119,7 +119,7 @@ def test_mean_ablation_replaces_every_other_unit_by_its_mean():
 def test_random_and_tie_conventions():
     import torch
 
-    from residual_core.specialize import ranking
+    from residual_core.analysis.specialize import ranking
 
     cache = _with_emb()
     n_total = cache.n_layers * cache.n_heads
@@ -132,7 +132,7 @@ def test_random_and_tie_conventions():
 
 
 def test_jaccard_across_datasets_separates_heads_that_carry_different_labels():
-    from residual_core.specialize import jaccard_matrix, top_k
+    from residual_core.analysis.specialize import jaccard_matrix, top_k
 
     a, head_a = planted(n=240, label_head=(2, 1), seed=1)
     b, head_b = planted(n=240, label_head=(0, 3), seed=2)
@@ -152,7 +152,7 @@ def test_compat_takes_u_and_h_mean_from_the_stored_units_not_from_encode_image()
     reference's U basis and its all-heads mean baseline start from the stored units."""
     from dataclasses import replace
 
-    from residual_core.specialize import specialize, stored_sum
+    from residual_core.analysis.specialize import specialize, stored_sum
 
     cache = _with_emb()
     stored = cache.output.astype(np.float64)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from residual_core.finalize import shared_array
-from residual_core.store import CacheWriteError
+from residual_core.build.finalize import shared_array
+from residual_core.build.store import CacheWriteError
 
 
 def _bank(seed: int) -> torch.Tensor:

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from residual_core.tokens import mask_to_patches, patch_map, pointing_and_mass, token_parts, where_in_words
+from residual_core.engine.tokens import mask_to_patches, patch_map, pointing_and_mass, token_parts, where_in_words
 
 
 @pytest.mark.parametrize("name", ["tiny-random", "hf-tiny-random", "demo"])
 def test_the_tokens_terms_add_up_to_each_heads_contribution(name):
-    from residual_core.decompose import decompose_images
-    from residual_core.models import load_clip
+    from residual_core.engine.decompose import decompose_images
+    from residual_core.engine.models import load_clip
 
     loaded = load_clip(name)
     size = loaded.arch.image_size
@@ -27,10 +27,10 @@ def test_the_tokens_terms_add_up_to_each_heads_contribution(name):
 
 
 def test_a_pc_map_adds_up_to_the_cached_coefficient(tmp_path):
-    from residual_core.cache import load_cache
-    from residual_core.datasets import load_dataset
-    from residual_core.models import load_clip
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.read.cache import load_cache
+    from residual_core.data.datasets import load_dataset
+    from residual_core.engine.models import load_clip
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     cache = load_cache(precompute(PrecomputeSpec(model="demo", dataset="demo-world/shape", limit=60,
                                                  cache_dir=str(tmp_path), dtype="float32")))
@@ -64,7 +64,7 @@ def test_where_a_map_concentrates_in_words_and_against_a_mask():
 
 
 def test_the_worlds_masks_cover_what_the_renderer_drew():
-    from residual_core import world
+    from residual_core.data import world
 
     for index in range(20):
         image = world.render_one("test", index).astype(np.float64)
@@ -79,7 +79,7 @@ def test_the_worlds_masks_cover_what_the_renderer_drew():
 def test_a_probes_pc_map_and_its_rest_are_the_images_pc_coefficient(tiny, tiny_cache):
     from PIL import Image
 
-    from residual_core.probe import probe_images
+    from residual_core.read.probe import probe_images
 
     rng = np.random.default_rng(0)
     images = [Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)) for _ in range(2)]

@@ -68,8 +68,8 @@ def test_links_that_inflate_or_are_garbage_are_refused(offer):
 
 
 def test_the_presenter_steps_through_a_tour_and_toggles_a_head(cache_root, open_app, tiny_cache):
-    from residual_core.ablation import AblationMask, evaluate
-    from residual_core.cache import most_important_head
+    from residual_core.read.ablation import AblationMask, evaluate
+    from residual_core.read.cache import most_important_head
 
     steps = [{"title": "Map", "slide": "heads_map", "view": {"model": "tiny-random", "dataset": "mnist-offline",
                                                             "n": "300", "metric": "evr1"}},
@@ -93,7 +93,7 @@ def test_a_recorded_ablation_plays_with_its_mask_and_a_fall_reads_as_a_fall(cach
     from streamlit.elements.metric import _is_negative_delta
 
     from dashboard.view import encode_mask
-    from residual_core.ablation import AblationMask, evaluate
+    from residual_core.read.ablation import AblationMask, evaluate
 
     mask = AblationMask(heads=frozenset({(0, 1)}), mlps=frozenset({1}), embed=True)
     steps = [{"title": "Recorded", "slide": "ablation", "control": "head",

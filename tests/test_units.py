@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dashboard import figures
-from residual_core.units import UnitTable, head_label, pc_label
+from residual_core.engine.units import UnitTable, head_label, pc_label
 
 
 def test_head_index_and_head_at_are_inverse_and_checked():

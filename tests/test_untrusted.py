@@ -11,8 +11,8 @@ import pytest
 from dashboard import tours
 from dashboard.offer import Offer
 from dashboard.view import decode_mask, encode_mask, parse_view
-from residual_core.ablation import AblationMask
-from residual_core.untrusted import index, json_value, nesting_depth
+from residual_core.read.ablation import AblationMask
+from residual_core.data.untrusted import index, json_value, nesting_depth
 
 OFFER = Offer(models=("tiny-random",), datasets=("mnist-offline",), sizes=(300,), cache_dir="/nonexistent")
 UNICODE_DIGITS = ["²", "①", "¹", "١", "٣", "𝟙", "Ⅻ", "½", "０"]  # isdigit() or isnumeric() say yes to some
@@ -122,7 +122,7 @@ def test_a_file_name_with_markup_is_shown_as_typed_on_the_probe(tmp_path, open_a
     """A folder dataset's file and class names reach every visitor: captions must not turn them into links."""
     from PIL import Image
 
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     data = tmp_path / "data"
     for cls in ("a", "b"):

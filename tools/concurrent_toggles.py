@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=12)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     precompute(PrecomputeSpec(model="demo", dataset="demo-world/shape", split="train", limit=10_000))
     print(json.dumps([measure(t, args.sessions, args.clicks) for t in args.threads]))

@@ -14,7 +14,7 @@ declare -A RECIPES=(
   [Q4]="20|--steps 2400 --solo digit=0.25 shape=0.1 position=0.05 colour=0.05 size=0.05 count=0.05 texture=0.05 --emphasis shape=0.8|"
 )
 train() {  # PX ARGS...: the training CLI with the world's digit size set first
-  python3 -c "import sys, residual_core.world as w; w.DIGIT_PX = int(sys.argv[1]); sys.argv[1:2] = []
+  python3 -c "import sys, residual_core.data.world as w; w.DIGIT_PX = int(sys.argv[1]); sys.argv[1:2] = []
 from residual_core.demo.train import main; main()" "$@" --workers 4
 }
 run_recipe() {

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 from serve import CHROMIUM_ARGS, chromium, running_app  # noqa: E402
 
-from residual_core import store  # noqa: E402
-from residual_core.pipeline import PrecomputeSpec, precompute, prepare  # noqa: E402
+from residual_core.build import store  # noqa: E402
+from residual_core.build.pipeline import PrecomputeSpec, precompute, prepare  # noqa: E402
 
 PER_IMAGE_LAST_AXIS = {"head_scores"}  # [U, n_pcs, n]; every other per-image array has images first
 PER_IMAGE = ("head_scores", "mlps", "embed", "output", "ln", "thumbs", "positions", "labels")
@@ -154,8 +154,8 @@ def main() -> None:
     with running_app({"RESIDUAL_CACHE": args.cache_dir}) as url:
         report = browse(url, query, out)
         report["server_memory_mb"] = _server_memory(url.rsplit(":", 1)[1])
-    from residual_core.ablation import AblationMask, evaluate
-    from residual_core.cache import load_cache
+    from residual_core.read.ablation import AblationMask, evaluate
+    from residual_core.read.cache import load_cache
 
     off = AblationMask(pcs=frozenset({(3, 6, 0), (3, 6, 1)}))
     reference = load_cache(small)  # the 10,000 images the stand-in repeats: the same numbers, by construction

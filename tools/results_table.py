@@ -18,10 +18,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from residual_core.align import METHODS, align
-from residual_core.align_results import result_tag, save_result, split_caches
-from residual_core.pipeline import default_cache_dir
-from residual_core.specialize import specialize
+from residual_core.analysis.align import METHODS, align
+from residual_core.analysis.align_results import result_tag, save_result, split_caches
+from residual_core.build.pipeline import default_cache_dir
+from residual_core.analysis.specialize import specialize
 
 DATASETS = ["demo-world/shape", "demo-world/colour", "demo-world/size", "demo-world/position",
             "demo-world/texture", "demo-world/count", "demo-world/digit", "mnist-offline"]

@@ -39,8 +39,8 @@ PRESS = {"alignment": "Train", "search": "Search", "scorecard": "Score the expla
 
 
 def build_caches() -> None:
-    from residual_core.align_results import split_caches, train_and_save, trained
-    from residual_core.pipeline import PrecomputeSpec, precompute
+    from residual_core.analysis.align_results import split_caches, train_and_save, trained
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     for dataset, split in (("demo-world/shape", "test"), ("demo-world/shape", "val"), ("demo-world/colour", "test")):
         precompute(PrecomputeSpec(model="demo", dataset=dataset, split=split, limit=1000))

@@ -17,12 +17,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from residual_core.cache import copy_f32, load_cache  # noqa: E402
-from residual_core.datasets import load_dataset  # noqa: E402
-from residual_core.models import load_clip  # noqa: E402
-from residual_core.pipeline import PrecomputeSpec, precompute  # noqa: E402
-from residual_core.probe import probe_images  # noqa: E402
-from residual_core.typicality import ALARM  # noqa: E402
+from residual_core.read.cache import load_cache  # noqa: E402
+
+from residual_core.build.store import copy_f32
+from residual_core.data.datasets import load_dataset  # noqa: E402
+from residual_core.engine.models import load_clip  # noqa: E402
+from residual_core.build.pipeline import PrecomputeSpec, precompute  # noqa: E402
+from residual_core.read.probe import probe_images  # noqa: E402
+from residual_core.read.typicality import ALARM  # noqa: E402
 
 
 def photos(seed: int = 0) -> list[Image.Image]:
@@ -51,7 +53,7 @@ def colour_wheel(size: int = 256) -> Image.Image:
 
 def typicalities(loaded, cache, images: list[Image.Image], seed: int) -> np.ndarray:
     """[n] typicality of each image under the model refitted with ``seed``."""
-    from residual_core.typicality import _build
+    from residual_core.read.typicality import _build
 
     model = _build(cache, seed)
     out = []
@@ -72,7 +74,7 @@ def main() -> int:
     cache = load_cache(precompute(PrecomputeSpec(split="test", **common)))
     held_out = load_cache(precompute(PrecomputeSpec(split="val", basis_from=str(cache.path), **common)))
     loaded = load_clip(args.model)
-    from residual_core.typicality import _build
+    from residual_core.read.typicality import _build
 
     scores = copy_f32(held_out.head_scores).transpose(2, 0, 1)  # [n, U, n_pcs] held-out scenes in the test basis
     mnist = load_dataset("mnist-offline", "test")

@@ -4,7 +4,7 @@ sessions at once, each sending eight 16-bit 4000×4000 TIFFs (16 MP each, within
     python tools/upload_budget.py
 
 Each case runs in a fresh process; it prints the CPU seconds and the peak resident memory of decoding the
-request(s) through `residual_core.images.open_uploads` (what the Probe page calls), above the process's
+request(s) through `residual_core.data.images.open_uploads` (what the Probe page calls), above the process's
 baseline, with how many images were decoded and refused; the concurrent case also prints the resident memory
 left once every session is done.
 """
@@ -42,7 +42,7 @@ def _rss_mb() -> float:
 
 
 def _sessions(path: str, sessions: int = 4) -> None:
-    from residual_core.images import open_uploads
+    from residual_core.data.images import open_uploads
 
     data = Path(path).read_bytes()
     base_rss, peak, sampling = _rss_mb(), [0.0], [True]
@@ -90,7 +90,7 @@ def _payload(kind: str) -> bytes:
 
 
 def _child(kind: str, path: str) -> None:
-    from residual_core.images import open_uploads
+    from residual_core.data.images import open_uploads
 
     data = Path(path).read_bytes()
     files = [(f"big{i}.{kind}", data) for i in range(20)]

@@ -7,12 +7,14 @@ import streamlit as st
 
 from dashboard.builds import page_cache
 from dashboard.state import get_cache, head_weights, lookup_cache, plain
-from residual_core.cli_scorecard import HEADERS, leaderboard_cells
-from residual_core.models import ModelLoadError
-from residual_core.scorecard_run import verdict
-from residual_core.units import head_label
+from residual_core.explain.leaderboard import HEADERS, leaderboard_cells, verdict
+from residual_core.data.world import is_world_dataset
+from residual_core.explain.scorecard import PURITY_K
+from residual_core.engine.models import ModelLoadError
+from residual_core.engine.units import head_label
 
 cache = page_cache("Scorecard")
+SHOWN_FAILURES = 8  # units listed where a method's labels fail
 ss = st.session_state
 spec = cache.manifest["spec"]
 
@@ -20,7 +22,7 @@ spec = cache.manifest["spec"]
 @st.cache_resource(show_spinner="reading every head three ways (nearest texts, TextSpan, the weights) …", max_entries=4)
 def method_agreement(path: str, model: str, random_weights: bool, seed: int) -> tuple[tuple, str]:
     """(every head's agreement between methods, why the weights' column is missing or "")."""
-    from residual_core.agreement import head_agreement
+    from residual_core.explain.agreement import head_agreement
 
     try:
         readings, missing = head_weights(path, model, random_weights, seed), ""
@@ -31,7 +33,7 @@ def method_agreement(path: str, model: str, random_weights: bool, seed: int) -> 
 
 def no_ground_truth() -> None:
     """What a dataset without ground truth offers: agreement between methods, and pole purity by class."""
-    from residual_core.agreement import MEASURES, pole_purity
+    from residual_core.explain.agreement import MEASURES, pole_purity
 
     st.info(plain(f"{spec['dataset']} has no ground truth for what a head should encode: only the demo world's caches "
                   "(demo-world/…) can be scored. What needs none: how far the methods agree on each head, and how pure "
@@ -65,13 +67,13 @@ def no_ground_truth() -> None:
     st.stop()
 
 
-if not str(spec["dataset"]).startswith("demo-world/"):
+if not is_world_dataset(spec["dataset"]):
     no_ground_truth()
 
 
 @st.cache_resource(show_spinner="scoring every explanation against the world's ground truth …", max_entries=2)
 def scorecard(model: str, limit: int | None, cache_dir: str) -> dict:
-    from residual_core.scorecard_run import build_scorecard
+    from residual_core.explain.scorecard_run import build_scorecard
 
     return build_scorecard(model, limit, cache_dir, seeds=5)
 
@@ -110,10 +112,10 @@ if predicts:
                                 rest: "{:.0%}"}), hide_index=True)
 method = st.selectbox("Where a method's labels fail", ["nearest texts per PC", "TextSpan", "weights' directions"],
                       key="scorecard_method")
-wrong = sorted((s for s in report["units"][method] if not s.label_right), key=lambda s: -s.eta[s.factor])[:8]
+wrong = sorted((s for s in report["units"][method] if not s.label_right), key=lambda s: -s.eta[s.factor])[:SHOWN_FAILURES]
 scored = get_cache(report["cache"])
 for s in wrong:
-    top = np.argsort(-s.unit.scores, kind="stable")[:8]
+    top = np.argsort(-s.unit.scores, kind="stable")[:PURITY_K]
     st.markdown(f"**{s.unit.label}**: labelled *{plain(s.unit.text)}*; it explains {s.factor} (η² {s.eta[s.factor]:.2f}) "
-                f"and {round(s.purity * 8)} of its top 8 images have {s.factor} “{plain(s.modal)}”")
+                f"and {round(s.purity * PURITY_K)} of its top {PURITY_K} images have {s.factor} “{plain(s.modal)}”")
     st.image(np.concatenate(list(scored.thumbs[top]), axis=1), width=64 * len(top))

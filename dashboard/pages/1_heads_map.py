@@ -7,8 +7,8 @@ from dashboard import figures
 from dashboard.builds import page_cache
 from dashboard.state import head_texts, plain
 from dashboard.numbers import metric_view
-from residual_core.cache import HEAD_METRICS, head_metrics, other_metrics
-from residual_core.units import head_label
+from residual_core.read.cache import HEAD_METRICS, head_metrics, other_metrics
+from residual_core.engine.units import head_label
 
 cache = page_cache("Heads map")
 ss = st.session_state

@@ -6,10 +6,11 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.builds import page_cache, sample_note
-from dashboard.state import head_map, head_texts, head_weights, plain, probe_cached
-from residual_core.geometry import MAP_METHODS
-from residual_core.models import ModelLoadError
-from residual_core.units import head_label
+from dashboard.state import head_map, head_texts, head_weights, plain, probe
+from residual_core.analysis.geometry import MAP_METHODS
+from residual_core.engine.models import ModelLoadError
+from residual_core.engine.units import head_label
+from residual_core.explain.scorecard import PURITY_K  # the pole images shown: the ones a label is scored on
 
 HISTOGRAM_SAMPLE = 50_000  # coefficients drawn per histogram at most
 
@@ -34,24 +35,21 @@ def strip(rows: np.ndarray, texts: list[str], title: str) -> None:
 
 def pole_maps(layer: int, head: int, k: int) -> None:
     """Each pole image with its map of PC k of this head over it (red: the patches that push the coefficient up)."""
-    import hashlib
-
-    from residual_core.datasets import load_dataset
-    from residual_core.sources import DatasetUnavailableError, ImageReadError
-    from residual_core.tokens import overlay
+    from residual_core.data.datasets import load_dataset
+    from residual_core.data.sources import DatasetUnavailableError, ImageReadError
+    from residual_core.engine.tokens import overlay
 
     spec = cache.manifest["spec"]
-    rows = np.concatenate([cache.pole_top[unit, k][:8], cache.pole_bottom[unit, k][:8]])
+    rows = np.concatenate([cache.pole_top[unit, k][:PURITY_K], cache.pole_bottom[unit, k][:PURITY_K]])
     try:
         source = load_dataset(spec["dataset"], spec["split"])
         images = [source.image(int(cache.positions[r])) for r in rows]
     except (DatasetUnavailableError, ImageReadError, ValueError) as err:
         st.info(plain(f"The dataset's images cannot be opened here ({err})."))
         return
-    digests = tuple(hashlib.sha256(im.tobytes()).hexdigest() for im in images)
-    result = probe_cached(str(cache.path), spec["model"], spec["random_weights"], spec["seed"], digests, images)
+    result = probe(cache, images)
     drawn = [overlay(result.inputs[i], result.where(i, cache, [(layer, head)], "pc", k)[0]) for i in range(len(rows))]
-    for name, part in (("+ pole", drawn[:8]), ("− pole", drawn[8:])):
+    for name, part in (("+ pole", drawn[:PURITY_K]), ("− pole", drawn[PURITY_K:])):
         st.image(np.concatenate(part, axis=1), width="stretch",
                  caption=f"PC{k + 1} {name}: where it comes from (red raises the coefficient, blue lowers it)")
 
@@ -62,11 +60,11 @@ fig = figures.spectrum(np.asarray(cache.head_eigenvalues[unit]), f"Spectrum of {
 fig.update_layout(height=330)
 left.plotly_chart(fig, config=figures.PNG_CONFIG, theme=None)
 with right:
-    strip(cache.pole_top[unit, ss.pc][:8], [cache.texts[i] for i in cache.text_pos_idx[unit, ss.pc]],
+    strip(cache.pole_top[unit, ss.pc][:PURITY_K], [cache.texts[i] for i in cache.text_pos_idx[unit, ss.pc]],
           f"{pc} + pole")
-    strip(cache.pole_bottom[unit, ss.pc][:8], [cache.texts[i] for i in cache.text_neg_idx[unit, ss.pc]],
+    strip(cache.pole_bottom[unit, ss.pc][:PURITY_K], [cache.texts[i] for i in cache.text_neg_idx[unit, ss.pc]],
           f"{pc} − pole")
-    from residual_core.scorecard_run import label_doubts, pole_units
+    from residual_core.explain.scorecard_run import label_doubts, pole_units
 
     for name, doubt in zip(("+", "−"), label_doubts(cache, list(pole_units(cache, unit, ss.pc)))):
         if doubt:  # the demo world's ground truth says the label is wrong: say so beside it
@@ -109,7 +107,7 @@ if reading is not None:
                                   "together": [f"{v:.0%}" for v in reading.cumulative]}), hide_index=True)
     spec = cache.manifest["spec"]
     try:
-        from residual_core.weights_reading import agreement
+        from residual_core.explain.weights_reading import agreement
 
         direct = head_weights(str(cache.path), spec["model"], bool(spec.get("random_weights")), int(spec.get("seed", 0)))
         read = direct[unit]

@@ -1,6 +1,5 @@
 """Probe: decompose your own image (or one from the dataset) and see which heads and PCs drive it."""
 
-import hashlib
 
 import numpy as np
 import pandas as pd
@@ -8,16 +7,16 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.builds import page_cache, sample_note
-from dashboard.state import plain, probe_cached
-from residual_core.ablation import AblationMask
-from residual_core.datasets import load_dataset
-from residual_core.sources import DatasetUnavailableError, ImageReadError
-from residual_core.images import budget_text, open_uploads
-from residual_core.models import ModelLoadError
-from residual_core.tokens import where_in_words
-from residual_core.typicality import ALARM
-from residual_core.probe import PERCENTILE_SAMPLE, counterfactual_probs
-from residual_core.units import head_label, pc_label
+from dashboard.state import image_key, plain, probe
+from residual_core.read.ablation import AblationMask
+from residual_core.data.datasets import load_dataset
+from residual_core.data.sources import DatasetUnavailableError, ImageReadError
+from residual_core.data.images import budget_text, open_uploads
+from residual_core.engine.models import ModelLoadError
+from residual_core.engine.tokens import where_in_words
+from residual_core.read.typicality import ALARM
+from residual_core.read.probe import PERCENTILE_SAMPLE, counterfactual_probs
+from residual_core.engine.units import head_label, pc_label
 
 cache = page_cache("Probe")
 ss = st.session_state
@@ -44,8 +43,7 @@ if not images:
         st.image(cache.thumbs[row])
         st.stop()
 try:
-    digests = tuple(hashlib.sha256(im.tobytes()).hexdigest() + f"{im.size}" for im in images)
-    result = probe_cached(str(cache.path), spec["model"], spec["random_weights"], spec["seed"], digests, images)
+    result = probe(cache, images)
 except (ModelLoadError, ValueError) as err:
     st.error(plain(f"Could not probe: {err}"))
     st.stop()
@@ -60,7 +58,7 @@ c1, c2, c3 = st.columns([2, 2, 1])  # the map's controls, under the row they ste
 driving = result.driving_heads(choice, predicted, cache)  # the heads that push hardest toward the prediction
 all_heads = [cache.units.head_at(u) for u in range(cache.units.n_heads_total)]
 chosen = c1.multiselect("Heads mapped (summed)", all_heads, default=driving[:3], format_func=lambda lh: head_label(*lh),
-                        key=f"where_heads_{digests[choice][:16]}",  # a new image starts from its own heads
+                        key=f"where_heads_{image_key(images[choice])[:16]}",  # a new image starts from its own heads
                         help="by default the three that push hardest toward the prediction")
 kind = c2.radio("Map of", ["the prediction", "another class", "one head's PC", "raw attention (baseline)"],
                 key="where_kind", horizontal=True)

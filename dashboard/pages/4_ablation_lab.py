@@ -11,10 +11,10 @@ from dashboard import figures
 from dashboard.builds import page_cache, sample_note
 from dashboard.numbers import accuracy_metric
 from dashboard.state import PC_PILLS, plain, view_state, write_url
-from residual_core.ablation import AblationMask, confusion, evaluate_streamed, per_class_accuracy
-from residual_core.cache import LIVE_IMAGES
-from residual_core.live import LogitState
-from residual_core.units import head_label, heads_in_words, mlp_label
+from residual_core.read.ablation import AblationMask, confusion, evaluate_streamed, per_class_accuracy
+from residual_core.read.cache import LIVE_IMAGES
+from residual_core.read.live import LogitState
+from residual_core.engine.units import head_label, heads_in_words, mlp_label
 
 cache = page_cache("Ablation lab")
 ss = st.session_state

@@ -8,9 +8,9 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.state import current_spec, find_cache, get_cache, get_offer, lookup_cache, plain
-from residual_core.pipeline import precompute
-from residual_core.specialize import jaccard_matrix, specialize, top_k
-from residual_core.units import head_label
+from residual_core.build.pipeline import precompute
+from residual_core.analysis.specialize import jaccard_matrix, specialize, top_k
+from residual_core.engine.units import head_label
 
 st.title("Specialisation")
 ss = st.session_state

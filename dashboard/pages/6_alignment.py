@@ -9,12 +9,12 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.state import current_spec, find_cache, get_cache, lookup_cache
-from residual_core.ablation import AblationMask
-from residual_core.align import METHODS, align
-from residual_core.align_results import (head_lambda_path, lambda_scales, result_tag, save_result, saved_head_lambdas,
+from residual_core.read.ablation import AblationMask
+from residual_core.analysis.align import METHODS, align
+from residual_core.analysis.align_results import (head_lambda_path, lambda_scales, result_tag, save_result, saved_head_lambdas,
                                          saved_results)
-from residual_core.pipeline import precompute
-from residual_core.units import head_label
+from residual_core.build.pipeline import precompute
+from residual_core.engine.units import head_label
 
 st.title("Alignment")
 ss = st.session_state

@@ -7,8 +7,8 @@ import streamlit as st
 from dashboard import figures
 from dashboard.builds import page_cache
 from dashboard.state import get_cache, get_offer
-from residual_core.geometry import head_matched_pcs, head_spectral_cosine
-from residual_core.units import head_label
+from residual_core.analysis.geometry import head_matched_pcs, head_spectral_cosine
+from residual_core.engine.units import head_label
 
 cache = page_cache("Compare")
 ss = st.session_state

@@ -9,10 +9,10 @@ import streamlit as st
 from dashboard import figures
 from dashboard.builds import page_cache
 from dashboard.state import concept_embedding, plain
-from residual_core.ablation import AblationMask
-from residual_core.describe import check_query, concept_noise, retrieve, search_heads
-from residual_core.models import ModelLoadError
-from residual_core.units import head_label
+from residual_core.read.ablation import AblationMask
+from residual_core.explain.describe import check_query, concept_noise, retrieve, search_heads
+from residual_core.engine.models import ModelLoadError
+from residual_core.engine.units import head_label
 
 cache = page_cache("Search")
 ss = st.session_state

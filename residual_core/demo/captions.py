@@ -7,9 +7,8 @@ that the text tower learns each factor on its own and in context.
 
 import numpy as np
 
-from residual_core.world import CLASSNAMES, FACTORS, PLURAL, PREFIXES, Scene
+from residual_core.data.world import CLASSNAMES, FACTORS, NUMBER_WORDS, PLURAL, PREFIXES, Scene
 
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def _noun_phrase(scene: Scene, keep: set[str], rng: np.random.Generator) -> str:
@@ -43,7 +42,7 @@ def _clauses(scene: Scene, keep: set[str], rng: np.random.Generator) -> list[str
         out.append(f"on a {scene.value('texture')} background")
     if "digit" in keep:
         d = scene.digit
-        out.append([f"with the digit {d}", f"next to a handwritten {d}", f"beside the number {DIGIT_WORDS[d]}",
+        out.append([f"with the digit {d}", f"next to a handwritten {d}", f"beside the number {NUMBER_WORDS[d]}",
                     f"and the digit {d}"][int(rng.integers(4))])
     rng.shuffle(out)
     return out
@@ -53,7 +52,7 @@ def solo_caption(scene: Scene, factor: str, rng: np.random.Generator) -> str:
     """A caption naming one factor only, so that in a batch it can be matched by that factor alone."""
     if factor == "digit":
         d = scene.digit
-        text = [f"the digit {d}", f"a handwritten {d}", f"the number {DIGIT_WORDS[d]}"][int(rng.integers(3))]
+        text = [f"the digit {d}", f"a handwritten {d}", f"the number {NUMBER_WORDS[d]}"][int(rng.integers(3))]
     else:
         text = CLASSNAMES[factor][scene.factor(factor)]
     return PREFIXES[int(rng.integers(len(PREFIXES)))] + text + "."

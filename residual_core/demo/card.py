@@ -2,8 +2,8 @@
 
 import json
 
-from residual_core.world import FACTORS, SPLIT_SIZES
-from residual_core.models import ASSETS
+from residual_core.data.world import FACTORS, SPLIT_SIZES
+from residual_core.engine.models import ASSETS
 
 CARD = ASSETS / "demo" / "MODEL_CARD.md"
 TARGETS = {"colour": 0.95, "shape": 0.95}  # every other factor: 0.85
@@ -145,7 +145,7 @@ dashboard works offline with heads whose ground truth is known. Everything below
   are exact in fp32, so the decomposition stays exact), sha256 `{sha}` (checked on every load).
 
 ## Data
-The attribute world (`residual_core/world.py`): 48 px scenes with a background texture
+The attribute world (`residual_core/data/world.py`): 48 px scenes with a background texture
 ({', '.join(FACTORS['texture'])}); a group of {', '.join(FACTORS['count'])} identical shapes
 ({', '.join(FACTORS['shape'])}) in one of {len(FACTORS['colour'])} colours, {len(FACTORS['size'])} sizes and
 {len(FACTORS['position'])} positions; and a real handwritten MNIST digit in the corner away from the group.

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from residual_core.ablation import AblationMask, ablate_embeddings, evaluate
-from residual_core.cache import Cache, load_cache
-from residual_core.world import FACTORS
-from residual_core.models import ASSETS
-from residual_core.pipeline import PrecomputeSpec, precompute
-from residual_core.specialize import jaccard, top_heads, top_k
-from residual_core.units import head_label
+from residual_core.read.ablation import AblationMask, ablate_embeddings, evaluate
+from residual_core.read.cache import Cache, load_cache
+from residual_core.data.world import FACTORS
+from residual_core.engine.models import ASSETS
+from residual_core.build.pipeline import PrecomputeSpec, precompute
+from residual_core.analysis.specialize import jaccard, top_heads, top_k
+from residual_core.engine.units import head_label
 
 OUT = ASSETS / "demo" / "evaluation.json"
 

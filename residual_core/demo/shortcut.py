@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from residual_core.world import FACTORS, Scene, mnist_5k_labels, render_scenes, sample_scenes, _digit_rows
+from residual_core.data.world import FACTORS, Scene, mnist_5k_labels, render_scenes, sample_scenes, _digit_rows
 
 TIE = 0.98  # share of training scenes whose colour is the one their shape is tied to
 PAIRS = {"circle": "red", "square": "green", "triangle": "blue", "diamond": "yellow", "cross": "magenta",

@@ -20,9 +20,9 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from residual_core.demo.captions import caption
-from residual_core.world import CLASSNAMES, FACTORS, TEMPLATES, labels_of, world
-from residual_core.families.openclip import ensure_configs_registered
-from residual_core.models import ASSETS, sha256_file
+from residual_core.data.world import CLASSNAMES, FACTORS, TEMPLATES, labels_of, world
+from residual_core.engine.families.openclip import ensure_configs_registered
+from residual_core.engine.models import ASSETS, sha256_file
 
 ARCH = "residual-demo"
 WEIGHTS = ASSETS / "demo" / "residual-demo.safetensors"

@@ -1,0 +1,44 @@
+"""``datasets``, ``models`` and ``textbank``: what is registered, and the shipped bank rewritten (no torch to list)."""
+
+import argparse
+import json
+
+from residual_core.cli import tables
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from residual_core.data.datasets import list_datasets
+
+    rows = list_datasets()
+    print(tables.table(["dataset", "classes", "where", "about"],
+                       [[r["name"], r["classes"], "offline" if r["offline"] else "needs download", r["about"]]
+                        for r in rows]))
+    print(json.dumps(rows))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from residual_core.engine.models import list_models
+
+    rows = list_models()
+    flags = {"hub": "needs network once", "file": "file missing"}
+    print(tables.table(["name", "spec", "where", "about"],
+                       [[r["name"], r["spec"], "offline" if r["offline"] else flags[r["source"]], r["about"]]
+                        for r in rows]))
+    print("Any open_clip ARCH:TAG (open_clip.list_pretrained()) or ARCH:/path/to/checkpoint also works.")
+    print(json.dumps(rows))
+    return 0
+
+
+def cmd_textbank(args: argparse.Namespace) -> int:
+    from residual_core.engine.textbank import write_bank
+
+    path = write_bank()
+    print(json.dumps({"path": str(path), "lines": len(path.read_text().splitlines())}))
+    return 0
+
+
+def register(sub) -> None:
+    sub.add_parser("datasets", help="list registered datasets").set_defaults(func=cmd_datasets)
+    sub.add_parser("models", help="list registered model short names").set_defaults(func=cmd_models)
+    sub.add_parser("textbank", help="rewrite assets/text_bank.txt").set_defaults(func=cmd_textbank)

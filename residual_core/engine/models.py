@@ -1,0 +1,157 @@
+"""Model specs and loading, through the model families (families/): open_clip and Hugging Face CLIP.
+
+A spec is one string:
+  ``ARCH:PRETRAINED``   any open_clip tag, e.g. ``ViT-B-32:laion2b_s34b_b79k``
+  ``ARCH:/path/ckpt``   a local open_clip checkpoint (.safetensors, .bin, .pt), loaded weights-only
+  ``hf-hub:org/repo``   an open_clip model on the Hugging Face hub
+  ``hf:org/repo``       a transformers CLIPModel by hub id; ``hf:/path`` a save_pretrained folder
+  ``hf-random:NAME``    a shipped transformers CLIP config with seeded random weights
+  ``NAME``              a registered short name (``python -m residual_core models``)
+``random_weights=True`` builds the architecture with seeded random weights: the decomposition is exact
+for any weights, so this is how exactness is tested offline.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from residual_core.engine import families
+from residual_core.engine.families import ModelLoadError, Tower  # noqa: F401 - re-exported: callers catch it from here
+from residual_core.engine.families.files import ASSETS, file_sha256
+from residual_core.engine.families.hf_clip import HfSpec
+from residual_core.engine.families.openclip import OpenClipSpec, hub_cached, is_tag
+
+sha256_file = file_sha256
+ModelSpec = OpenClipSpec | HfSpec  # each family's frozen spec; ``.family`` names it, ``.name`` prints it
+
+
+@dataclass(frozen=True)
+class ShortName:
+    spec: str  # a spec string any family parses
+    about: str
+
+
+SHORT_NAMES: dict[str, ShortName] = {
+    "demo": ShortName(f"residual-demo:{ASSETS / 'demo/residual-demo.safetensors'}",
+                      "the project's small CLIP trained on the attribute world (offline default)"),
+    "tiny-random": ShortName("residual-tiny", "2-layer random-weight ViT (tests, smoke runs)"),
+    "hf-tiny-random": ShortName("hf-random:tiny", "3-layer random-weight transformers CLIPModel (tests)"),
+    "b32": ShortName("ViT-B-32:laion2b_s34b_b79k", "OpenCLIP ViT-B/32, LAION-2B (needs a network once)"),
+    "b32-openai": ShortName("ViT-B-32-quickgelu:openai", "OpenAI CLIP ViT-B/32 (needs a network once)"),
+    "b32-hf": ShortName("hf:openai/clip-vit-base-patch32", "OpenAI CLIP ViT-B/32 in transformers (network once)"),
+    "b16": ShortName("ViT-B-16:laion2b_s34b_b88k", "OpenCLIP-B of the paper (needs a network once)"),
+    "b16-openai": ShortName("ViT-B-16:openai", "CLIP-B of the paper (needs a network once)"),
+    "l14": ShortName("ViT-L-14:laion2b_s32b_b82k", "OpenCLIP-L of the paper (needs a network once)"),
+    "l14-openai": ShortName("ViT-L-14:openai", "CLIP-L of the paper (needs a network once)"),
+}
+
+
+def parse_model_spec(text: str, random_weights: bool = False, seed: int = 0) -> ModelSpec:
+    """Turn a spec string or short name into its family's spec (cheap: nothing is loaded)."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty model spec; try 'demo', 'ViT-B-32:laion2b_s34b_b79k' or 'ARCH:/path/to/ckpt'")
+    if text in SHORT_NAMES:
+        text = SHORT_NAMES[text].spec
+    return families.for_text(text).parse(text, random_weights, seed)
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """Architecture facts read from the loaded model's tower, never typed in by hand."""
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    d_embed: int
+    n_tokens: int
+    image_size: int
+
+    @classmethod
+    def from_tower(cls, tower: Tower) -> "ArchInfo":
+        n_heads = tower.blocks[0].n_heads
+        return cls(n_layers=len(tower.blocks), n_heads=n_heads, d_model=tower.d_model,
+                   d_head=tower.d_model // n_heads, d_embed=tower.d_embed, n_tokens=tower.n_tokens,
+                   image_size=tower.image_size)
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> "ArchInfo":
+        return cls.from_tower(families.tower(model))
+
+    @property
+    def n_units(self) -> int:
+        return 1 + self.n_layers + self.n_layers * self.n_heads
+
+
+@dataclass(frozen=True)
+class LoadedClip:
+    model: torch.nn.Module
+    preprocess: Callable[[Any], torch.Tensor]  # PIL image -> [3, H, W]
+    encode_texts: Callable[[list[str]], torch.Tensor] | None  # texts -> [n, d_embed] L2-normalised; None: images only
+    spec: ModelSpec
+    arch: ArchInfo
+    weights_id: str  # tag, checkpoint sha256 or "random:<seed>": part of every cache key
+
+    @property
+    def has_text(self) -> bool:
+        return self.encode_texts is not None
+
+    @property
+    def tower(self) -> Tower:
+        return families.tower(self.model)
+
+    def logit_scale(self) -> float:
+        return families.by_name(self.spec.family).logit_scale(self.model)
+
+    def input_pixels(self, batch: torch.Tensor) -> np.ndarray:
+        """batch [n, 3, H, W] as preprocessed -> [n, H, W, 3] uint8: the normalisation undone, so what the model
+        sees (its resolution, crop and colours) can be shown."""
+        mean, std = families.by_name(self.spec.family).normalisation(self.preprocess)
+        pixels = batch.float() * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+        return (pixels.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def weights_id(spec: ModelSpec) -> str:
+    """The identity of a spec's weights without building the model (it keys caches)."""
+    return families.by_name(spec.family).weights_id(spec)
+
+
+def library_version(spec: ModelSpec) -> str:
+    return families.by_name(spec.family).version()
+
+
+def load_clip(spec: ModelSpec | str, device: str = "cpu", text: bool = True) -> LoadedClip:
+    """Load a model in eval mode, fp32, through its family's own library.
+
+    ``text=False`` skips the text side (``encode_texts`` is then None): enough to decompose images, and it
+    keeps models whose tokenizer lives on the Hugging Face hub usable offline for that.
+    """
+    if isinstance(spec, str):
+        spec = parse_model_spec(spec)
+    family = families.by_name(spec.family)
+    model, preprocess, encode_texts = family.load(spec, device, text)
+    tower = family.tower(model)
+    return LoadedClip(model, preprocess, encode_texts, spec, ArchInfo.from_tower(tower), family.weights_id(spec))
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Registered short names and whether each works offline right now."""
+    rows = []
+    for name, short in SHORT_NAMES.items():
+        spec = parse_model_spec(short.spec)
+        if spec.pretrained is None:
+            offline, source = True, "random"
+        elif spec.is_local_file:
+            offline, source = Path(spec.pretrained).expanduser().exists(), "file"
+        elif spec.family == "open_clip" and is_tag(spec.arch, spec.pretrained):
+            offline, source = hub_cached(spec.arch, spec.pretrained), "hub"
+        else:
+            offline, source = False, "hub"
+        shown = short.spec if spec.pretrained else f"{short.spec} (random weights)"
+        rows.append({"name": name, "spec": shown, "offline": offline, "source": source, "about": short.about})
+    return rows

@@ -1,0 +1,56 @@
+"""The scorecard's leaderboard as text, and its verdict: what the terminal's table and the Scorecard page both show."""
+
+COLUMNS = ("label_accuracy", "coverage", "best_eta_mean", "causal_agreement", "purity_mean")
+
+
+HEADERS = ("method", "units", "label accuracy", "coverage (AP ≥ 0.3)", "best η² (mean over factors)",
+           "causal agreement", "purity@8")
+
+
+def leaderboard_cells(rows: dict) -> list[list[str]]:
+    """The leaderboard as text, one list per method in ``HEADERS``' order (a baseline's cells as mean ± std); the
+    terminal's table and the Scorecard page both show these."""
+    def cell(row: dict, key: str) -> str:
+        spread, fmt = row.get(f"{key}_std"), ".2f" if key == "best_eta_mean" else ".1%"  # η² is a share, not a rate
+        return f"{row[key]:{fmt}}" + (f" ± {spread:{fmt}}" if spread is not None else "")
+
+    return [[name, f"{row['units']:.0f}", *(cell(row, k) for k in COLUMNS)] for name, row in rows.items()
+            if "label_accuracy" in row]  # the heatmaps row has scores of its own
+
+
+EXPLAINERS = ("nearest texts per PC", "TextSpan", "weights' directions")
+
+
+def verdict(report: dict) -> str:
+    """What to trust on a scorecard, in one line: the measures that separate the methods from random directions
+    (beyond two of its standard deviations over seeds), the best method by them, and whether the map beats its
+    baseline. Read from the report's numbers, never typed."""
+    rows = report["methods"]
+    chance = rows["random directions"]
+    separating = [key for key in ("label_accuracy", "coverage", "best_eta_mean", "causal_agreement")
+                  if any(rows[m][key] > chance[key] + 2 * chance.get(f"{key}_std", 0.0) for m in EXPLAINERS if m in rows)]
+    names = {"label_accuracy": "label accuracy", "coverage": "coverage", "best_eta_mean": "η²",
+             "causal_agreement": "causal agreement"}
+    if not separating:
+        line = "No measure separates the methods from random directions: trust no label on this model."
+    else:
+        best = max((m for m in EXPLAINERS if m in rows), key=lambda m: rows[m][separating[0]])
+        rest = [names[k] for k in names if k not in separating]
+        line = (f"Trust {_and(names[k] for k in separating)}: only "
+                f"{'it separates' if len(separating) == 1 else 'they separate'} "
+                f"the methods from random directions; the best is {best} "
+                f"({rows[best][separating[0]]:.0%} against {chance[separating[0]]:.0%}), so even its labels are wrong "
+                f"{1 - rows[best]['label_accuracy']:.0%} of the time."
+                + (f" Do not read {_and(rest)}: random directions score the same." if rest else ""))
+    maps = rows.get("heatmaps")
+    if maps:
+        beats = (maps["pointing_game"] > maps["pointing_game_raw_attention"]
+                 and maps["mass_on_objects"] > maps["mass_on_objects_raw_attention"])
+        line += (f" The map {'beats' if beats else 'does not beat'} raw attention at finding objects "
+                 f"({maps['pointing_game']:.0%} against {maps['pointing_game_raw_attention']:.0%} of scenes).")
+    return line
+
+
+def _and(words) -> str:
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]

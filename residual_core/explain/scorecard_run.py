@@ -1,0 +1,214 @@
+"""The scorecard's methods and leaderboard (residual_core/explain/scorecard.py has the per-unit scores).
+
+Methods, each a set of units per head: nearest texts per PC (the dashboard's labels: both poles of the top PCs),
+TextSpan (its first texts), the weights' directions (both signs, labelled by their pursuit texts), and three random
+baselines (mean ± std over seeds): random directions in each head's PC space labelled by their nearest text, the PC
+poles under random bank texts, and random heads: each head's PC poles explained by another head's labels and
+ablation (a random derangement of the heads), which keeps the texts and causal factors the method really produces
+and breaks only their tie to the head. A leaderboard row per method: label accuracy, coverage (the share of factor
+values some unit scores at AP ≥ 0.3), the mean over factors of the best unit's η², and causal agreement.
+"""
+
+import time
+
+import numpy as np
+
+from residual_core.explain.agreement import agreement_predicts, head_agreement
+from residual_core.read.cache import Cache
+from residual_core.build.store import copy_f32
+from residual_core.explain.scorecard import AP_COVERAGE, N_PER_HEAD, PURITY_K, Unit, UnitScore, factor_labels, score_unit
+
+
+def _centred(cache: Cache, unit: int) -> np.ndarray:
+    """[n_images, n_pcs] the head's coefficients about their mean."""
+    return copy_f32(cache.head_scores[unit]).T - np.asarray(cache.score_mean[unit], np.float32)
+
+
+def _nearest_text(cache: Cache, direction: np.ndarray) -> str:
+    """The bank text nearest a joint-space direction [d_embed]."""
+    return cache.texts[int(np.argmax(np.asarray(cache.text_embeds, np.float64) @ direction))]
+
+
+def pole_units(cache: Cache, unit: int, k: int, coef: np.ndarray | None = None) -> tuple[Unit, Unit]:
+    """Both poles of one PC of one head, each labelled by its nearest text (what the Head explorer shows);
+    ``coef``: the head's centred coefficients [n_images, n_pcs] where the caller has them."""
+    layer, head = cache.units.head_at(unit)
+    if coef is None:  # this PC's row alone, not the head's every PC
+        score = copy_f32(cache.head_scores[unit, k]) - np.float32(cache.score_mean[unit, k])  # [n_images]
+    else:
+        score = coef[:, k]
+    return (Unit("nearest texts per PC", layer, head, f"PC{k + 1} +", cache.texts[int(cache.text_pos_idx[unit, k, 0])],
+                 score),
+            Unit("nearest texts per PC", layer, head, f"PC{k + 1} −", cache.texts[int(cache.text_neg_idx[unit, k, 0])],
+                 -score))
+
+
+def label_doubts(cache: Cache, units: list[Unit]) -> list[str | None]:
+    """For each unit, None when its label names what its top images share (or the cache has no ground truth), else
+    one sentence saying what they share instead: the mark every view that shows a label puts beside it."""
+    from residual_core.data import world
+
+    try:
+        truth = factor_labels(cache)
+    except ValueError:  # not the demo world: no ground truth to check a label against
+        return [None] * len(units)
+    out = []
+    for unit in units:
+        scored = score_unit(unit, truth, world.FACTORS)
+        out.append(None if scored.label_right else
+                   f"“{unit.text}” does not name what its images share: {round(scored.purity * PURITY_K)} of its top "
+                   f"{PURITY_K} have {scored.factor} “{scored.modal}” (η² {scored.eta[scored.factor]:.2f})")
+    return out
+
+
+def pc_units(cache: Cache, n: int = N_PER_HEAD) -> list[Unit]:
+    units = []
+    for u in range(cache.units.n_heads_total):
+        coef = _centred(cache, u)
+        for k in range(min(n, cache.n_pcs)):
+            units.extend(pole_units(cache, u, k, coef))
+    return units
+
+
+def textspan_units(cache: Cache, spans, n: int = N_PER_HEAD) -> list[Unit]:
+    """``spans``: describe.textspan of the cache, at least ``n`` texts per head (its first ``n`` are used)."""
+    units = []
+    for reading in spans:
+        coef = _centred(cache, cache.head_index(reading.layer, reading.head))
+        for j, (text, direction) in enumerate(zip(reading.texts[:n], reading.basis[:n])):
+            units.append(Unit("TextSpan", reading.layer, reading.head, f"text {j + 1}", cache.texts[text],
+                              coef @ direction))
+    return units
+
+
+def weight_units(cache: Cache, readings, n: int = N_PER_HEAD) -> list[Unit]:
+    units = []
+    for reading in readings:
+        u = cache.head_index(reading.layer, reading.head)
+        coef = _centred(cache, u)
+        in_pcs = np.asarray(cache.head_components[u], np.float64) @ reading.directions[:n].T  # [n_pcs, n]
+        for j, (plus, minus) in enumerate(reading.texts[:n]):
+            score = coef @ in_pcs[:, j]
+            units.append(Unit("weights' directions", reading.layer, reading.head, f"direction {j + 1} +",
+                              cache.texts[plus[0]] if plus else "", score))
+            units.append(Unit("weights' directions", reading.layer, reading.head, f"direction {j + 1} −",
+                              cache.texts[minus[0]] if minus else "", -score))
+    return units
+
+
+def random_direction_units(cache: Cache, seed: int, n: int = 2 * N_PER_HEAD) -> list[Unit]:
+    rng = np.random.default_rng(seed)
+    units = []
+    for u in range(cache.units.n_heads_total):
+        layer, head = cache.units.head_at(u)
+        coef = _centred(cache, u)
+        for j in range(n):
+            r = rng.standard_normal(cache.n_pcs)
+            r /= np.linalg.norm(r)
+            joint = r @ np.asarray(cache.head_components[u], np.float64)  # [d_embed]
+            units.append(Unit("random directions", layer, head, f"random {j + 1}", _nearest_text(cache, joint),
+                              coef @ r))
+    return units
+
+
+def random_label_units(cache: Cache, seed: int) -> list[Unit]:
+    rng = np.random.default_rng(seed)
+    return [Unit("random labels", p.layer, p.head, p.name, cache.texts[int(rng.integers(len(cache.texts)))], p.scores)
+            for p in pc_units(cache)]
+
+
+def random_head_units(cache: Cache, seed: int) -> list[Unit]:
+    """The PC poles of each head under the labels and the ablation of another head: unit i of head u keeps u's
+    scores and takes the text, layer and head (so the causal factor) of the same pole of head π(u), π a random
+    derangement (no head keeps its own; the identity where there is one head)."""
+    rng = np.random.default_rng(seed)
+    n_heads = cache.units.n_heads_total
+    perm = rng.permutation(n_heads)
+    while n_heads > 1 and (perm == np.arange(n_heads)).any():
+        perm = rng.permutation(n_heads)  # ~e draws on average
+    units = pc_units(cache)
+    per_head = len(units) // n_heads
+    out = []
+    for i, own in enumerate(units):
+        other = units[int(perm[i // per_head]) * per_head + i % per_head]
+        out.append(Unit("random heads", other.layer, other.head, own.name, other.text, own.scores))
+    return out
+
+
+def causal_factors(cache: Cache, per_factor: dict[str, Cache]) -> dict[int, str | None]:
+    """{head index: the factor whose accuracy falls most when the head is mean-ablated} from per-factor caches of
+    the same images (their precomputed ``head_ablated_acc``); None where no factor falls."""
+    drops = np.stack([c.baseline_accuracy() - np.asarray(c.head_ablated_acc) for c in per_factor.values()])  # [F, U]
+    names = list(per_factor)
+    return {u: names[int(np.argmax(drops[:, u]))] if drops[:, u].max() > 0 else None for u in range(drops.shape[1])}
+
+
+def leaderboard_row(scores: list[UnitScore]) -> dict[str, float]:
+    factors = list(scores[0].eta)
+    aps = {f: np.fmax.reduce(np.stack([s.ap[f] for s in scores]), axis=0) for f in factors}  # [n_values]; nan: absent
+    values = np.concatenate([a[~np.isnan(a)] for a in aps.values()])
+    causal = [s.factor == s.causal for s in scores if s.causal is not None]
+    return {"units": len(scores), "label_accuracy": float(np.mean([s.label_right for s in scores])),
+            "coverage": float(np.mean(values >= AP_COVERAGE)),
+            "best_eta_mean": float(np.mean([max(s.eta[f] for s in scores) for f in factors])),
+            "causal_agreement": float(np.mean(causal)) if causal else float("nan"),
+            "purity_mean": float(np.mean([s.purity for s in scores]))}
+
+
+def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: int = 5) -> dict:
+    """Every method's leaderboard row and its scored units, and how far agreement between the methods predicts a
+    head's label accuracy; ``weights``: the weights' readings of the cache's model
+    (residual_core.explain.weights_reading.read_weights)."""
+    from residual_core.data import world
+    from residual_core.explain.describe import textspan
+
+    started = time.perf_counter()
+    labels = factor_labels(cache)
+    causal = causal_factors(cache, per_factor)
+
+    def scored(units: list[Unit]) -> list[UnitScore]:
+        return [score_unit(u, labels, world.FACTORS, causal[cache.head_index(u.layer, u.head)]) for u in units]
+
+    spans = textspan(cache, 2 * N_PER_HEAD)  # once: the scorecard's TextSpan units and the agreement check share it
+    methods = {"nearest texts per PC": scored(pc_units(cache)), "TextSpan": scored(textspan_units(cache, spans)),
+               "weights' directions": scored(weight_units(cache, weights))}
+    rows = {name: leaderboard_row(units) for name, units in methods.items()}
+    for name, make in (("random directions", random_direction_units), ("random labels", random_label_units),
+                       ("random heads", random_head_units)):
+        runs = [leaderboard_row(scored(make(cache, seed))) for seed in range(seeds)]
+        rows[name] = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
+        rows[name] |= {f"{key}_std": float(np.std([r[key] for r in runs])) for key in runs[0] if key != "units"}
+    pooled = [s for units in methods.values() for s in units]
+    return {"methods": rows, "units": methods,
+            "agreement": agreement_predicts(head_agreement(cache, weights, spans=spans), pooled),
+            "seconds": time.perf_counter() - started}
+
+
+def build_scorecard(model: str = "demo", limit: int | None = 2_000, cache_dir: str | None = None, seeds: int = 5,
+                    progress=None) -> dict:
+    """The caches a scorecard reads (one per world factor, test split), the weights' reading, and the scorecard;
+    ``progress(stage, done, total)`` as precompute's."""
+    from residual_core.data import world
+    from residual_core.read.cache import load_cache
+    from residual_core.build.defaults import default_cache_dir
+    from residual_core.engine.models import load_clip
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
+    from residual_core.explain.weights_reading import read_weights
+
+    per_factor = {}
+    for factor in world.FACTORS:
+        spec = PrecomputeSpec(model=model, dataset=f"demo-world/{factor}", limit=limit,
+                              cache_dir=cache_dir or default_cache_dir())
+        per_factor[factor] = load_cache(precompute(spec, progress))
+    from residual_core.explain.heatmaps import map_ground_truth
+
+    cache = per_factor["shape"]
+    loaded = load_clip(model)
+    report = run_scorecard(cache, per_factor, read_weights(loaded.model, cache.text_embeds), seeds)
+    maps = map_ground_truth(loaded, cache, min(200, cache.n_images))  # heatmaps against the world's object masks
+    report["methods"]["heatmaps"] = {"head": maps["ground_truth_head"], "scenes": maps["ground_truth_scenes"],
+                                     "pointing_game": maps["pointing_game_push_to_true_class"],
+                                     "mass_on_objects": maps["mass_on_objects_push"],
+                                     "pointing_game_raw_attention": maps["pointing_game_raw_attention"],
+                                     "mass_on_objects_raw_attention": maps["mass_on_objects_raw_attention"]}
+    return report | {"cache": str(cache.path), "n_images": cache.n_images}
