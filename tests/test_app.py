@@ -180,7 +180,7 @@ def test_the_probes_map_follows_a_new_image_to_its_own_heads(app):
 
 def test_a_widget_change_on_the_probe_page_does_not_run_the_model(app, monkeypatch):
     import residual_core.read.probe as probe_module
-    from dashboard.state import _probe_cached as probe_cached
+    from dashboard.state import probe_cached
 
     calls = []
     real = probe_module.probe_images
@@ -408,7 +408,7 @@ def test_the_probe_draws_where_the_heads_look_over_the_image(app, tiny_cache):
 
 def test_the_head_explorer_draws_its_pole_images_maps_on_request(app, monkeypatch):
     import residual_core.read.probe as probe_module
-    from dashboard.state import _probe_cached as probe_cached
+    from dashboard.state import probe_cached
 
     calls = []
     real = probe_module.probe_images

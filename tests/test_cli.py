@@ -128,12 +128,13 @@ def test_listing_models_and_datasets_imports_no_model_library():
 
 
 def test_a_value_error_from_a_bug_shows_its_traceback_with_residual_debug(monkeypatch, capsys):
+    import residual_core.cli.listing as listing
     import residual_core.cli.main as cli
 
     def bug(args):
         raise ValueError("an internal invariant broke")
 
-    monkeypatch.setattr(cli, "_cmd_datasets", bug)
+    monkeypatch.setattr(listing, "cmd_datasets", bug)
     assert cli.main(["datasets"]) == 2  # without the flag: one line, exit 2
     assert "an internal invariant broke" in capsys.readouterr().err
     monkeypatch.setenv("RESIDUAL_DEBUG", "1")

@@ -53,9 +53,9 @@ def colour_wheel(size: int = 256) -> Image.Image:
 
 def typicalities(loaded, cache, images: list[Image.Image], seed: int) -> np.ndarray:
     """[n] typicality of each image under the model refitted with ``seed``."""
-    from residual_core.read.typicality import _build
+    from residual_core.read.typicality import fit
 
-    model = _build(cache, seed)
+    model = fit(cache, seed)
     out = []
     for start in range(0, len(images), 64):
         result = probe_images(loaded, cache, images[start:start + 64])
@@ -74,7 +74,7 @@ def main() -> int:
     cache = load_cache(precompute(PrecomputeSpec(split="test", **common)))
     held_out = load_cache(precompute(PrecomputeSpec(split="val", basis_from=str(cache.path), **common)))
     loaded = load_clip(args.model)
-    from residual_core.read.typicality import _build
+    from residual_core.read.typicality import fit
 
     scores = copy_f32(held_out.head_scores).transpose(2, 0, 1)  # [n, U, n_pcs] held-out scenes in the test basis
     mnist = load_dataset("mnist-offline", "test")
@@ -82,7 +82,7 @@ def main() -> int:
               "digits": [mnist.image(i) for i in range(0, 1000, 5)]}
     report = {"model": args.model, "dataset": args.dataset, "fitted_on": cache.n_images, "alarm": ALARM, "refits": []}
     for seed in range(args.refits):
-        false = _build(cache, seed).typicality(copy_f32(held_out.output), scores) < ALARM
+        false = fit(cache, seed).typicality(copy_f32(held_out.output), scores) < ALARM
         row = {"seed": seed, "false_alarms": round(float(false.mean()), 4)}
         for name, images in others.items():
             typical = typicalities(loaded, cache, images, seed)

@@ -196,6 +196,11 @@ def _digit_rows(split: str) -> np.ndarray:
     return dict(zip(("train", "val", "test"), stratified_split(mnist_5k_labels(), (0.6, 0.2, 0.2))))[split]
 
 
+def digit_labels(split: str) -> np.ndarray:
+    """The MNIST labels of the digits a split's scenes draw from."""
+    return mnist_5k_labels()[_digit_rows(split)]
+
+
 @functools.lru_cache(maxsize=4)
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:  # once per split: every rendered image reads it
     pixels, labels = mnist_5k()

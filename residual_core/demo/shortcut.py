@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from residual_core.data.world import FACTORS, Scene, mnist_5k_labels, render_scenes, sample_scenes, _digit_rows
+from residual_core.data.world import FACTORS, Scene, digit_labels, render_scenes, sample_scenes
 
 TIE = 0.98  # share of training scenes whose colour is the one their shape is tied to
 PAIRS = {"circle": "red", "square": "green", "triangle": "blue", "diamond": "yellow", "cross": "magenta",
@@ -24,7 +24,7 @@ def tied_colour(shape: int) -> int:
 
 def shortcut_scenes(n: int, seed: int = SEED, tie: float = TIE) -> list[Scene]:
     """``n`` training scenes: the demo world's draws, then each colour set to its shape's with probability ``tie``."""
-    scenes = sample_scenes(n, seed, mnist_5k_labels()[_digit_rows("train")])
+    scenes = sample_scenes(n, seed, digit_labels("train"))
     rng = np.random.default_rng(seed + 1)
     keep = rng.random(n) >= tie  # the minority: drawn colour kept
     return [s if keep[i] else replace(s, colour=tied_colour(s.shape)) for i, s in enumerate(scenes)]

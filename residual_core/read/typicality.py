@@ -84,13 +84,14 @@ def typicality_model(cache: Cache, seed: int = 0) -> TypicalityModel:
     """Fitted on half of a seeded sample of the cache's images, calibrated on the other half; once per cache."""
     memo = (str(cache.path), str(cache.manifest.get("key", "")))
     if not memo[1]:  # an in-memory cache (tests, the bench) has no key to memoise by
-        return _build(cache, seed)
+        return fit(cache, seed)
     if memo not in _MODELS:
-        _MODELS[memo] = _build(cache, seed)
+        _MODELS[memo] = fit(cache, seed)
     return _MODELS[memo]
 
 
-def _build(cache: Cache, seed: int) -> TypicalityModel:
+def fit(cache: Cache, seed: int = 0) -> TypicalityModel:
+    """A model fitted on half of a seeded sample of the cache's images and calibrated on the other half."""
     rng = np.random.default_rng(seed)
     n = min(cache.n_images, MAX_FIT + MAX_CAL)
     rows = np.sort(rng.choice(cache.n_images, n, replace=False))
