@@ -13,12 +13,12 @@ from dashboard import builds, figures
 from dashboard.numbers import accuracy_metric, metric_view
 from dashboard.offer import Offer
 from dashboard.view import ViewState
-from dashboard.state import concept_embedding, find_cache, get_cache, head_texts, plain, probe
+from dashboard.state import concept_embedding, find_cache, get_cache, head_texts, plain, pole_labels, probe
 from dashboard.tours import Step, step_view
 from residual_core.read.ablation import evaluate, mask_in_words, per_class_accuracy
 from residual_core.read.cache import HEAD_METRICS, Cache, most_important_head
 from residual_core.build.pipeline import PrecomputeSpec
-from residual_core.explain.scorecard_run import label_doubts, pole_units, textspan_units
+from residual_core.explain.scorecard_run import label_doubts, textspan_units
 from residual_core.engine.units import head_label
 
 BIG = dict(font=dict(size=20), title=dict(font=dict(size=24)))  # figures on a projector, across a room
@@ -143,18 +143,19 @@ def _heads_map(step, index, view, auto, cache, offer) -> None:
 def _head_slide(step, index, view, auto, cache, offer) -> None:
     layer, head = _head(step, view, auto, cache)
     unit, pc = cache.head_index(layer, head), min(view.pc, cache.n_pcs - 1)
+    reads = pole_labels(cache, unit, pc)
     left, right = st.columns([2, 3])
     with left:
         _chart(figures.spectrum(np.asarray(cache.head_eigenvalues[unit]), f"{head_label(layer, head)}: its spectrum"),
                430)
     with right:
-        doubts = label_doubts(cache, list(pole_units(cache, unit, pc)))
-        for name, rows, texts, doubt in (("+ pole", cache.pole_top, cache.text_pos_idx, doubts[0]),
-                                         ("− pole", cache.pole_bottom, cache.text_neg_idx, doubts[1])):
-            st.markdown(f"### PC{pc + 1} {name}: " + plain("; ".join(cache.texts[i] for i in texts[unit, pc][:3])))
+        for name, rows, (label, doubt) in (("+ pole", cache.pole_top, reads[0]),
+                                           ("− pole", cache.pole_bottom, reads[1])):
+            st.markdown(f"### PC{pc + 1} {name}: " + (plain(label.text) if not label.abstains else "no clear label"))
             if doubt:  # the tool's own check says this label is wrong: the slide says it too
                 st.warning(plain(f"⚠ Label marked wrong: {doubt}"))
             st.image(np.concatenate(list(cache.thumbs[rows[unit, pc][:6]]), axis=1), width="stretch")
+            st.caption(plain(label.evidence()))
 
 
 def _ablation(step, index, view, auto, cache, offer) -> None:

@@ -217,6 +217,36 @@ def probe_cached(cache_path: str, model: str, random_weights: bool, seed: int, k
     return probe_images(get_model(model, random_weights, seed), get_cache(cache_path), _images)
 
 
+@st.cache_resource(show_spinner="reading every image as the model does …", max_entries=8)
+def image_reader(path: str, model: str, random_weights: bool, seed: int):
+    """Every image of the cache read zero-shot in each family of texts (explain/image_labels.py), once per cache:
+    with the model's text tower on the demo world (each factor), else the cache's own classes (no model)."""
+    from residual_core.engine.models import ModelLoadError
+    from residual_core.explain.image_labels import families_for, read_images
+
+    cache = get_cache(path)
+    try:
+        loaded = get_model(model, random_weights, seed)
+    except (ModelLoadError, ValueError):  # the weights are not here: the cache's classes still read its images
+        loaded = None
+    return read_images(cache, families_for(cache, loaded))
+
+
+def pole_labels(cache: Cache, unit: int, pc: int) -> tuple:
+    """(label, doubt) of both poles of PC ``pc`` of head index ``unit``: what the full model reads in the pole's top
+    images (explain/image_labels.py), and the ground truth's doubt about it where there is one (else None)."""
+    from dataclasses import replace
+
+    from residual_core.explain.scorecard_run import label_doubts, pole_units
+
+    spec = cache.manifest["spec"]
+    reader = image_reader(str(cache.path), spec["model"], bool(spec.get("random_weights")), int(spec.get("seed", 0)))
+    poles = pole_units(cache, unit, pc)
+    labels = [reader.label(p.scores) for p in poles]
+    doubts = label_doubts(cache, [replace(p, text=label.text) for p, label in zip(poles, labels)])
+    return tuple(zip(labels, (d if not label.abstains else None for d, label in zip(doubts, labels))))
+
+
 @st.cache_resource(show_spinner="reading every head in words (TextSpan on the cache's PCA) …", max_entries=8)
 def head_texts(path: str, m: int = 10) -> tuple:
     """Every head's TextSpan texts (residual_core.explain.describe.textspan), once per cache: no image is read."""

@@ -423,23 +423,26 @@ def test_the_head_explorer_draws_its_pole_images_maps_on_request(app, monkeypatc
     assert any("where it comes from" in img.caption for element in app.get("image") for img in element.proto.imgs)
 
 
-def test_on_the_demo_world_the_head_explorer_marks_a_label_its_images_do_not_share(tmp_path, open_app):
+def test_on_the_demo_world_pole_labels_are_read_from_the_images_with_their_evidence(tmp_path, open_app):
     from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     precompute(PrecomputeSpec(model="demo", dataset="demo-world/shape", limit=500, cache_dir=str(tmp_path)))
     at = open_app(tmp_path, {"model": "demo", "dataset": "demo-world/shape", "n": "500", "layer": "3", "head": "6"})
     at.switch_page("dashboard/pages/2_head_explorer.py").run()
     _no_errors(at)
-    marks = [w.value for w in at.warning if "does not name what its images share" in w.value]
-    assert marks and "shape" in marks[0].replace("\\", ""), [w.value for w in at.warning]  # L3H6 PC1 − pole
+    # L3H6 PC1 − : its nearest text says "many squares at the top" over triangles; read from its images it is right
+    minus = [m.value.replace("\\", "") for m in at.markdown if "PC1 − pole" in m.value]
+    assert minus and "triangle shapes" in minus[0], [m.value for m in at.markdown][:12]
+    captions = [img.caption.replace("\\", "").replace("\u2060", "") for element in at.get("image") for img in element.proto.imgs]
+    assert any("of its top 8 images read as" in c and "nearest texts: many squares at the top" in c for c in captions)
+    assert not [w.value for w in at.warning if "does not name" in w.value]  # the shown labels are right here
     from dashboard import tours
 
     view = {"model": "demo", "dataset": "demo-world/shape", "n": "500", "layer": "3", "head": "6", "pc": "0"}
     steps = (tours.Step("The head", "head", view), tours.Step("In words", "words", view))
     talk = open_app(tmp_path, {"tour_data": tours.encode(tours.Tour("T", steps))})
     talk.switch_page("dashboard/pages/8_present.py").run()
-    slide = [w.value for w in talk.warning if "marked wrong" in w.value]
-    assert slide and "shape" in slide[0].replace("\\", ""), [w.value for w in talk.warning]  # the slide marks it too
+    assert any("PC1 − pole: triangle shapes" in m.value.replace("\\", "") for m in talk.markdown)  # the slide too
 
 
 def test_the_scorecard_page_says_where_there_is_no_ground_truth(app):

@@ -85,3 +85,34 @@ def test_the_verdict_names_only_the_measures_that_beat_random_directions():
     assert "does not beat raw attention" in line
     nothing = verdict({"methods": {"TextSpan": chance | {"label_accuracy": 0.23}, "random directions": chance}})
     assert nothing.startswith("No measure separates")
+
+
+def test_a_unit_carrying_one_value_is_labelled_from_the_images_and_a_noise_unit_abstains():
+    from residual_core.explain.image_labels import Family, Reader
+
+    labels = _labels()
+    rng = np.random.default_rng(3)
+    families = tuple(Family(f, world.CLASSNAMES[f], np.eye(len(v))) for f, v in world.FACTORS.items())
+    reader = Reader(families, tuple(labels[f] for f in world.FACTORS))  # the model reads every image right here
+    triangle = world.FACTORS["shape"].index("triangle")
+    carrier = Unit("planted", 0, 0, "PC1 +", "", (labels["shape"] == triangle) + 0.05 * rng.standard_normal(1_200))
+    read = reader.label(carrier.scores)
+    assert read.text == "triangle shapes" and read.family == "shape" and read.agree == 8 and read.eta > 0.9
+    assert "8 of its top 8 images read as “triangle shapes”" in read.evidence()
+    scored = score_unit(Unit("planted", 0, 0, "PC1 +", read.text, carrier.scores), labels, world.FACTORS)
+    assert scored.label_right and scored.label_ap == pytest.approx(1.0) and scored.best_ap == pytest.approx(1.0)
+    noise = reader.label(rng.standard_normal(1_200))
+    assert noise.abstains and noise.eta < 0.05 and noise.evidence().startswith("no clear label")
+
+
+def test_a_label_naming_any_tied_modal_value_is_right_and_the_tie_is_counted():
+    labels = _labels()
+    shape = labels["shape"]
+    triangles, squares = np.flatnonzero(shape == 2)[:4], np.flatnonzero(shape == 1)[:4]
+    scores = np.zeros(len(shape))
+    scores[triangles], scores[squares] = 10.0, 10.0  # the top 8: four triangles and four squares
+    scores += (shape == 2) * 1.0 + (shape == 1) * 1.0  # so that shape is the unit's factor
+    for text in ("square shapes", "triangle shapes"):  # argmax would have picked one of them only
+        scored = score_unit(Unit("planted", 0, 0, "PC1 +", text, scores), labels, world.FACTORS)
+        assert scored.factor == "shape" and scored.tied and scored.label_right, text
+    assert not score_unit(Unit("planted", 0, 0, "PC1 +", "circle shapes", scores), labels, world.FACTORS).label_right

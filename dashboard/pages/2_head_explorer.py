@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.builds import page_cache, sample_note
-from dashboard.state import head_map, head_texts, head_weights, plain, probe
+from dashboard.state import head_map, head_texts, head_weights, plain, pole_labels, probe
 from residual_core.analysis.geometry import MAP_METHODS
 from residual_core.engine.models import ModelLoadError
 from residual_core.engine.units import head_label
@@ -25,12 +25,15 @@ label = head_label(ss.layer, ss.head)
 pc = f"PC{ss.pc + 1}"
 
 
-def strip(rows: np.ndarray, texts: list[str], title: str) -> None:
-    """A pole at a glance: its images (upscaled as pixels) and its three nearest texts."""
-    st.markdown(f"**{title}** · {plain('; '.join(texts[:3]))}")
+def strip(rows: np.ndarray, texts: list[str], title: str, read) -> None:
+    """A pole at a glance: the label read from its images, the images (upscaled as pixels), the label's evidence in
+    one line, and the text-space reading (its nearest texts) beside it."""
+    label, doubt = read
+    st.markdown(f"**{title}** · {plain(label.text) if not label.abstains else 'no clear label'}")
     st.image(np.concatenate(list(cache.thumbs[rows]), axis=1), width="stretch",
-             caption=plain(", ".join(pd.Series([cache.classnames[cache.labels[r]] for r in rows]).value_counts()
-                                     .head(3).index)))
+             caption=plain(f"{label.evidence()} · nearest texts: {'; '.join(texts[:3])}"))
+    if doubt:  # the demo world's ground truth says the label is wrong: say so beside it
+        st.warning(plain(f"{title}: the label {doubt} (the world's ground truth; see the Scorecard)."))
 
 
 def pole_maps(layer: int, head: int, k: int) -> None:
@@ -60,15 +63,11 @@ fig = figures.spectrum(np.asarray(cache.head_eigenvalues[unit]), f"Spectrum of {
 fig.update_layout(height=330)
 left.plotly_chart(fig, config=figures.PNG_CONFIG, theme=None)
 with right:
+    reads = pole_labels(cache, unit, ss.pc)
     strip(cache.pole_top[unit, ss.pc][:PURITY_K], [cache.texts[i] for i in cache.text_pos_idx[unit, ss.pc]],
-          f"{pc} + pole")
+          f"{pc} + pole", reads[0])
     strip(cache.pole_bottom[unit, ss.pc][:PURITY_K], [cache.texts[i] for i in cache.text_neg_idx[unit, ss.pc]],
-          f"{pc} − pole")
-    from residual_core.explain.scorecard_run import label_doubts, pole_units
-
-    for name, doubt in zip(("+", "−"), label_doubts(cache, list(pole_units(cache, unit, ss.pc)))):
-        if doubt:  # the demo world's ground truth says the label is wrong: say so beside it
-            st.warning(plain(f"The {name} pole's label {doubt} (the world's ground truth; see the Scorecard)."))
+          f"{pc} − pole", reads[1])
     here = (str(cache.path), unit, ss.pc)
     if st.button(f"Where {pc} looks in these images", key="pole_maps_button",
                  help="runs the model once on the 16 images shown (nothing is stored for the whole dataset)"):

@@ -1,24 +1,25 @@
 """The scorecard's leaderboard as text, and its verdict: what the terminal's table and the Scorecard page both show."""
 
-COLUMNS = ("label_accuracy", "coverage", "best_eta_mean", "causal_agreement", "purity_mean")
-
-
-HEADERS = ("method", "units", "label accuracy", "coverage (AP ≥ 0.3)", "best η² (mean over factors)",
-           "causal agreement", "purity@8")
+COLUMNS = ("labelled", "label_accuracy", "label_ap", "ap_ceiling", "causal_agreement", "purity_mean", "coverage",
+           "best_eta_mean")
+# label accuracy, label AP and its ceiling are over the units a method labels (one that abstains is scored on the rest)
+HEADERS = ("method", "units", "labelled", "label accuracy", "label AP", "AP ceiling", "causal agreement", "purity@8",
+           "coverage (AP ≥ 0.3)", "best η²")
+NUMBERS = {"best_eta_mean", "label_ap", "ap_ceiling"}  # shares of variance and APs, written as numbers, not rates
 
 
 def leaderboard_cells(rows: dict) -> list[list[str]]:
     """The leaderboard as text, one list per method in ``HEADERS``' order (a baseline's cells as mean ± std); the
     terminal's table and the Scorecard page both show these."""
     def cell(row: dict, key: str) -> str:
-        spread, fmt = row.get(f"{key}_std"), ".2f" if key == "best_eta_mean" else ".1%"  # η² is a share, not a rate
+        spread, fmt = row.get(f"{key}_std"), ".2f" if key in NUMBERS else ".1%"
         return f"{row[key]:{fmt}}" + (f" ± {spread:{fmt}}" if spread is not None else "")
 
     return [[name, f"{row['units']:.0f}", *(cell(row, k) for k in COLUMNS)] for name, row in rows.items()
             if "label_accuracy" in row]  # the heatmaps row has scores of its own
 
 
-EXPLAINERS = ("nearest texts per PC", "TextSpan", "weights' directions")
+EXPLAINERS = ("read from the images", "nearest texts per PC", "TextSpan", "weights' directions")
 
 
 def verdict(report: dict) -> str:

@@ -137,8 +137,15 @@ class UnitScore:
     modal: str  # the top images' modal value of ``factor``
     purity: float
     named: dict  # what the label names
-    label_right: bool
+    label_right: bool  # the label names the top images' modal value (any of them, where several tie)
     causal: str | None  # the factor the unit's head's ablation hurts most (None without per-factor caches)
+    tied: bool = False  # several values share the top images' largest count
+    label_ap: float = 0.0  # AP over every image of the unit's score for the value the label names (its best; 0: none)
+    best_ap: float = 0.0  # the ceiling: the unit's best AP for any single value, read with the ground truth
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.unit.text)
 
 
 def score_unit(unit: Unit, labels: dict[str, np.ndarray], values: dict[str, tuple[str, ...]],
@@ -149,6 +156,12 @@ def score_unit(unit: Unit, labels: dict[str, np.ndarray], values: dict[str, tupl
     top = np.argsort(-unit.scores, kind="stable")[:k]
     counts = np.bincount(labels[factor][top], minlength=len(values[factor]))
     modal = values[factor][int(np.argmax(counts))]
+    tied_values = {values[factor][i] for i in np.flatnonzero(counts == counts.max())}
     named = named_values(unit.text)
-    return UnitScore(unit, eta, factor, {f: a for f, (a, _) in aps.items()}, {f: b for f, (_, b) in aps.items()},
-                     modal, float(counts.max() / max(len(top), 1)), named, modal in named.get(factor, set()), causal)
+    ap = {f: a for f, (a, _) in aps.items()}
+    label_ap = max((float(ap[f][values[f].index(v)]) for f, vs in named.items() for v in vs
+                    if not np.isnan(ap[f][values[f].index(v)])), default=0.0)
+    best_ap = float(np.nanmax(np.concatenate([a for a in ap.values()]), initial=0.0))
+    return UnitScore(unit, eta, factor, ap, {f: b for f, (_, b) in aps.items()}, modal,
+                     float(counts.max() / max(len(top), 1)), named, bool(tied_values & named.get(factor, set())),
+                     causal, len(tied_values) > 1, label_ap, best_ap)

@@ -10,6 +10,7 @@ values some unit scores at AP ≥ 0.3), the mean over factors of the best unit's
 """
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -148,14 +149,28 @@ def leaderboard_row(scores: list[UnitScore]) -> dict[str, float]:
     aps = {f: np.fmax.reduce(np.stack([s.ap[f] for s in scores]), axis=0) for f in factors}  # [n_values]; nan: absent
     values = np.concatenate([a[~np.isnan(a)] for a in aps.values()])
     causal = [s.factor == s.causal for s in scores if s.causal is not None]
-    return {"units": len(scores), "label_accuracy": float(np.mean([s.label_right for s in scores])),
+    labelled = [s for s in scores if s.labelled] or scores  # a method that abstains is scored on what it labels
+    return {"units": len(scores), "labelled": float(np.mean([s.labelled for s in scores])),
+            "label_accuracy": float(np.mean([s.label_right for s in labelled])),
+            "label_ap": float(np.mean([s.label_ap for s in labelled])),
+            "ap_ceiling": float(np.mean([s.best_ap for s in labelled])),
+            "ties": float(np.sum([s.tied for s in labelled])),
             "coverage": float(np.mean(values >= AP_COVERAGE)),
             "best_eta_mean": float(np.mean([max(s.eta[f] for s in scores) for f in factors])),
             "causal_agreement": float(np.mean(causal)) if causal else float("nan"),
             "purity_mean": float(np.mean([s.purity for s in scores]))}
 
 
-def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: int = 5) -> dict:
+def image_label_units(cache: Cache, reader) -> list[Unit]:
+    """The PC poles (as ``pc_units``), each labelled by what the full model reads in its top images
+    (explain/image_labels.py); a pole no family explains keeps no label."""
+    return [replace(u, method=IMAGE_METHOD, text=reader.label(u.scores).text) for u in pc_units(cache)]
+
+
+IMAGE_METHOD = "read from the images"
+
+
+def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: int = 5, reader=None) -> dict:
     """Every method's leaderboard row and its scored units, and how far agreement between the methods predicts a
     head's label accuracy; ``weights``: the weights' readings of the cache's model
     (residual_core.explain.weights_reading.read_weights)."""
@@ -172,13 +187,15 @@ def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: in
     spans = textspan(cache, 2 * N_PER_HEAD)  # once: the scorecard's TextSpan units and the agreement check share it
     methods = {"nearest texts per PC": scored(pc_units(cache)), "TextSpan": scored(textspan_units(cache, spans)),
                "weights' directions": scored(weight_units(cache, weights))}
+    if reader is not None:
+        methods = {IMAGE_METHOD: scored(image_label_units(cache, reader))} | methods
     rows = {name: leaderboard_row(units) for name, units in methods.items()}
     for name, make in (("random directions", random_direction_units), ("random labels", random_label_units),
                        ("random heads", random_head_units)):
         runs = [leaderboard_row(scored(make(cache, seed))) for seed in range(seeds)]
         rows[name] = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
         rows[name] |= {f"{key}_std": float(np.std([r[key] for r in runs])) for key in runs[0] if key != "units"}
-    pooled = [s for units in methods.values() for s in units]
+    pooled = [s for name, units in methods.items() if name != IMAGE_METHOD for s in units]  # the text methods'
     return {"methods": rows, "units": methods,
             "agreement": agreement_predicts(head_agreement(cache, weights, spans=spans), pooled),
             "seconds": time.perf_counter() - started}
@@ -204,7 +221,10 @@ def build_scorecard(model: str = "demo", limit: int | None = 2_000, cache_dir: s
 
     cache = per_factor["shape"]
     loaded = load_clip(model)
-    report = run_scorecard(cache, per_factor, read_weights(loaded.model, cache.text_embeds), seeds)
+    from residual_core.explain.image_labels import families_for, read_images
+
+    reader = read_images(cache, families_for(cache, loaded))
+    report = run_scorecard(cache, per_factor, read_weights(loaded.model, cache.text_embeds), seeds, reader)
     maps = map_ground_truth(loaded, cache, min(200, cache.n_images))  # heatmaps against the world's object masks
     report["methods"]["heatmaps"] = {"head": maps["ground_truth_head"], "scenes": maps["ground_truth_scenes"],
                                      "pointing_game": maps["pointing_game_push_to_true_class"],
