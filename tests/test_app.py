@@ -466,8 +466,9 @@ def test_the_scorecard_page_scores_the_demo_worlds_explanations_and_shows_failur
     at.button[[b.label for b in at.button].index("Score the explanations")].click().run(timeout=600)
     _no_errors(at)
     table = at.dataframe[0].value
-    assert list(table["method"]) == ["nearest texts per PC", "TextSpan", "weights' directions", "random directions",
-                                     "random labels", "random heads"]
+    assert list(table["method"]) == ["read from the images", "nearest texts per PC", "TextSpan", "weights' directions",
+                                     "random directions", "random labels", "random heads"]
+    assert {"labelled", "label AP", "AP ceiling"} <= set(table.columns)
     assert any("Heatmaps:" in c.value for c in at.caption)
     predicts = at.dataframe[1].value  # does agreement between methods predict a right label?
     assert "data ↔ weights" in list(predicts["agreement"]) and predicts["p"].between(0, 1).all()

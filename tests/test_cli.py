@@ -175,12 +175,14 @@ def test_scorecard_scores_every_method_against_the_worlds_ground_truth(tmp_path,
     assert main(["scorecard", "--model", "tiny-random", "--limit", "60", "--seeds", "2", "--cache-dir",
                  str(tmp_path)]) == 0
     report = _last_json(capsys)
-    assert set(report["methods"]) == {"nearest texts per PC", "TextSpan", "weights' directions", "random directions",
-                                      "random labels", "random heads", "heatmaps"}
+    assert set(report["methods"]) == {"read from the images", "nearest texts per PC", "TextSpan", "weights' directions",
+                                      "random directions", "random labels", "random heads", "heatmaps"}
     heatmaps = report["methods"].pop("heatmaps")
     assert 0 <= heatmaps["pointing_game"] <= 1 and 0 <= heatmaps["mass_on_objects_raw_attention"] <= 1
     for row in report["methods"].values():
-        assert all(0 <= row[k] <= 1 for k in ("label_accuracy", "coverage", "best_eta_mean", "purity_mean"))
+        assert all(0 <= row[k] <= 1 for k in ("label_accuracy", "coverage", "best_eta_mean", "purity_mean", "labelled",
+                                              "label_ap", "ap_ceiling"))
+        assert row["label_ap"] <= row["ap_ceiling"] + 1e-9  # the ceiling is the best value the unit could name
     baselines = {"random directions", "random labels", "random heads"}
     for name, row in report["methods"].items():  # a baseline's row carries its spread over seeds, a method's none
         assert ("label_accuracy_std" in row) == (name in baselines), name

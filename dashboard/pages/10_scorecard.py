@@ -110,9 +110,11 @@ if predicts:
                                for name, p in predicts.items()])
                  .style.format({"Spearman ρ with label accuracy": "{:+.2f}", "p": "{:.2f}", agreeing: "{:.0%}",
                                 rest: "{:.0%}"}), hide_index=True)
-method = st.selectbox("Where a method's labels fail", ["nearest texts per PC", "TextSpan", "weights' directions"],
+methods = [name for name in report["units"]]  # read from the images first, where the model could be loaded
+method = st.selectbox("Where a method's labels fail", methods,
                       key="scorecard_method")
-wrong = sorted((s for s in report["units"][method] if not s.label_right), key=lambda s: -s.eta[s.factor])[:SHOWN_FAILURES]
+wrong = sorted((s for s in report["units"][method] if s.labelled and not s.label_right),
+               key=lambda s: -s.eta[s.factor])[:SHOWN_FAILURES]
 scored = get_cache(report["cache"])
 for s in wrong:
     top = np.argsort(-s.unit.scores, kind="stable")[:PURITY_K]

@@ -202,9 +202,10 @@ def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: in
 
 
 def build_scorecard(model: str = "demo", limit: int | None = 2_000, cache_dir: str | None = None, seeds: int = 5,
-                    progress=None) -> dict:
+                    progress=None, split: str = "test") -> dict:
     """The caches a scorecard reads (one per world factor, test split), the weights' reading, and the scorecard;
-    ``progress(stage, done, total)`` as precompute's."""
+    ``progress(stage, done, total)`` as precompute's. ``split``: the world drawn
+    for it (test: the shipped test world; val: a second world of the same generator, other seeds)."""
     from residual_core.data import world
     from residual_core.read.cache import load_cache
     from residual_core.build.defaults import default_cache_dir
@@ -214,7 +215,7 @@ def build_scorecard(model: str = "demo", limit: int | None = 2_000, cache_dir: s
 
     per_factor = {}
     for factor in world.FACTORS:
-        spec = PrecomputeSpec(model=model, dataset=f"demo-world/{factor}", limit=limit,
+        spec = PrecomputeSpec(model=model, dataset=f"demo-world/{factor}", split=split, limit=limit,
                               cache_dir=cache_dir or default_cache_dir())
         per_factor[factor] = load_cache(precompute(spec, progress))
     from residual_core.explain.heatmaps import map_ground_truth
