@@ -379,7 +379,12 @@ def test_the_head_explorer_and_the_heads_map_say_each_head_in_words(app, tiny_ca
     assert any(s.value == "L1H2 in words" for s in app.subheader)
     words = [d.value for d in app.dataframe if "text" in d.value.columns][0]
     assert list(words["text"]) == [tiny_cache.texts[i] for i in reading.texts]
-    assert [d.value for d in app.dataframe if "+" in d.value.columns]  # the weights' reading beside it
+    from dashboard.state import head_weights
+
+    read = head_weights(str(tiny_cache.path), "tiny-random", True, 0)[tiny_cache.head_index(1, 2)]
+    first = tiny_cache.texts[read.texts[0][0][0]]  # the weights' reading beside it, in lines that wrap (not cut)
+    assert [m for m in app.markdown if m.value.startswith("- **1**") and first.replace(" ", "") in
+            m.value.replace("\\", "").replace(" ", "")], [m.value[:80] for m in app.markdown]
     app.switch_page("dashboard/pages/1_heads_map.py").run()
     app.toggle(key="words_in_cells").set_value(True).run()
     spec = json.loads(app.get("plotly_chart")[0].proto.spec)

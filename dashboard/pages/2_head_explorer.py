@@ -112,10 +112,10 @@ if reading is not None:
         read = direct[unit]
         power = read.singular ** 2 / max(float((read.singular ** 2).sum()), 1e-300)
         weights.markdown("**From the weights alone** (what the head can write, strongest direction first; no image)")
-        weights.dataframe(pd.DataFrame({"direction": [f"{k + 1} ({power[k]:.0%})" for k in range(len(read.texts))],
-                                        "+": [" · ".join(cache.texts[i] for i in plus) for plus, _ in read.texts],
-                                        "−": [" · ".join(cache.texts[i] for i in minus) for _, minus in read.texts]}),
-                          hide_index=True)
+        # lines that wrap, not table cells that cut the texts off at 1280 px
+        weights.markdown("\n".join(f"- **{k + 1}** ({power[k]:.0%}) **+** {plain(' · '.join(cache.texts[i] for i in plus))}"
+                                   f" **−** {plain(' · '.join(cache.texts[i] for i in minus))}"
+                                   for k, (plus, minus) in enumerate(read.texts)))
         agree = agreement(read.directions, read.singular, cache.head_components[unit], cache.head_eigenvalues[unit])
         weights.caption(f"Agreement of the data's PCs with the weights' directions (weighted spectral cosine, 90 % of "
                         f"each spectrum): {agree:.2f}. 1: the images use what the weights favour; 0: orthogonal.")

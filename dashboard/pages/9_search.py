@@ -23,9 +23,9 @@ st.caption("A concept is a few words, or this dataset's classes together. Each h
 if "concept_text" not in ss:  # a link may carry a concept (?query=…): it fills the box; Search still runs it
     ss.concept_text = str(st.query_params.get("query", ""))[:300]
 with st.form("concept_form"):
-    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    c1, c2 = st.columns([5, 2], vertical_alignment="bottom")
     text = c1.text_input("A concept, in a few words", key="concept_text", placeholder="a red object", max_chars=300)
-    classes = c2.checkbox("or this dataset's classes", key="concept_classes",
+    classes = c2.checkbox("or its classes", key="concept_classes",
                           help="the zero-shot classifier's class embeddings as the concept: which heads carry the task")
     go = st.form_submit_button("Search", type="primary")
 if go:  # the text tower runs here, on the press, never on a widget change
