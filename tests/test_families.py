@@ -152,3 +152,21 @@ def test_hf_cache_serves_the_read_side(tmp_path):
     assert np.allclose(result.probs.sum(1), 1.0, atol=1e-5)
     off = counterfactual_probs(result, cache, AblationMask(heads=frozenset({(0, 0), (2, 3)})))
     assert off.shape == result.probs.shape and not np.allclose(off, result.probs)
+
+
+def test_a_transformers_folder_without_its_tokenizer_is_refused_and_with_it_loads(tmp_path):
+    """save_pretrained on a CLIPModel writes config and weights only; its tokenizer then maps every word to one id, so
+    every text had one embedding and zero-shot sat at chance, silently. The load now refuses, naming the fix."""
+    from transformers import CLIPTokenizer
+
+    from residual_core.engine.families.hf_clip import bpe_vocabulary
+    from residual_core.engine.models import ModelLoadError, load_clip
+
+    load_clip("hf-tiny-random").model.save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="one embedding for different texts.*tokenizer files"):
+        load_clip(f"hf:{tmp_path}")
+    assert load_clip(f"hf:{tmp_path}", text=False).encode_texts is None  # images alone still work
+    vocab = bpe_vocabulary()
+    CLIPTokenizer(str(vocab / "vocab.json"), str(vocab / "merges.txt")).save_pretrained(tmp_path)
+    texts = load_clip(f"hf:{tmp_path}").encode_texts(["a red car", "the number seven"])
+    assert float(texts[0] @ texts[1]) < 0.999

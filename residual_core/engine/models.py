@@ -135,8 +135,30 @@ def load_clip(spec: ModelSpec | str, device: str = "cpu", text: bool = True) -> 
         spec = parse_model_spec(spec)
     family = families.by_name(spec.family)
     model, preprocess, encode_texts = family.load(spec, device, text)
+    if encode_texts is not None:
+        check_text_side(spec.name, encode_texts)
     tower = family.tower(model)
     return LoadedClip(model, preprocess, encode_texts, spec, ArchInfo.from_tower(tower), family.weights_id(spec))
+
+
+# distinct texts that share no word: any working text tower, random weights included, embeds them apart
+PROBE_TEXTS = ("a photo of a dog", "the number seven", "a striped background", "red")
+
+
+def check_text_side(name: str, encode_texts) -> None:
+    """ModelLoadError when different texts get one embedding: a tokenizer that maps every word to one token (a
+    transformers folder saved without its tokenizer files) would otherwise make every class, bank text and label the
+    same, with zero-shot at chance and no error anywhere."""
+    import torch
+
+    with torch.no_grad():
+        embeddings = encode_texts(list(PROBE_TEXTS)).float()  # [4, d_embed], unit norm
+    cosines = embeddings @ embeddings.T
+    if float(cosines.min()) > 1 - 1e-5:
+        raise ModelLoadError(f"{name}: its text side gives one embedding for different texts (its tokenizer maps every "
+                             "word to the same token); a transformers folder needs its tokenizer files: save them beside "
+                             "the weights (CLIPProcessor.from_pretrained(hub id).save_pretrained(folder), or the "
+                             "tokenizer alone), or load images only")
 
 
 def list_models() -> list[dict[str, Any]]:
