@@ -477,4 +477,5 @@ def test_the_scorecard_page_scores_the_demo_worlds_explanations_and_shows_failur
     assert any("Heatmaps:" in c.value for c in at.caption)
     predicts = at.dataframe[1].value  # does agreement between methods predict a right label?
     assert "data ↔ weights" in list(predicts["agreement"]) and predicts["p"].between(0, 1).all()
+    at.selectbox(key="scorecard_method").set_value("nearest texts per PC").run()
     assert [m for m in at.markdown if "labelled" in m.value]  # the failures, each with its images

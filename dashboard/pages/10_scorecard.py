@@ -91,7 +91,9 @@ if not ss.get("scorecard_asked"):
 report = scorecard(spec["model"], spec.get("limit"), str(cache.path.parent))
 lookup_cache.clear()
 st.info(plain(verdict(report)))
-st.dataframe(pd.DataFrame(leaderboard_cells(report["methods"]), columns=HEADERS), hide_index=True)
+table = pd.DataFrame(leaderboard_cells(report["methods"]), columns=HEADERS)
+# coverage and η² score random directions the same (the verdict says so): the terminal and docs keep them
+st.dataframe(table.drop(columns=list(HEADERS[-2:])), hide_index=True)
 st.caption(f"On {report['n_images']:,} test scenes per factor (numbers elsewhere may use another count: the README's "
            "use 2,000). Random baselines: mean ± std over 5 seeds.")
 maps = report["methods"].get("heatmaps")
@@ -116,6 +118,8 @@ method = st.selectbox("Where a method's labels fail", methods,
 wrong = sorted((s for s in report["units"][method] if s.labelled and not s.label_right),
                key=lambda s: -s.eta[s.factor])[:SHOWN_FAILURES]
 scored = get_cache(report["cache"])
+if not wrong:
+    st.caption(f"None: every label {method} puts on a unit names what its top images share.")
 for s in wrong:
     top = np.argsort(-s.unit.scores, kind="stable")[:PURITY_K]
     st.markdown(f"**{s.unit.label}**: labelled *{plain(s.unit.text)}*; it explains {s.factor} (η² {s.eta[s.factor]:.2f}) "

@@ -13,7 +13,8 @@ def leaderboard_cells(rows: dict) -> list[list[str]]:
     terminal's table and the Scorecard page both show these."""
     def cell(row: dict, key: str) -> str:
         spread, fmt = row.get(f"{key}_std"), ".2f" if key in NUMBERS else ".1%"
-        return f"{row[key]:{fmt}}" + (f" ± {spread:{fmt}}" if spread is not None else "")
+        shown = spread is not None and spread >= 5e-4  # "± 0.0 %" is no spread worth a column's width
+        return f"{row[key]:{fmt}}" + (f" ± {spread:{fmt}}" if shown else "")
 
     return [[name, f"{row['units']:.0f}", *(cell(row, k) for k in COLUMNS)] for name, row in rows.items()
             if "label_accuracy" in row]  # the heatmaps row has scores of its own
