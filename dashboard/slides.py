@@ -13,7 +13,8 @@ from dashboard import builds, figures
 from dashboard.numbers import accuracy_metric, metric_view
 from dashboard.offer import Offer
 from dashboard.view import ViewState
-from dashboard.state import concept_embedding, find_cache, get_cache, head_texts, plain, pole_labels, probe
+from dashboard.state import (concept_embedding, find_cache, get_cache, head_texts, plain, pole_labels, probe,
+                             unit_labels)
 from dashboard.tours import Step, step_view
 from residual_core.read.ablation import evaluate, mask_in_words, per_class_accuracy
 from residual_core.read.cache import HEAD_METRICS, Cache, most_important_head
@@ -91,15 +92,18 @@ def _words(step, index, view, auto, cache, offer) -> None:
         st.info(plain(err))
         return
     left, right = st.columns([3, 2])
-    doubts = label_doubts(cache, textspan_units(cache, [reading], n=5))
+    directions = textspan_units(cache, [reading], n=5)
+    text_doubts = label_doubts(cache, directions)  # TextSpan's own texts, held against the ground truth
     with left:
-        for i, share, doubt in zip(reading.texts[:5], reading.explained, doubts):
-            st.markdown(f"### {plain(cache.texts[i])} · {share:.0%}" + (" · ⚠ marked wrong" if doubt else ""))
-            if doubt:
-                st.caption(plain(doubt))
+        for i, share, (label, doubt), text_doubt in zip(reading.texts[:5], reading.explained,
+                                                        unit_labels(cache, directions), text_doubts):
+            shown = plain(label.text) if not label.abstains else "no clear label"
+            st.markdown(f"### {shown} · {share:.0%}" + (" · ⚠ marked wrong" if doubt else ""))
+            st.caption(plain(f"{label.evidence()} · TextSpan's text: {cache.texts[i]}"
+                             + (" (its images say otherwise)" if text_doubt else "")))
         together = reading.cumulative[min(4, len(reading.texts) - 1)]
-        st.caption(f"{head_label(layer, head)}: the texts that together explain {together:.0%} of its variance "
-                   "(TextSpan, read from the cache's PCA)")
+        st.caption(f"{head_label(layer, head)}: TextSpan's first directions together explain {together:.0%} of its "
+                   "variance (read from the cache's PCA); each is named by what the model reads in its top images")
     with right:
         for name, rows in (("PC1 + pole", cache.pole_top), ("PC1 − pole", cache.pole_bottom)):
             st.markdown(f"#### {name}")

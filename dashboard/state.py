@@ -232,19 +232,25 @@ def image_reader(path: str, model: str, random_weights: bool, seed: int):
     return read_images(cache, families_for(cache, loaded))
 
 
-def pole_labels(cache: Cache, unit: int, pc: int) -> tuple:
-    """(label, doubt) of both poles of PC ``pc`` of head index ``unit``: what the full model reads in the pole's top
-    images (explain/image_labels.py), and the ground truth's doubt about it where there is one (else None)."""
+def unit_labels(cache: Cache, units: list) -> tuple:
+    """(label, doubt) of each unit (explain/scorecard.Unit): what the full model reads in its top images
+    (explain/image_labels.py), and the ground truth's doubt about that label where there is one (else None)."""
     from dataclasses import replace
 
-    from residual_core.explain.scorecard_run import label_doubts, pole_units
+    from residual_core.explain.scorecard_run import label_doubts
 
     spec = cache.manifest["spec"]
     reader = image_reader(str(cache.path), spec["model"], bool(spec.get("random_weights")), int(spec.get("seed", 0)))
-    poles = pole_units(cache, unit, pc)
-    labels = [reader.label(p.scores) for p in poles]
-    doubts = label_doubts(cache, [replace(p, text=label.text) for p, label in zip(poles, labels)])
+    labels = [reader.label(u.scores) for u in units]
+    doubts = label_doubts(cache, [replace(u, text=label.text) for u, label in zip(units, labels)])
     return tuple(zip(labels, (d if not label.abstains else None for d, label in zip(doubts, labels))))
+
+
+def pole_labels(cache: Cache, unit: int, pc: int) -> tuple:
+    """``unit_labels`` of both poles of PC ``pc`` of head index ``unit``."""
+    from residual_core.explain.scorecard_run import pole_units
+
+    return unit_labels(cache, list(pole_units(cache, unit, pc)))
 
 
 @st.cache_resource(show_spinner="reading every head in words (TextSpan on the cache's PCA) …", max_entries=8)
