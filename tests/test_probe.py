@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from residual_core.read.ablation import AblationMask
 from residual_core.data.datasets import load_dataset
@@ -20,6 +21,12 @@ def test_probing_a_cached_image_reproduces_its_cached_coordinates(tiny, tiny_cac
     assert np.allclose(result.probs.sum(1), 1.0)
     attribution = result.head_logit_attribution(0, top[0][0], tiny_cache)
     assert attribution.shape == (tiny_cache.n_layers, tiny_cache.n_heads)
+    # in logits: with the emb's and the MLPs' direct parts, the heads' add up to the class's logit
+    decomp, w = result.decomposition, np.asarray(tiny_cache.classifier[:, top[0][0]], np.float64)
+    rest = (decomp.embed[0].double().numpy() + decomp.mlps[0].double().numpy().sum(0)) @ w * result.logit_factor(0)
+    output = decomp.output[0].double().numpy()
+    logit = result.logit_scale * output @ w / np.linalg.norm(output)
+    assert attribution.sum() + rest == pytest.approx(logit, rel=1e-4)
     assert len(result.pc_push(0, top[0][0], tiny_cache)) == 10
     same = counterfactual_probs(result, tiny_cache, AblationMask())
     assert np.allclose(same, result.probs, atol=1e-5)

@@ -78,7 +78,7 @@ else:
             "raw attention (baseline)": "attention"}[kind]
     patches, rest = result.where(choice, cache, chosen, what, target)
     heads_named = ", ".join(head_label(*h) for h in chosen)
-    unit_name = {"class": "push (logit)", "attention": "attention", "pc": f"PC{target + 1}"}[what]  # said in full below
+    unit_name = {"class": "push (logits)", "attention": "attention", "pc": f"PC{target + 1}"}[what]  # said in full below
     figure = figures.patch_overlay(result.inputs[choice], patches, "the map on what the model sees", unit_name)
     figure.update_layout(height=300)
     seen.plotly_chart(figure, config=figures.PNG_CONFIG, theme=None)
@@ -103,7 +103,9 @@ else:
                "not transfer).")
 attribution = result.head_logit_attribution(choice, predicted, cache)
 st.plotly_chart(figures.heads_heatmap(attribution, f"Each head's direct push toward '{cache.classnames[predicted]}'",
-                                      "logit units"), config=figures.PNG_CONFIG, theme=None)
+                                      "logits"), config=figures.PNG_CONFIG, theme=None)
+st.caption(f"In logits (the class's logit is {result.logit_scale:.1f} × the cosine of the image and the class): the "
+           "heads' pushes, the embedding's and the MLPs' add up to it.")
 pct = result.percentiles[choice].reshape(cache.n_layers, cache.n_heads, -1)
 c1, c2 = st.columns(2)
 c1.plotly_chart(figures.heads_heatmap(100 * pct[:, :, 0], "PC1 coefficient as a dataset percentile",
@@ -119,7 +121,7 @@ c2.plotly_chart(figures.bars([f"PC{k + 1}" for k in range(min(12, cache.n_pcs))]
 reference = sample_note(cache, cache.sample(PERCENTILE_SAMPLE))
 if reference:
     st.caption(f"Percentiles are read against a sample of the dataset ({reference}).")
-push = pd.DataFrame(result.pc_push(choice, predicted, cache), columns=["layer", "head", "pc", "logit push"])
+push = pd.DataFrame(result.pc_push(choice, predicted, cache), columns=["layer", "head", "pc", "logits vs the mean image"])
 push["pc"] += 1
 st.subheader(f"PCs that push most toward '{cache.classnames[predicted]}'")
 st.dataframe(push, hide_index=True)

@@ -108,7 +108,7 @@ def cmd_maps(args: argparse.Namespace) -> int:
     report = []
     for name, what, patches, rest in maps:
         file = out / f"{path.stem}_{names}_{name}.png"
-        unit = {"prediction": "push toward it (c·w)", "attention": "attention weight", "text": "along it (c·t)"}
+        unit = {"prediction": "push toward it (logits)", "attention": "attention weight", "text": "along it (c·t)"}
         overlay_png(result.inputs[0], patches, file, f"{names}: {what}", unit.get(name, "PC coefficient"))
         region, share = where_in_words(patches)
         report.append({"map": name, "what": what, "heads": names, "where": region, "share": round(share, 4),

@@ -29,13 +29,15 @@ class ProbeResult:
     def where(self, image: int, cache: Cache, heads: list[tuple[int, int]], kind: str,
               target: int) -> tuple[np.ndarray, float]:
         """(patch map [grid, grid], the share no patch holds: CLS's term and the constant) of one image, summed over
-        ``heads``: kind "class" (the push toward class ``target``, logit units), "pc" (PC ``target`` of the one head
+        ``heads``: kind "class" (the push toward class ``target``, in logits: the map, summed over every unit, adds up
+        to the class's logit), "pc" (PC ``target`` of the one head
         in ``heads``: the map adds up, with that share, to its coefficient) or "attention" (raw CLS attention)."""
         if kind == "attention":
             weights = attention_map(self.tokens, heads)[image]  # [T]
             return patch_map(weights, self.tokens.grid), float(weights[0])
         if kind == "class":
-            direction = torch.from_numpy(np.array(cache.classifier[:, target], np.float32))  # a copy: the cache is read-only
+            # c·w is the logit's numerator: logit = logit_scale · (Σ units)·w / ‖encode_image‖
+            direction = torch.from_numpy(np.array(cache.classifier[:, target], np.float32) * self.logit_factor(image))
             offset = 0.0
         elif kind == "pc" and len(heads) == 1:
             unit = cache.head_index(*heads[0])
@@ -60,14 +62,21 @@ class ProbeResult:
         order = np.argsort(-self.probs[image])[:k]
         return [(int(c), float(self.probs[image, c])) for c in order]
 
+    def logit_factor(self, image: int) -> float:
+        """What turns a contribution's dot product with a class direction into logits: logit_scale / ‖encode_image‖
+        (the logit is logit_scale times the cosine of the image embedding and the unit-norm class direction)."""
+        return self.logit_scale / float(np.linalg.norm(self.decomposition.output[image].numpy()))
+
     def head_logit_attribution(self, image: int, cls: int, cache: Cache) -> np.ndarray:
-        """Direct contribution of each head to the class logit (unnormalised): [n_layers, n_heads]."""
+        """Direct contribution of each head to the class logit, in logits: [n_layers, n_heads]. With the emb's and
+        the MLPs' it adds up to the logit."""
         heads = self.decomposition.heads[image].numpy()  # [L, H, d_embed]
-        return heads @ cache.classifier[:, cls]
+        return (heads @ cache.classifier[:, cls]) * self.logit_factor(image)
 
     def pc_push(self, image: int, cls: int, cache: Cache, top: int = 10) -> list[tuple[int, int, int, float]]:
-        """(layer, head, pc, logit push) of the PCs whose centred coefficient pushes most toward ``cls``."""
-        push = (self.scores[image] - cache.score_mean) * cache.pc_logits[:, :, cls]  # [U, n_pcs]
+        """(layer, head, pc, push) of the PCs whose centred coefficient pushes most toward ``cls``: the change in the
+        class's logit from the dataset's mean coefficient to this image's."""
+        push = (self.scores[image] - cache.score_mean) * cache.pc_logits[:, :, cls] * self.logit_factor(image)
         flat = np.argsort(-push, axis=None)[:top]
         units, pcs = np.unravel_index(flat, push.shape)
         return [(*cache.units.head_at(u), int(k), float(push[u, k])) for u, k in zip(units, pcs)]
