@@ -231,11 +231,13 @@ def _where(step, index, view, auto, cache, offer) -> None:
     left, right = st.columns([3, 2])
     with left:
         _chart(figures.patch_overlay(result.inputs[0], patches, f"{head_label(layer, head)}: its push toward "
-                                     f"'{figures.label(cache.classnames[predicted])}'", "push (logit)"), 480)
-    region, share = where_in_words(patches)
+                                     f"'{figures.label(cache.classnames[predicted])}'", "push (logits)"), 480)
+    where = where_in_words(patches)
     grid = patches.shape[0]
+    way = "toward it" if where.sign >= 0 else "away from it"
     right.markdown(f"### The model says: {plain(cache.classnames[predicted])}")
-    right.markdown(f"### {head_label(layer, head)} draws mostly from the {region} patches ({share:.0%})")
+    right.markdown(f"### {head_label(layer, head)} pushes {way}, mostly from the {where.region} patches "
+                   f"({where.share:.0%})")
     right.caption(f"{grid}×{grid} patches; red pushes toward the answer, blue away. Each patch's share is exact.")
 
 

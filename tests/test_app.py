@@ -406,7 +406,9 @@ def test_the_probe_draws_where_the_heads_look_over_the_image(app, tiny_cache):
     shape = tuple(int(v) for v in z["shape"].split(",")) if isinstance(z, dict) else np.asarray(z).shape
     assert shape == (4, 4)  # the tiny model's 32 px in 8 px patches
     line = next(m.value for m in app.markdown if "mostly from the" in m.value)
-    assert (" draw mostly" in line) == ("," in line.split(" mostly")[0])  # L3H6 draws; L3H6, L2H0 draw
+    heads_part = line.split(" push")[0]
+    assert (" push toward" in line or " push away" in line) == ("," in heads_part)  # L3H6 pushes; L3H6, L2H0 push
+    assert "% of that push; toward +" in line and ", away " in line  # both signs' sums, the dominant one described
     app.radio(key="where_kind").set_value("one head's PC").run()
     _no_errors(app)
 

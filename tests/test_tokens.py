@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from residual_core.engine.tokens import mask_to_patches, patch_map, pointing_and_mass, token_parts, where_in_words
+from residual_core.engine.tokens import (mask_to_patches, patch_map, pointing_and_mass, rest_in_words, token_parts,
+                                         where_in_words)
 
 
 @pytest.mark.parametrize("name", ["tiny-random", "hf-tiny-random", "demo"])
@@ -52,8 +53,16 @@ def test_a_pc_map_adds_up_to_the_cached_coefficient(tmp_path):
 def test_where_a_map_concentrates_in_words_and_against_a_mask():
     patches = np.zeros((6, 6))
     patches[0, 0], patches[0, 1], patches[5, 5] = 5.0, 3.0, 1.0
-    assert where_in_words(patches) == ("top left", pytest.approx(8 / 9))
-    assert where_in_words(-np.ones((6, 6)))[0] == "nowhere in particular"
+    where = where_in_words(patches)
+    assert (where.sign, where.region, where.share) == (1, "top left", pytest.approx(8 / 9))
+    assert where_in_words(np.zeros((6, 6))).region == "nowhere in particular"
+    away = np.full((6, 6), 0.01)  # a small push toward everywhere, a large one away at the bottom: say the away part
+    away[5, 2:4] = -0.4
+    where = where_in_words(away)
+    assert (where.sign, where.region) == (-1, "bottom") and where.share == pytest.approx(1.0)
+    assert where.positive == pytest.approx(0.34) and where.negative == pytest.approx(-0.8)
+    words = rest_in_words(away, -0.2)  # the patches sum to -0.46
+    assert "-0.2" in words and "15%" in words and "outweighs" not in words and "outweighs" in rest_in_words(away, 0.7)
     covered = np.zeros((6, 6))
     covered[:2, :2] = 1.0
     assert pointing_and_mass(patches, covered) == (True, pytest.approx(8 / 9))

@@ -187,4 +187,5 @@ def test_the_words_search_and_where_slides_draw(cache_root, open_app, slide):
     else:  # the drawn image with the head's map over it, and where in words
         [overlay] = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
         assert [t["type"] for t in overlay["data"]] == ["image", "heatmap"] and overlay["data"][1]["zmid"] == 0
-        assert any("draws mostly from the" in m.value for m in at.markdown)
+        assert any("mostly from the" in m.value and (" pushes toward" in m.value or " pushes away" in m.value)
+                   for m in at.markdown)

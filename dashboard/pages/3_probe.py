@@ -13,7 +13,7 @@ from residual_core.data.datasets import load_dataset
 from residual_core.data.sources import DatasetUnavailableError, ImageReadError
 from residual_core.data.images import budget_text, open_uploads
 from residual_core.engine.models import ModelLoadError
-from residual_core.engine.tokens import where_in_words
+from residual_core.engine.tokens import rest_in_words, where_in_words
 from residual_core.read.typicality import ALARM
 from residual_core.read.probe import PERCENTILE_SAMPLE, counterfactual_probs
 from residual_core.engine.units import head_label, pc_label
@@ -82,15 +82,20 @@ else:
     figure = figures.patch_overlay(result.inputs[choice], patches, "the map on what the model sees", unit_name)
     figure.update_layout(height=300)
     seen.plotly_chart(figure, config=figures.PNG_CONFIG, theme=None)
-    region, share = where_in_words(patches)
+    where = where_in_words(patches)
     grid = patches.shape[0]
-    toward = {"class": f" toward '{plain(cache.classnames[target])}'", "attention": "", "pc": f" along PC{target + 1}"}
-    verb = ("look" if what == "attention" else "draw") + ("" if len(chosen) > 1 else "s")  # L3H6 draws; L3H6, L2H0 draw
-    st.markdown(f"**{heads_named} {verb} mostly from the {region} patches** "
-                f"({share:.0%} of the positive {'weight' if what == 'attention' else 'push' + toward[what]}).")
+    toward = {"class": f"'{plain(cache.classnames[target])}'", "attention": "", "pc": f"PC{target + 1}"}[what]
+    plural = len(chosen) > 1  # L3H6 draws; L3H6, L2H0 draw
+    if what == "attention":
+        line = f"**{heads_named} look{'' if plural else 's'} mostly at the {where.region} patches**"
+    elif where.sign >= 0:
+        line = f"**{heads_named} push{'' if plural else 'es'} toward {toward}, mostly from the {where.region} patches**"
+    else:
+        line = f"**{heads_named} push{'' if plural else 'es'} away from {toward}, mostly from the {where.region} patches**"
+    st.markdown(f"{line} ({where.share:.0%} of that push; toward {where.positive:+.3g}, away {where.negative:+.3g}).")
     st.caption(f"{grid}×{grid} patches of {size // grid} px on the {size} px image the model sees; red pushes toward, "
-               f"blue away (centred at 0). What no patch holds (the CLS token and the constant): {rest:+.3g}; the "
-               "patches and that rest add up exactly to the heads' contribution.")
+               f"blue away (centred at 0); {rest_in_words(patches, rest)}. The patches and that rest add up exactly to "
+               "the heads' contribution.")
 typical = float(result.typicality[choice])
 if result.is_unusual(choice):
     st.warning(f"This image is unlike the {cache.n_images:,} images of this cache: further from them (in its embedding "

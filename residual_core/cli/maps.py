@@ -110,7 +110,8 @@ def cmd_maps(args: argparse.Namespace) -> int:
         file = out / f"{path.stem}_{names}_{name}.png"
         unit = {"prediction": "push toward it (logits)", "attention": "attention weight", "text": "along it (c·t)"}
         overlay_png(result.inputs[0], patches, file, f"{names}: {what}", unit.get(name, "PC coefficient"))
-        region, share = where_in_words(patches)
+        where = where_in_words(patches)
+        region, share = where.region, where.share
         report.append({"map": name, "what": what, "heads": names, "where": region, "share": round(share, 4),
                        "patch_sum": float(patches.sum()), "rest": rest, "png": str(file)})
         rows.append([name, what, names, f"{region} ({share:.0%})", str(file)])

@@ -102,17 +102,41 @@ def patch_map(per_token: Tensor | np.ndarray, grid: int) -> np.ndarray:
     return values[..., 1:].reshape(*values.shape[:-1], grid, grid)
 
 
-def where_in_words(patches: np.ndarray) -> tuple[str, float]:
-    """[g, g] a map -> (the 3 × 3 region its positive push concentrates in, that region's share of the push)."""
-    push = np.clip(np.asarray(patches, np.float64), 0, None)
+@dataclass(frozen=True)
+class Where:
+    """Where a map's dominant push lies: its sign, the 3 × 3 region of its peak and that region's share of it."""
+
+    sign: int  # +1: the map pushes toward its direction on the whole, −1: away, 0: no push at all
+    region: str
+    share: float  # of the dominant sign's mass, in ``region``
+    positive: float  # the map's positive and negative sums
+    negative: float
+
+
+def where_in_words(patches: np.ndarray) -> Where:
+    """[g, g] a map -> where its dominant part (toward or away, whichever has more mass) concentrates."""
+    values = np.asarray(patches, np.float64)
+    positive, negative = float(values.clip(0, None).sum()), float(values.clip(None, 0).sum())
+    sign = 1 if positive >= -negative else -1
+    push = np.clip(sign * values, 0, None)
     total = push.sum()
     if total <= 0:
-        return "nowhere in particular", 0.0
+        return Where(0, "nowhere in particular", 0.0, positive, negative)
     g = push.shape[0]
     edges = np.linspace(0, g, 4).round().astype(int)
     shares = [push[edges[r]:edges[r + 1], edges[c]:edges[c + 1]].sum() / total for r in range(3) for c in range(3)]
     best = int(np.argmax(shares))
-    return REGIONS[best], float(shares[best])
+    return Where(sign, REGIONS[best], float(shares[best]), positive, negative)
+
+
+def rest_in_words(patches: np.ndarray, rest: float) -> str:
+    """The part of a map no patch holds (the CLS token's own term, biases, LayerNorm shares), in its units and as a
+    share of the map's whole mass, and whether it outweighs the patches."""
+    mass = float(np.abs(patches).sum()) + abs(rest)
+    share = abs(rest) / mass if mass else 0.0
+    outweighs = abs(rest) > abs(float(np.sum(patches)))
+    return (f"what no patch holds (the CLS token's own term and the constant): {rest:+.3g}, {share:.0%} of the map's "
+            "mass" + ("; it outweighs the patches' sum" if outweighs else ""))
 
 
 def mask_to_patches(mask: np.ndarray, grid: int) -> np.ndarray:
