@@ -170,3 +170,18 @@ def test_a_transformers_folder_without_its_tokenizer_is_refused_and_with_it_load
     CLIPTokenizer(str(vocab / "vocab.json"), str(vocab / "merges.txt")).save_pretrained(tmp_path)
     texts = load_clip(f"hf:{tmp_path}").encode_texts(["a red car", "the number seven"])
     assert float(texts[0] @ texts[1]) < 0.999
+
+
+def test_a_model_spec_that_misses_its_form_says_which_form_it_needs(tmp_path):
+    from residual_core.engine.models import ModelLoadError, load_clip, parse_model_spec
+
+    folder = tmp_path / "my model"
+    folder.mkdir()
+    with pytest.raises(ModelLoadError, match="is a folder, not a checkpoint file.*hf:"):
+        load_clip(f"ViT-B-32:{folder}")
+    checkpoint = tmp_path / "my_clip.pt"
+    checkpoint.write_bytes(b"x")
+    with pytest.raises(ValueError, match="checkpoint path without its architecture.*ARCH:/path"):
+        parse_model_spec(str(checkpoint))
+    with pytest.raises(ValueError, match="unknown architecture 'ViT-Q-99'"):
+        parse_model_spec("ViT-Q-99")

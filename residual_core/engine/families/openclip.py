@@ -114,6 +114,10 @@ class OpenClip(Family):
             arch, pretrained = text, None  # a bare architecture name has no weights to load
         ensure_configs_registered()
         if not arch.startswith("hf-hub:") and arch not in open_clip.list_models():
+            if "/" in arch or arch.endswith((".pt", ".pth", ".bin", ".safetensors")):  # a path given without its ARCH
+                raise ValueError(f"{text!r} looks like a checkpoint path without its architecture: write it as "
+                                 "'ARCH:/path/to/checkpoint' (e.g. 'ViT-B-32:/path/my_clip.pt') for open_clip, or "
+                                 "'hf:/path/to/folder' for a transformers save_pretrained folder")
             raise ValueError(f"unknown architecture {arch!r}: run `python -m residual_core models` for the list")
         if not arch.startswith("hf-hub:"):
             check_config_supported(arch, open_clip.get_model_config(arch))  # refuse before anything is built
@@ -124,6 +128,10 @@ class OpenClip(Family):
             return f"random:{spec.random_seed}"
         if spec.is_local_file:
             path = Path(spec.pretrained).expanduser()
+            if path.is_dir():
+                raise ModelLoadError(f"{path} is a folder, not a checkpoint file: pass the file inside it as "
+                                     f"'{spec.arch}:{path}/FILE', or 'hf:{path}' if transformers' save_pretrained "
+                                     "wrote it")
             if not path.is_file():
                 raise ModelLoadError(f"checkpoint file not found: {path}. Pass an existing file as 'ARCH:/path/to/ckpt'.")
             return file_sha256(path)
