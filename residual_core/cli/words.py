@@ -33,7 +33,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     curve = completeness(cache, readings, counts)
     heads = [{"layer": r.layer, "head": r.head, "texts": [cache.texts[i] for i in r.texts],
               "explained": [round(v, 5) for v in r.explained]} for r in readings]
-    header = ["head", "texts in the order TextSpan picks them (share of the head's variance each explains)", "together"]
+    header = ["head", "TextSpan's texts in order (share of variance each)", "together"]
     print(tables.table(header,
                        [[r.label, "; ".join(f"{cache.texts[i]} ({v:.0%})" for i, v in zip(r.texts[:3], r.explained)),
                          f"{r.cumulative[-1]:.0%}" if r.texts else "—"] for r in readings]), file=sys.stderr)
