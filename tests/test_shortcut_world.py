@@ -49,3 +49,15 @@ def test_a_stopped_training_run_resumes_to_the_same_weights(tmp_path, monkeypatc
     assert "at step 2" in capsys.readouterr().out  # it did resume (a fresh run would give the same weights too)
     whole, resumed = load_file(tmp_path / "whole" / "w.safetensors"), load_file(out)
     assert all(np.array_equal(whole[k].numpy(), resumed[k].numpy()) for k in whole)
+
+
+@pytest.mark.slow
+def test_group_accuracy_splits_the_mean_into_majority_minority_and_the_worst_group():
+    from residual_core.demo.shortcut import group_accuracy
+    from residual_core.engine.models import ASSETS
+
+    report = group_accuracy(str(ASSETS / "demo" / "residual-demo.safetensors"))
+    assert report["groups"] == 48 and report["images"] == 2_000
+    assert report["worst_group"] <= min(report["majority"], report["minority"]) <= report["mean"] + 0.05
+    share = 1 / 8  # the test world is balanced: one scene in eight has its shape's tied colour
+    assert report["mean"] == pytest.approx(share * report["majority"] + (1 - share) * report["minority"], abs=0.01)
