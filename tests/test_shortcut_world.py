@@ -53,7 +53,7 @@ def test_a_stopped_training_run_resumes_to_the_same_weights(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_group_accuracy_splits_the_mean_into_majority_minority_and_the_worst_group():
-    from residual_core.demo.shortcut import group_accuracy
+    from residual_core.demo.evaluate import group_accuracy
     from residual_core.engine.models import ASSETS
 
     report = group_accuracy(str(ASSETS / "demo" / "residual-demo.safetensors"))

@@ -39,32 +39,3 @@ def shortcut_world(n: int, workers: int = 1) -> tuple[tuple[Scene, ...], np.ndar
 def majority(scenes) -> np.ndarray:
     """[n] bool: the scene's colour is its shape's tied colour (the majority group of training)."""
     return np.array([s.colour == tied_colour(s.shape) for s in scenes])
-
-
-def group_accuracy(weights: str, split: str = "test") -> dict:
-    """Zero-shot shape accuracy of a model (``residual-demo`` weights at ``weights``) on a world split, per group
-    (shape × colour): the mean, the majority groups' (each shape in its tied colour), the minority's, the worst group's."""
-    import torch
-
-    from residual_core.data.world import CLASSNAMES, TEMPLATES, labels_of, world
-    from residual_core.demo.train import normalise
-    from residual_core.engine.models import load_clip
-    from residual_core.engine.zeroshot import build_classifier
-
-    loaded = load_clip(f"residual-demo:{weights}")
-    scenes, images = world(split)
-    with torch.no_grad():
-        feats = torch.cat([loaded.model.encode_image(normalise(images[i:i + 500], "cpu"), normalize=True)
-                           for i in range(0, len(images), 500)]).numpy()  # [n, d_embed]
-    classifier = build_classifier(loaded, CLASSNAMES["shape"], TEMPLATES["shape"]).numpy()  # [d_embed, 6]
-    right = (feats @ classifier).argmax(1) == labels_of(scenes, "shape")  # [n]
-    colours = labels_of(scenes, "colour")
-    shapes = labels_of(scenes, "shape")
-    groups = {(s, c): right[(shapes == s) & (colours == c)].mean() for s in range(len(FACTORS["shape"]))
-              for c in range(len(FACTORS["colour"])) if ((shapes == s) & (colours == c)).any()}
-    tied = majority(scenes)
-    worst = min(groups, key=groups.get)
-    return {"split": split, "images": len(scenes), "mean": float(right.mean()), "majority": float(right[tied].mean()),
-            "minority": float(right[~tied].mean()), "worst_group": float(groups[worst]),
-            "worst_group_is": f"{FACTORS['shape'][worst[0]]} × {FACTORS['colour'][worst[1]]}",
-            "groups": len(groups)}
