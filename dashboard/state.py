@@ -46,10 +46,11 @@ def _janitor():
 
 def note_session() -> None:
     """Tell the janitor this session is alive (every run)."""
+    from streamlit.runtime import Runtime
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     ctx = get_script_run_ctx()
-    if ctx is not None:
+    if ctx is not None and Runtime.exists():  # a bare run (tests, `python app.py`) has no sessions to close
         _janitor().note(ctx.session_id)
 
 
