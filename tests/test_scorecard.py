@@ -116,3 +116,15 @@ def test_a_label_naming_any_tied_modal_value_is_right_and_the_tie_is_counted():
         scored = score_unit(Unit("planted", 0, 0, "PC1 +", text, scores), labels, world.FACTORS)
         assert scored.factor == "shape" and scored.tied and scored.label_right, text
     assert not score_unit(Unit("planted", 0, 0, "PC1 +", "circle shapes", scores), labels, world.FACTORS).label_right
+
+
+def test_a_leaderboard_cell_with_nothing_to_score_is_a_dash_and_no_spread_is_left_out():
+    from residual_core.explain.leaderboard import HEADERS, leaderboard_cells
+
+    row = {"units": 4, "labelled": 1.0, "label_accuracy": 0.5, "label_ap": 0.4, "ap_ceiling": 0.6,
+           "causal_agreement": float("nan"), "purity_mean": 0.75, "coverage": 1.0, "best_eta_mean": 0.3,
+           "label_accuracy_std": 0.0, "purity_mean_std": 0.05}
+    [cells] = leaderboard_cells({"m": row})
+    named = dict(zip(HEADERS, cells))
+    assert named["causal agreement"] == "—" and named["label accuracy"] == "50.0%"
+    assert named["purity@8"] == "75.0% ± 5.0%" and named["label AP"] == "0.40"

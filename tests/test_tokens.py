@@ -70,6 +70,11 @@ def test_where_a_map_concentrates_in_words_and_against_a_mask():
     pixels = np.zeros((48, 48))
     pixels[:8, :8] = 1.0
     assert mask_to_patches(pixels, 6)[0, 0] == 1.0 and mask_to_patches(pixels, 6).sum() == 1.0
+    scene = np.zeros((48, 48))
+    scene[:24, :24] = 1.0  # a quarter of a 48 px scene under a 7 × 7 grid (ViT-B/32): 48 / 7 px a patch
+    coverage = mask_to_patches(scene, 7)
+    assert coverage.shape == (7, 7) and coverage.mean() == pytest.approx(0.25)
+    assert coverage[0, 0] == 1.0 and coverage[3, 3] == pytest.approx((3.5 - 3) ** 2) and coverage[6, 6] == 0.0
 
 
 def test_the_worlds_masks_cover_what_the_renderer_drew():

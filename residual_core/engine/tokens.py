@@ -140,9 +140,15 @@ def rest_in_words(patches: np.ndarray, rest: float) -> str:
 
 
 def mask_to_patches(mask: np.ndarray, grid: int) -> np.ndarray:
-    """[H, W] per-pixel coverage (0..1) -> [grid, grid] the share of each patch it covers."""
-    h, w = mask.shape
-    return np.asarray(mask, np.float64).reshape(grid, h // grid, grid, w // grid).mean((1, 3))
+    """[H, W] per-pixel coverage (0..1) of the image as the model sees it (square, resized whole) -> [grid, grid] the
+    share of each patch it covers. Where the side is no multiple of the grid (a 48 px scene under a 7 × 7 ViT-B/32
+    grid), every pixel is split ``grid`` × ``grid`` first, so each patch averages exactly the area it spans."""
+    values = np.asarray(mask, np.float64)
+    h, w = values.shape
+    if h % grid or w % grid:
+        values = np.repeat(np.repeat(values, grid, axis=0), grid, axis=1)  # [H·grid, W·grid]
+        h, w = values.shape
+    return values.reshape(grid, h // grid, grid, w // grid).mean((1, 3))
 
 
 def pointing_and_mass(patches: np.ndarray, covered: np.ndarray, threshold: float = 0.25) -> tuple[bool, float]:

@@ -13,6 +13,8 @@ def leaderboard_cells(rows: dict) -> list[list[str]]:
     terminal's table and the Scorecard page both show these."""
     def cell(row: dict, key: str) -> str:
         spread, fmt = row.get(f"{key}_std"), ".2f" if key in NUMBERS else ".1%"
+        if row[key] != row[key]:  # nan: nothing to score (no per-factor cache changed any prediction)
+            return "—"
         shown = spread is not None and spread >= 5e-4  # "± 0.0 %" is no spread worth a column's width
         return f"{row[key]:{fmt}}" + (f" ± {spread:{fmt}}" if shown else "")
 
