@@ -81,7 +81,7 @@ def sidebar(page=None) -> None:
         if found.ready:
             ss.cache_path = str(found.folder)
             ss.cache_key = ss.cache_path.rsplit("__", 1)[-1]
-            st.caption(f"cache {ss.cache_key} · {spec.limit or 'all'} images")
+            say_what_was_built(found.folder)
             return
         ss.cache_path = None
         ss.cache_problem = found.problem
@@ -98,3 +98,19 @@ def _basis_matches(folder: str, model: str, dataset: str) -> bool:
     except (CacheError, KeyError, OSError):
         return False
     return (spec.get("model"), spec.get("dataset")) == (model, dataset)
+
+
+def say_what_was_built(folder) -> None:
+    """The cache's real image count, and what the build left out (empty class folders by name), not the size asked."""
+    ss = st.session_state
+    try:
+        manifest = read_manifest(folder, verify=False)  # a JSON read: the lookup has just verified it
+    except CacheError:
+        st.caption(f"cache {ss.cache_key}")
+        return
+    skipped = manifest["skipped"]
+    left = f" · {skipped['count']:,} left out (listed in its manifest)" if skipped["count"] else ""
+    st.caption(f"cache {ss.cache_key} · {manifest['n_images']:,} images{left}")
+    empty = [item["id"] for item in skipped["first"] if item["id"].endswith("/")]
+    if empty:
+        st.caption(plain(f"Class folders with no image, left out: {', '.join(empty[:10])}"))

@@ -62,6 +62,26 @@ def test_folder_build_skips_undecodable_images_and_records_them(tmp_path):
     assert {s["id"] for s in skipped["first"]} == {"b/broken.png", "a/pipe.png"}
 
 
+def test_an_empty_class_folder_is_named_in_the_manifest_the_cli_and_the_sidebar(tmp_path, capsys, open_app):
+    from residual_core.cli.main import main
+
+    root = tmp_path / "data"
+    _images(root / "cat")
+    _images(root / "dog", colour=(0, 0, 200))
+    (root / "emu").mkdir()  # a class the user expects, with no image in it
+    source = load_dataset(f"folder:{root}", "all")
+    assert source.classnames == ("cat", "dog")
+    assert {"id": "emu/", "reason": "a class folder with no image: the class is left out"} in source.scan_skipped
+    assert main(["precompute", "--model", "tiny-random", "--dataset", f"folder:{root}", "--split", "all",
+                 "--limit", "1000", "--cache-dir", str(tmp_path / "caches")]) == 0  # the dashboard's default size
+    err = capsys.readouterr().err
+    assert "class folder(s) with no image, left out: emu/" in err and "1 entry was left out" in err
+    at = open_app(tmp_path / "caches", {"model": "tiny-random", "dataset": f"folder:{root}", "split": "all"})
+    captions = [c.value.replace("\\", "").replace("\u2060", "") for c in at.sidebar.caption]
+    assert any("6 images · 1 left out" in c for c in captions), (captions, [w.value for w in at.warning])
+    assert any("Class folders with no image, left out: emu/" in c for c in captions), captions
+
+
 def test_a_single_class_folder_is_refused(tmp_path):
     _images(tmp_path / "only")
     (tmp_path / "empty").mkdir()

@@ -60,7 +60,12 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     manifest = read_manifest(folder)
     skipped = manifest["skipped"]["count"]
     if skipped:
-        print(f"{skipped} image(s) could not be read and were skipped; the manifest lists them", file=sys.stderr)
+        listed = manifest["skipped"]["first"]
+        empty = [item["id"] for item in listed if item["id"].endswith("/")]
+        if empty:
+            print(f"class folder(s) with no image, left out: {', '.join(empty[:10])}", file=sys.stderr)
+        print(f"{skipped} entr{'y was' if skipped == 1 else 'ies were'} left out (unreadable images, links out of the "
+              "folder, empty class folders); the manifest lists each with why", file=sys.stderr)
     if manifest.get("kind") == "basis":
         print(f"basis ready at {folder} (use it with --basis-from)", file=sys.stderr)
         print(json.dumps({"basis": str(folder), "n_images": manifest["n_images"], "n_pcs": manifest["n_pcs"],

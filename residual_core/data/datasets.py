@@ -219,6 +219,8 @@ def scan_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[str, int]], lis
         if found:
             samples += [(path, len(classes)) for path in found]
             classes.append(entry.name)
+        else:  # said, not silently dropped: the user expects this class among the ones zero-shot chooses from
+            skipped.append({"id": f"{entry.name}/", "reason": "a class folder with no image: the class is left out"})
     if len(classes) < 2:
         raise DatasetUnavailableError(f"{root} has {len(classes)} class folder(s) with images; zero-shot "
                                       "classification needs at least two (one sub-folder of images per class)")
