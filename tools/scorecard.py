@@ -84,7 +84,7 @@ def main() -> int:
         for factor in units[0].eta:
             best = max(units, key=lambda s: s.eta[factor])
             lines.append(f"| {factor} | {best.unit.label} | {best.unit.text} | {best.eta[factor]:.2f} |")
-        lines += ["", f"### Where its labels fail (the most explanatory units first)", "",
+        lines += ["", "### Where its labels fail (the most explanatory units first)", "",
                   "| unit | label | what it explains | what its top images share | what the label names |",
                   "|---|---|---|---|---|", *_failures(units), ""]
     (ROOT / "docs" / "scorecard.md").write_text("\n".join(lines))
