@@ -1,0 +1,100 @@
+"""Groups of a cache's images: from the world's factors, sub-folders, an id,group CSV and Waterbirds' metadata;
+malformed files refused in one line; the worst-group arithmetic."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from residual_core.data.world import FACTORS, scenes_of
+from residual_core.read.groups import Groups, csv_groups, folder_groups, group_accuracy, groups_for, world_groups
+
+CLASSES = ("cat", "dog")
+
+
+def test_group_accuracy_finds_the_worst_group_and_ignores_ungrouped_images():
+    groups = Groups(index=np.array([0, 0, 1, 1, 1, -1]), names=("a", "b"), source="test")
+    right = np.array([True, True, True, False, False, False])
+    acc = group_accuracy(right, groups)
+    assert acc.mean == pytest.approx(3 / 6)
+    assert acc.per_group.tolist() == pytest.approx([1.0, 1 / 3])
+    assert (acc.worst, acc.worst_group) == (pytest.approx(1 / 3), "b")
+    assert acc.gap == pytest.approx(0.5 - 1 / 3)
+
+
+def test_world_groups_are_the_scenes_ground_truth():
+    positions = np.array([5, 17, 3, 40])
+    scenes = scenes_of("val")
+    labels = np.array([scenes[p].shape for p in positions])
+    groups = world_groups("demo-world/shape", "val", positions, labels, "colour")
+    for row, p in enumerate(positions):
+        assert groups.names[groups.index[row]] == f"{scenes[p].value('shape')} × {scenes[p].value('colour')}"
+    assert groups.values == FACTORS["colour"]
+
+
+@pytest.mark.parametrize("dataset, factor, says", [("demo-world/shape", "shape", "unknown group factor"),
+                                                   ("demo-world/shape", "flavour", "unknown group factor"),
+                                                   ("folder:/x", "colour", "need a demo-world dataset")])
+def test_world_groups_refuse_what_the_world_cannot_answer(dataset, factor, says):
+    with pytest.raises(ValueError, match=says):
+        world_groups(dataset, "val", np.array([0]), np.array([0]), factor)
+
+
+def test_folder_groups_read_the_first_sub_folder():
+    ids = ("cat/indoor/1.png", "cat/outdoor/2.png", "dog/outdoor/3.png", "dog/4.png")
+    groups = folder_groups(ids, np.array([0, 0, 1, 1]), CLASSES)
+    assert [groups.names[i] if i >= 0 else None for i in groups.index] == \
+        ["cat × indoor", "cat × outdoor", "dog × outdoor", None]
+    with pytest.raises(ValueError, match="class/group/image"):
+        folder_groups(("cat/1.png", "dog/2.png"), np.array([0, 1]), CLASSES)
+
+
+def test_csv_groups_by_id_and_group(tmp_path):
+    path = tmp_path / "groups.csv"
+    path.write_text("id,group\ncat/1.png,indoor\ndog/2.png,outdoor\nelsewhere.png,indoor\n")
+    groups = csv_groups(path, ("cat/1.png", "dog/2.png", "dog/9.png"), np.array([0, 1, 1]), CLASSES)
+    assert [groups.names[i] if i >= 0 else None for i in groups.index] == ["cat × indoor", "dog × outdoor", None]
+    assert len(groups.digest) == 64
+
+
+def test_waterbirds_metadata_gives_class_by_place(tmp_path):
+    path = tmp_path / "metadata.csv"
+    path.write_text("img_id,img_filename,y,split,place,place_filename\n"
+                    "1,001.Albatross/a.jpg,1,2,1,/o/ocean/x.jpg\n2,002.Sparrow/b.jpg,0,2,1,/o/ocean/y.jpg\n"
+                    "3,002.Sparrow/c.jpg,0,2,0,/f/forest/z.jpg\n")
+    ids = ("001.Albatross/a.jpg", "002.Sparrow/b.jpg", "002.Sparrow/c.jpg")
+    groups = csv_groups(path, ids, np.array([1, 0, 0]), ("landbird", "waterbird"))
+    assert [groups.names[i] for i in groups.index] == ["waterbird × water", "landbird × water", "landbird × land"]
+
+
+@pytest.mark.parametrize("text, says", [
+    ("name,kind\na,b\n", "needs columns id,group"),
+    ("", "needs columns id,group"),
+    ("id,group\nnot-here.png,x\n", "names none of this cache's images"),
+    ("id,group\ncat/1.png,\n", "has an empty group"),
+    ("img_filename,place\ncat/1.png,7\n", "is not 0 \\(land\\) or 1"),
+])
+def test_malformed_group_files_are_refused_in_one_line(tmp_path, text, says):
+    path = tmp_path / "groups.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=says) as err:
+        csv_groups(path, ("cat/1.png",), np.array([0]), CLASSES)
+    assert "\n" not in str(err.value)
+    assert path.read_text() == text  # nothing lost
+
+
+def test_unreadable_group_files_are_refused(tmp_path):
+    binary = tmp_path / "groups.csv"
+    binary.write_bytes(b"id,group\n\xff\xfe\x00")
+    for path, says in ((binary, "not UTF-8"), (tmp_path / "missing.csv", "cannot read group file")):
+        with pytest.raises(ValueError, match=says):
+            csv_groups(path, ("cat/1.png",), np.array([0]), CLASSES)
+
+
+def test_groups_for_names_what_a_cache_offers(tiny_cache):
+    with pytest.raises(ValueError, match="unknown groups 'flavour'"):
+        groups_for(tiny_cache, "flavour")
+    world = replace(tiny_cache, manifest=tiny_cache.manifest | {"spec": {"dataset": "demo-world/shape",
+                                                                         "split": "val"}})
+    groups = groups_for(world, "colour")
+    assert len(groups.index) == world.n_images and "× " in groups.names[0]

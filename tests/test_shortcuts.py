@@ -1,0 +1,74 @@
+"""Finding the heads behind a shortcut on planted data: every method names the planted spurious head first,
+switching it off lifts the worst group, and random heads of the same count do not."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from residual_core.analysis.shortcuts import (contrast_scores, find_shortcuts, greedy, truth_ranks, truth_scores,
+                                              word_scores)
+from residual_core.read.groups import Groups
+from tests.synthetic import make_cache
+
+SPURIOUS, CORE = (1, 2), (2, 0)
+COLOURS = ("red", "green", "blue")
+
+
+def shortcut_cache(seed: int, spurious: float = 2.6, n: int = 900):
+    """3 classes; an attribute (colour) tied to the class for most images; head SPURIOUS writes the attribute's own
+    direction plus the class direction it is tied to in training, head CORE writes the true class, the rest noise.
+    The bank holds a text per colour along the colour directions."""
+    rng = np.random.default_rng(seed)
+    d, n_classes = 16, 3
+    basis = np.linalg.qr(np.random.default_rng(99).standard_normal((d, 2 * n_classes)))[0]
+    classifier, colour_dirs = basis[:, :n_classes], basis[:, n_classes:]
+    labels = np.arange(n) % n_classes
+    colour = np.where(rng.random(n) < 0.6, labels, rng.integers(0, n_classes, n))  # mostly the tied colour
+    heads = rng.standard_normal((n, 3, 4, d)) * 0.4
+    heads[:, CORE[0], CORE[1]] += 3.0 * classifier[:, labels].T
+    heads[:, SPURIOUS[0], SPURIOUS[1]] += spurious * (classifier[:, colour].T + colour_dirs[:, colour].T)
+    cache = make_cache(heads, labels, classifier)
+    cache = replace(cache, texts=tuple(f"a {c} thing" for c in COLOURS) + ("a thing",),
+                    text_embeds=np.vstack([colour_dirs.T, np.zeros((1, d))]).astype(np.float32))
+    groups = Groups(index=labels * n_classes + colour, names=tuple(f"{a} × {b}" for a in "abc" for b in COLOURS),
+                    source="planted", values=COLOURS)
+    return cache, groups, colour
+
+
+@pytest.fixture(scope="module")
+def world():
+    return shortcut_cache(0), shortcut_cache(1)
+
+
+def top(cache, scores) -> tuple[int, int]:
+    return cache.units.head_at(int(np.argmax(scores)))
+
+
+def test_every_ranking_puts_the_planted_head_first(world):
+    (val, groups, colour), _ = world
+    assert top(val, word_scores(val, COLOURS)) == SPURIOUS
+    assert top(val, contrast_scores(val, groups)) == SPURIOUS
+    assert top(val, truth_scores(val, colour)) == SPURIOUS
+    assert greedy(val, groups)[0] == SPURIOUS
+
+
+def test_switching_off_what_the_methods_find_lifts_the_worst_group_and_random_heads_do_not(world):
+    (val, val_groups, colour), (test, test_groups, _) = world
+    report = find_shortcuts(val, test, val_groups, test_groups, values=COLOURS, truth=colour, draws=10)
+    assert report.before_test.mean - report.before_test.worst > 0.2  # the planted shortcut costs the worst group
+    by = {f.method: f for f in report.findings}
+    for method in ("words", "contrast", "greedy"):
+        assert SPURIOUS in by[method].heads, method
+        assert report.gain(by[method]) > 0.5, method
+        assert by[method].test.mean >= report.before_test.mean - 0.02, method
+        assert truth_ranks(report, by[method], val.units)[by[method].heads.index(SPURIOUS)] == 1
+    assert report.gain(by["random"]) < 0.25
+    assert by["none"].heads == () and report.gain(by["none"]) == 0
+
+
+def test_without_words_for_the_attribute_the_words_method_stays_out(world):
+    (val, val_groups, _), (test, test_groups, _) = world
+    assert not word_scores(val, ("purple", "orange")).any()
+    report = find_shortcuts(val, test, val_groups, test_groups, values=("purple", "orange"), draws=2)
+    assert "words" not in {f.method for f in report.findings} and report.truth is None
