@@ -9,6 +9,7 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.builds import page_cache, sample_note
+from dashboard.groups_view import choose_groups, group_metrics, shortcut_panel
 from dashboard.numbers import accuracy_metric
 from dashboard.state import PC_PILLS, plain, view_state, write_url
 from residual_core.read.ablation import AblationMask, confusion, evaluate_streamed, per_class_accuracy
@@ -59,6 +60,13 @@ def apply_preset() -> None:
     ss.mask = replace(ss.mask, pcs=frozenset(), scales=())
 
 
+def switch_off(heads: tuple) -> None:
+    """A shortcut method's heads, switched off (and nothing else): a fresh mask of heads only."""
+    ss.lab_heads = sorted(h for h in heads if h in HEADS)
+    ss.lab_mlps, ss.lab_embed = [], False
+    ss.mask = replace(ss.mask, pcs=frozenset(), scales=())
+
+
 with st.expander("Presets", expanded=ss.mask.is_empty):
     p1, p2, p3 = st.columns([3, 1, 1])
     p1.selectbox("Preset", ["keep only the top-k heads by accuracy alone", "keep only the late layers",
@@ -77,6 +85,11 @@ if ss.mask.scales and source and source["scales"] == ss.mask.scales:
 elif ss.mask.scales:
     st.caption(f"{len(ss.mask.scales)} PCs are rescaled by λ (set here or in the link); Presets → clear all ablations "
                "resets them.")
+
+
+with st.expander("Groups and shortcuts", expanded=bool(ss.get("lab_find"))):
+    groups_spec = choose_groups(cache)
+    shortcut_panel(groups_spec, switch_off)
 
 
 @st.fragment
@@ -131,6 +144,7 @@ def lab() -> None:
                   delta_arrow="off")
         if live is not cache:
             exact_on_all(mask)
+        group_metrics(st, cache, LIVE_IMAGES, groups_spec, result.predictions)
         baseline = per_class_accuracy(live, live.baseline_predictions())
         st.altair_chart(figures.per_class_bars(cache.classnames, baseline, result.per_class_accuracy), theme=None,
                         width="stretch")

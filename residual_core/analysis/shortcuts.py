@@ -53,6 +53,7 @@ class ShortcutReport:
     before_test: GroupAccuracy
     findings: tuple[Finding, ...]
     groups: str  # where the groups came from
+    group_names: tuple[str, ...] = ()  # the test groups' names (before_test.per_group's order)
     truth: np.ndarray | None = None  # [n_heads_total] η² of the attribute per head (val), where known
     rankings: dict = field(default_factory=dict)  # {method: [n_heads_total] score}
 
@@ -223,7 +224,8 @@ def find_shortcuts(val: Cache, test: Cache, val_groups: Groups, test_groups: Gro
                          float(worst.std()), float(mean.std()),
                          f"{k} random head{'s' * (k > 1)}, mean ± std over {draws} draws (heads: draw 0)"))
     truth_ranking = truth_scores(val, truth) if truth is not None else None
-    return ShortcutReport(found[0].val, found[0].test, tuple(found), val_groups.source, truth_ranking, rankings)
+    return ShortcutReport(found[0].val, found[0].test, tuple(found), val_groups.source, test_groups.names,
+                          truth_ranking, rankings)
 
 
 def truth_ranks(report: ShortcutReport, finding: Finding, units) -> tuple[int, ...]:

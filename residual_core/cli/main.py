@@ -1,5 +1,5 @@
 """Command line: ``python -m residual_core {verify,precompute,specialize,align,geometry,describe,search,maps,scorecard,
-datasets,models,bench,textbank}``.
+shortcuts,datasets,models,bench,textbank}``.
 
 Commands that measure something print one JSON object on their last line. ``precompute`` also runs under
 ``torchrun --nproc-per-node N -m residual_core precompute …``: the ranks share the shards.
@@ -8,11 +8,11 @@ Commands that measure something print one JSON object on their last line. ``prec
 import os
 import sys
 
-from residual_core.cli import analysis, bench, build, listing, maps, scorecard, words
+from residual_core.cli import analysis, bench, build, listing, maps, scorecard, shortcuts, words
 from residual_core.cli.args import Parser
 
 # each command family is a module of cli/ with one ``register(sub)``; shared options live in args.py
-FAMILIES = (build, analysis, words, maps, scorecard, listing, bench)  # the order of the commands in --help
+FAMILIES = (build, analysis, words, maps, scorecard, shortcuts, listing, bench)  # the order of the commands in --help
 
 
 def build_parser() -> Parser:

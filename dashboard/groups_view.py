@@ -1,0 +1,112 @@
+"""The lab's groups: worst-group accuracy beside the mean, and the panel that finds the heads behind a shortcut.
+
+Groups are the engine's (``read.groups``); the methods are ``analysis.shortcuts``. Finding runs on a click, over
+the val and test caches of the sidebar's model and dataset; switching a method's heads off is one more click.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard.numbers import accuracy_metric
+from dashboard.state import current_spec, find_cache, get_cache, plain
+from residual_core.analysis.shortcuts_run import analyse, report_dict
+from residual_core.read.cache import Cache
+from residual_core.read.groups import GroupAccuracy, Groups, group_accuracy, group_specs, groups_for
+
+NONE = "none"
+SHOWN = 6  # the worst groups listed under the metrics
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _groups(path: str, limit: int, spec: str) -> Groups:
+    """The groups of the lab's live sample of a cache (ValueError when the spec does not fit it)."""
+    return groups_for(get_cache(path).sample(limit), spec)
+
+
+def choose_groups(cache: Cache) -> str:
+    """The lab's group selector (only where the cache offers groups); the chosen spec or NONE."""
+    offered = group_specs(cache)
+    if not offered:
+        st.caption("This dataset has no groups of its own (a demo-world factor, or class/group/image folders); the "
+                   "command line reads them from a CSV: python -m residual_core shortcuts --groups csv:PATH.")
+        return NONE
+    ss = st.session_state
+    default = "colour" if "colour" in offered else NONE
+    if ss.get("lab_groups") not in (NONE, *offered):
+        ss.lab_groups = default
+    return st.selectbox("Groups (class × attribute)", [NONE, *offered], key="lab_groups",
+                        help="split each class by an attribute and show the worst group's accuracy beside the mean")
+
+
+def group_metrics(where, cache: Cache, limit: int, spec: str, predictions: np.ndarray) -> None:
+    """Worst-group accuracy now and unablated, and the worst groups' rows, on ``cache.sample(limit)``."""
+    if spec == NONE:
+        return
+    live = cache.sample(limit)
+    try:
+        groups = _groups(str(cache.path), limit, spec)
+    except ValueError as err:
+        where.caption(plain(str(err)))
+        return
+    now = group_accuracy(predictions == live.labels, groups)
+    before = group_accuracy(live.baseline_predictions() == live.labels, groups)
+    w1, w2 = where.columns(2)
+    accuracy_metric(w1, "Worst group", now.worst, now.worst - before.worst)
+    w2.metric("Worst group, unablated", f"{before.worst:.2%}", plain(before.worst_group), delta_color="off",
+              delta_arrow="off")
+    where.dataframe(_worst_rows(groups, before, now), hide_index=True, width="stretch")
+
+
+def _worst_rows(groups: Groups, before: GroupAccuracy, now: GroupAccuracy) -> pd.DataFrame:
+    order = np.argsort(np.nan_to_num(now.per_group, nan=2.0), kind="stable")[:SHOWN]
+    return pd.DataFrame({"group": [plain(groups.names[g]) for g in order],
+                         "images": [int(now.counts[g]) for g in order],
+                         "unablated": [f"{before.per_group[g]:.1%}" for g in order],
+                         "now": [f"{now.per_group[g]:.1%}" for g in order]})
+
+
+@st.cache_data(show_spinner="trying every method on val, measuring on test …", max_entries=8)
+def _report(val_path: str, test_path: str, spec: str) -> dict:
+    val, test = get_cache(val_path), get_cache(test_path)
+    report, used = analyse(val, test, spec)
+    return report_dict(report, val.units, used)
+
+
+def shortcut_panel(spec: str, switch) -> None:
+    """Each method's heads and what they buy (val → test); ``switch(heads)`` switches a method's heads off."""
+    if spec == NONE:
+        return
+    base = replace(current_spec(), basis_from=None)
+    paths = {split: find_cache(replace(base, split=split)) for split in ("val", "test")}
+    missing = [split for split, path in paths.items() if path is None]
+    if missing:
+        st.caption(plain(f"Needs the {' and '.join(missing)} cache(s) of {base.model} on {base.dataset}: build them "
+                         "from the sidebar (split), or on the Specialisation page."))
+        return
+    if not st.toggle("Find shortcut heads", key="lab_find", help="words, contrast, greedy search and random heads, "
+                     "chosen on val and measured on test (seconds)"):
+        return
+    try:
+        report = _report(paths["val"], paths["test"], spec)
+    except ValueError as err:
+        st.warning(plain(str(err)))
+        return
+    st.markdown(plain(report["verdict"]))
+    rows = [m for m in report["methods"] if m["method"] != "none"]
+    table = pd.DataFrame({
+        "method": [m["method"] for m in rows], "heads": [", ".join(m["heads"]) or "—" for m in rows],
+        "test worst": [f"{m['test']['worst']:.1%}" + (f" ± {m['test']['worst_std']:.1%}" if "worst_std" in m["test"]
+                                                        else "") for m in rows],
+        "test mean": [f"{m['test']['mean']:.1%}" for m in rows],
+        "gain": ["—" if m["gain"] != m["gain"] else f"{m['gain']:+.0%}" for m in rows]})
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.caption("gain: the share of the test gap between the worst group and the mean that switching the heads off "
+               "recovers; random: mean ± std over 20 draws of as many heads as greedy chose.")
+    columns = st.columns(len(rows))
+    for column, m in zip(columns, rows):
+        if m["heads"] and m["method"] != "random":
+            column.button(f"Switch off: {m['method']}", key=f"lab_switch_{m['method']}",
+                          on_click=switch, args=(tuple(tuple(lh) for lh in m["layer_head"]),))
