@@ -6,21 +6,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from residual_core.analysis.shortcuts import (contrast_scores, find_shortcuts, greedy, truth_ranks, truth_scores,
-                                              word_scores)
+from residual_core.analysis.shortcuts import (accuracy_of, contrast_scores, find_shortcuts, greedy, greedy_pcs,
+                                              truth_ranks, truth_scores, word_scores)
 from residual_core.read.groups import Groups
 from tests.synthetic import make_cache
 
 SPURIOUS, CORE = (1, 2), (2, 0)
-COLOURS = ("red", "green", "blue")
+COLOURS = ("red", "green")
 
 
 def shortcut_cache(seed: int, spurious: float = 2.6, n: int = 900):
-    """3 classes; an attribute (colour) tied to the class for most images; head SPURIOUS writes the attribute's own
+    """2 classes; an attribute (colour) tied to the class for most images; head SPURIOUS writes the attribute's own
     direction plus the class direction it is tied to in training, head CORE writes the true class, the rest noise.
     The bank holds a text per colour along the colour directions."""
     rng = np.random.default_rng(seed)
-    d, n_classes = 16, 3
+    d, n_classes = 16, 2
     basis = np.linalg.qr(np.random.default_rng(99).standard_normal((d, 2 * n_classes)))[0]
     classifier, colour_dirs = basis[:, :n_classes], basis[:, n_classes:]
     labels = np.arange(n) % n_classes
@@ -31,7 +31,7 @@ def shortcut_cache(seed: int, spurious: float = 2.6, n: int = 900):
     cache = make_cache(heads, labels, classifier)
     cache = replace(cache, texts=tuple(f"a {c} thing" for c in COLOURS) + ("a thing",),
                     text_embeds=np.vstack([colour_dirs.T, np.zeros((1, d))]).astype(np.float32))
-    groups = Groups(index=labels * n_classes + colour, names=tuple(f"{a} × {b}" for a in "abc" for b in COLOURS),
+    groups = Groups(index=labels * n_classes + colour, names=tuple(f"{a} × {b}" for a in "ab" for b in COLOURS),
                     source="planted", values=COLOURS)
     return cache, groups, colour
 
@@ -45,12 +45,24 @@ def top(cache, scores) -> tuple[int, int]:
     return cache.units.head_at(int(np.argmax(scores)))
 
 
-def test_every_ranking_puts_the_planted_head_first(world):
+def top_pc(cache, scores) -> tuple[int, int]:
+    return cache.units.head_at(int(np.argmax(scores) // scores.shape[1]))
+
+
+def test_every_ranking_puts_the_planted_head_and_its_pcs_first(world):
     (val, groups, colour), _ = world
-    assert top(val, word_scores(val, COLOURS)) == SPURIOUS
-    assert top(val, contrast_scores(val, groups)) == SPURIOUS
-    assert top(val, truth_scores(val, colour)) == SPURIOUS
+    for heads, pcs in (word_scores(val, COLOURS), contrast_scores(val, groups), truth_scores(val, colour)):
+        assert top(val, heads) == SPURIOUS and top_pc(val, pcs) == SPURIOUS
     assert greedy(val, groups)[0] == SPURIOUS
+    assert greedy_pcs(val, groups)[0][:2] == SPURIOUS
+
+
+def test_the_batched_pc_search_measures_what_the_ablation_engine_measures(world):
+    (val, groups, _), _ = world
+    chosen = greedy_pcs(val, groups, max_pcs=3)
+    assert len(chosen) >= 2
+    engine = accuracy_of(val, groups, chosen[:-1]).worst
+    assert accuracy_of(val, groups, chosen).worst > engine  # each step lifted the worst group, as the engine sees it
 
 
 def test_switching_off_what_the_methods_find_lifts_the_worst_group_and_random_heads_do_not(world):
@@ -58,20 +70,21 @@ def test_switching_off_what_the_methods_find_lifts_the_worst_group_and_random_he
     report = find_shortcuts(val, test, val_groups, test_groups, values=COLOURS, truth=colour, draws=10)
     assert report.before_test.mean - report.before_test.worst > 0.2  # the planted shortcut costs the worst group
     by = {f.method: f for f in report.findings}
-    for method in ("words", "contrast", "greedy"):
-        assert SPURIOUS in by[method].heads, method
+    for method in ("words heads", "contrast heads", "greedy heads", "words PCs", "contrast PCs", "greedy PCs"):
+        first = by[method].switches[0]
+        assert first[:2] == SPURIOUS, method
         assert report.gain(by[method]) > 0.5, method
         assert by[method].test.mean >= report.before_test.mean - 0.02, method
-        assert truth_ranks(report, by[method], val.units)[by[method].heads.index(SPURIOUS)] == 1
-    assert report.gain(by["random"]) < 0.25
-    assert by["none"].heads == () and report.gain(by["none"]) == 0
+        assert truth_ranks(report, by[method], val.units)[0] == 1, method
+    assert report.gain(by["random heads"]) < 0.25 and report.gain(by["random PCs"]) < 0.25
+    assert by["none"].switches == () and report.gain(by["none"]) == 0
 
 
 def test_without_words_for_the_attribute_the_words_method_stays_out(world):
     (val, val_groups, _), (test, test_groups, _) = world
-    assert not word_scores(val, ("purple", "orange")).any()
+    assert not word_scores(val, ("purple", "orange"))[0].any()
     report = find_shortcuts(val, test, val_groups, test_groups, values=("purple", "orange"), draws=2)
-    assert "words" not in {f.method for f in report.findings} and report.truth is None
+    assert not {"words heads", "words PCs"} & {f.method for f in report.findings} and report.truth is None
 
 
 def test_the_shortcuts_command_reports_every_method_and_refuses_a_bad_group_file(tmp_path, capsys):
@@ -84,7 +97,7 @@ def test_the_shortcuts_command_reports_every_method_and_refuses_a_bad_group_file
     out = capsys.readouterr()
     report = json.loads(out.out.strip().splitlines()[-1])
     assert report["groups"] == "colour" and report["n_val"] == report["n_test"] == 40
-    assert [m["method"] for m in report["methods"]][0] == "none" and report["methods"][-1]["method"] == "random"
+    assert [m["method"] for m in report["methods"]][0] == "none" and report["methods"][-1]["method"] == "random PCs"
     assert "worst group" in report["verdict"] and "test worst" in out.err
     bad = tmp_path / "groups.csv"
     bad.write_text("name,kind\n")
@@ -110,9 +123,9 @@ def test_the_lab_shows_the_worst_group_and_switches_off_a_methods_heads(tmp_path
     assert not at.exception, at.exception
     assert any("worst group" in m.value for m in at.markdown), [m.value for m in at.markdown]
     table = next(d.value for d in at.dataframe if "method" in d.value.columns)
-    found = table[table["method"] == "words"]["heads"].iloc[0]
+    found = table[table["method"] == "words heads"]["switched off"].iloc[0]
     assert found != "—"  # on this seeded random model the words method blames heads: one click switches them off
-    next(b for b in at.button if b.label == "Switch off: words").click().run()
+    next(b for b in at.button if b.label == "Switch off: words heads").click().run()
     assert not at.exception, at.exception
     from residual_core.engine.units import head_label
 

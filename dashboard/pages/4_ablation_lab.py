@@ -60,11 +60,14 @@ def apply_preset() -> None:
     ss.mask = replace(ss.mask, pcs=frozenset(), scales=())
 
 
-def switch_off(heads: tuple) -> None:
-    """A shortcut method's heads, switched off (and nothing else): a fresh mask of heads only."""
-    ss.lab_heads = sorted(h for h in heads if h in HEADS)
+def switch_off(switches: tuple) -> None:
+    """A shortcut method's heads and PCs switched off, and nothing else."""
+    ss.lab_heads = sorted(s for s in switches if s in HEADS)
     ss.lab_mlps, ss.lab_embed = [], False
-    ss.mask = replace(ss.mask, pcs=frozenset(), scales=())
+    for key in [k for k in ss if str(k).startswith(("lab_pcs_", "lab_scale_"))]:
+        del ss[key]  # the pills follow the new mask, not what they showed before
+    pcs = frozenset(s for s in switches if len(s) == 3 and s[:2] in HEADS and s[2] < cache.n_pcs)
+    ss.mask = replace(ss.mask, pcs=pcs, scales=())
 
 
 with st.expander("Presets", expanded=ss.mask.is_empty):

@@ -5,7 +5,8 @@ Used by the command line, the docs generator and the lab; the arithmetic lives i
 
 import numpy as np
 
-from residual_core.analysis.shortcuts import DRAWS, MAX_HEADS, Finding, ShortcutReport, find_shortcuts, truth_ranks
+from residual_core.analysis.shortcuts import (DRAWS, MAX_HEADS, MAX_PCS, Finding, ShortcutReport, find_shortcuts,
+                                              label, truth_ranks)
 from residual_core.engine.units import head_label
 from residual_core.data.world import FACTORS, is_world_dataset, scenes_of, world_split
 from residual_core.read.cache import Cache
@@ -37,19 +38,19 @@ def attribute_truth(cache: Cache, spec: str) -> np.ndarray | None:
 
 
 def analyse(val: Cache, test: Cache, spec: str | None = None, words=None, max_heads: int = MAX_HEADS,
-            draws: int = DRAWS, progress=None) -> tuple[ShortcutReport, str]:
+            max_pcs: int = MAX_PCS, draws: int = DRAWS, progress=None) -> tuple[ShortcutReport, str]:
     """Every method on these caches, grouped by ``spec`` (default: ``default_groups``); (report, spec used)."""
     spec = spec or default_groups(val)
     val_groups, test_groups = groups_for(val, spec), groups_for(test, spec)
     values = tuple(words) if words else val_groups.values
     report = find_shortcuts(val, test, val_groups, test_groups, values=values, truth=attribute_truth(val, spec),
-                            max_heads=max_heads, draws=draws, progress=progress)
+                            max_heads=max_heads, max_pcs=max_pcs, draws=draws, progress=progress)
     return report, spec
 
 
 def best(report: ShortcutReport) -> Finding | None:
     """The method (random and none aside) with the most test worst-group gain; None when none switches anything."""
-    methods = [f for f in report.findings if f.method not in ("none", "random") and f.heads]
+    methods = [f for f in report.findings if f.method != "none" and not f.method.startswith("random") and f.switches]
     return max(methods, key=lambda f: (f.test.worst, f.test.mean), default=None)
 
 
@@ -65,7 +66,7 @@ def verdict(report: ShortcutReport) -> str:
     if top is None or report.gain(top) < LITTLE:
         share = 0.0 if top is None else max(report.gain(top), 0.0)
         return head + f" No method finds much to gain: the best recovers {share:.0%} of the gap."
-    return head + (f" Switching off {', '.join(top.labels)} ({top.method}) recovers {report.gain(top):.0%} of it: "
+    return head + (f" Switching off {_listed(top.labels)} ({top.method}) recovers {report.gain(top):.0%} of it: "
                    f"worst group {top.test.worst:.1%}, mean {top.test.mean:.1%}.")
 
 
@@ -77,12 +78,13 @@ def report_dict(report: ShortcutReport, units, spec: str) -> dict:
     """The report as JSON-able data (every method's heads and val/test accuracies; gains as shares of the gap)."""
     rows = []
     for f in report.findings:
-        row = {"method": f.method, "heads": list(f.labels), "layer_head": [list(lh) for lh in f.heads], "val": _accuracy(f.val), "test": _accuracy(f.test),
-               "gain": round(report.gain(f), 4), "note": f.note}
-        if f.method == "random":
+        row = {"method": f.method, "switches": list(f.labels), "units": [list(s) for s in f.switches],
+               "val": _accuracy(f.val), "test": _accuracy(f.test), "gain": round(report.gain(f), 4), "note": f.note}
+        if f.method.startswith("random"):
             row["test"] |= {"worst_std": round(f.test_worst_std, 4), "mean_std": round(f.test_mean_std, 4)}
         if report.truth is not None:
             row["truth_ranks"] = list(truth_ranks(report, f, units))
+            row["truth_of"] = int(report.truth.size if f.method.endswith("heads") else report.truth_pcs.size)
         rows.append(row)
     out = {"groups": spec, "source": report.groups, "methods": rows, "verdict": verdict(report),
            "per_group_test": {name: round(float(a), 4) for name, a in
@@ -91,5 +93,13 @@ def report_dict(report: ShortcutReport, units, spec: str) -> dict:
         order = np.argsort(-report.truth, kind="stable")[:MAX_HEADS]
         out["truth_top"] = [{"head": head_label(*units.head_at(int(u))), "eta2": round(float(report.truth[u]), 4)}
                             for u in order]
+        flat = np.argsort(-report.truth_pcs, axis=None, kind="stable")[:MAX_PCS]
+        n_pcs = report.truth_pcs.shape[1]
+        out["truth_top_pcs"] = [{"pc": label((*units.head_at(int(i // n_pcs)), int(i % n_pcs))),
+                                 "eta2": round(float(report.truth_pcs.flat[i]), 4)} for i in flat]
     return out
 
+
+
+def _listed(labels, most: int = 4) -> str:
+    return ", ".join(labels[:most]) + (f" and {len(labels) - most} more" if len(labels) > most else "")

@@ -22,6 +22,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         print(json.dumps(run_scorecard_bench()))
         return 0
+    if args.shortcuts:
+        from residual_core.bench.shortcuts import run_shortcuts_bench
+
+        print(json.dumps(run_shortcuts_bench(args.n_images, min(args.repeats, 5))))
+        return 0
     if args.scale:
         from residual_core.bench.scale import run_scale
 
@@ -49,6 +54,8 @@ def register(sub) -> None:
     p.add_argument("--scorecard", action="store_true",
                    help="instead: the whole scorecard on the demo model, 2,000 scenes per factor, once its caches "
                         "exist")
+    p.add_argument("--shortcuts", action="store_true",
+                   help="finding shortcut heads: group metric per toggle, greedy search over 144 heads (--n-images)")
     p.add_argument("--scale", action="store_true",
                    help="instead: toggles, head metrics and peak RSS at 10 k, 100 k and 1 M images (10 and 1,000 "
                         "classes), and the scaling exponent")

@@ -30,9 +30,9 @@ def shortcut_scenes(n: int, seed: int = SEED, tie: float = TIE) -> list[Scene]:
     return [s if keep[i] else replace(s, colour=tied_colour(s.shape)) for i, s in enumerate(scenes)]
 
 
-def shortcut_world(n: int, workers: int = 1) -> tuple[tuple[Scene, ...], np.ndarray]:
-    """Scenes and images [n, 48, 48, 3] of the shortcut training world."""
-    scenes = shortcut_scenes(n)
+def shortcut_world(n: int, workers: int = 1, tie: float | None = None) -> tuple[tuple[Scene, ...], np.ndarray]:
+    """Scenes and images [n, 48, 48, 3] of the shortcut training world (``tie``: default TIE)."""
+    scenes = shortcut_scenes(n, tie=TIE if tie is None else tie)
     return tuple(scenes), render_scenes("train", scenes, workers)
 
 

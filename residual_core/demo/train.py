@@ -165,12 +165,15 @@ def train(args: argparse.Namespace) -> dict:
         from safetensors.torch import load_file
 
         model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()})
+    if args.freeze:  # e.g. the shortcut model: only the text tower learns the tie; the image tower stays the demo's
+        for param in getattr(model, args.freeze).parameters():
+            param.requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(ARCH)
     print(f"rendering {args.n_train} training scenes of the {args.world} world …", flush=True)
     if args.world == "shortcut":
         from residual_core.demo.shortcut import shortcut_world
 
-        scenes, images = shortcut_world(args.n_train, workers=args.workers)
+        scenes, images = shortcut_world(args.n_train, workers=args.workers, tie=args.tie)
     else:
         scenes, images = world("train", args.n_train, workers=args.workers)
     val_scenes, val_images = world("val", args.n_val, workers=args.workers)
@@ -229,6 +232,10 @@ def main() -> None:
                         help="with probability P a caption names FACTOR alone, e.g. digit=0.3")
     parser.add_argument("--world", choices=["demo", "shortcut"], default="demo",
                         help="the training world: the demo world, or the shortcut world (colour tied to shape in training)")
+    parser.add_argument("--tie", type=float, default=None,
+                        help="shortcut world: share of training scenes whose colour follows their shape (default 0.98)")
+    parser.add_argument("--freeze", choices=["visual"], default=None,
+                        help="keep the image tower as --init has it (train the text tower and logit scale only)")
     parser.add_argument("--checkpoint-every", type=int, default=0,
                         help="save the training state every N steps beside --out and resume from it when run again")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,

@@ -38,6 +38,8 @@ class ShortName:
 SHORT_NAMES: dict[str, ShortName] = {
     "demo": ShortName(f"residual-demo:{ASSETS / 'demo/residual-demo.safetensors'}",
                       "the project's small CLIP trained on the attribute world (offline default)"),
+    "demo-shortcut": ShortName(f"residual-demo:{ASSETS / 'shortcut/residual-shortcut.safetensors'}",
+                               "the demo model fine-tuned where colour follows shape (a known shortcut, offline)"),
     "tiny-random": ShortName("residual-tiny", "2-layer random-weight ViT (tests, smoke runs)"),
     "hf-tiny-random": ShortName("hf-random:tiny", "3-layer random-weight transformers CLIPModel (tests)"),
     "b32": ShortName("ViT-B-32:laion2b_s34b_b79k", "OpenCLIP ViT-B/32, LAION-2B (needs a network once)"),
