@@ -2,6 +2,7 @@
 malformed files refused in one line; the worst-group arithmetic."""
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -98,3 +99,57 @@ def test_groups_for_names_what_a_cache_offers(tiny_cache):
                                                                          "split": "val"}})
     groups = groups_for(world, "colour")
     assert len(groups.index) == world.n_images and "× " in groups.names[0]
+
+
+def _waterbirds(tmp_path, rows: str):
+    from PIL import Image
+
+    root = tmp_path / "waterbirds"
+    for folder, name in (("001.Albatross", "a.png"), ("002.Sparrow", "b.png"), ("002.Sparrow", "c.png")):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (200, 30, 30)).save(root / folder / name)
+    (root / "metadata.csv").write_text("img_id,img_filename,y,split,place,place_filename\n" + rows)
+    return root
+
+
+ROWS = ("1,001.Albatross/a.png,1,2,1,x\n2,002.Sparrow/b.png,0,2,1,x\n3,002.Sparrow/c.png,0,2,0,x\n"
+        "4,002.Sparrow/c.png,0,0,0,x\n")
+
+
+def test_a_waterbirds_folder_is_a_dataset_labelled_by_bird_with_place_as_its_groups(tmp_path):
+    from residual_core.data.datasets import load_dataset
+
+    root = _waterbirds(tmp_path, ROWS)
+    source = load_dataset(f"waterbirds:{root}", "test")
+    assert source.classnames == ("landbird", "waterbird") and source.labels.tolist() == [1, 0, 0]
+    assert source.image(0).size == (8, 8) and len(load_dataset(f"waterbirds:{root}", "train")) == 1
+    cache = SimpleNamespace(manifest={"spec": {"dataset": f"waterbirds:{root}", "split": "test"}},
+                            image_ids=source.ids, labels=source.labels, classnames=source.classnames, positions=None)
+    groups = groups_for(cache, "place")
+    assert [groups.names[i] for i in groups.index] == ["waterbird × water", "landbird × water", "landbird × land"]
+
+
+@pytest.mark.parametrize("rows, says", [("1,a.png,2,2,0,x\n", "outside 0/1/2"),
+                                        ("1,../../etc/passwd,0,2,0,x\n", "outside its folder"),
+                                        ("", "lacks")])
+def test_malformed_waterbirds_metadata_is_refused_in_one_line(tmp_path, rows, says):
+    from residual_core.data.datasets import load_dataset
+
+    root = _waterbirds(tmp_path, rows)
+    with pytest.raises(ValueError, match=says) as err:
+        load_dataset(f"waterbirds:{root}", "test")
+    assert "\n" not in str(err.value)
+
+
+def test_a_waterbirds_image_linked_out_of_its_folder_is_not_read(tmp_path):
+    from residual_core.data.datasets import load_dataset
+    from residual_core.data.sources import ImageReadError
+
+    root = _waterbirds(tmp_path, ROWS)
+    (root / "001.Albatross" / "a.png").unlink()
+    (root / "001.Albatross" / "a.png").symlink_to(tmp_path / "elsewhere.png")
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "elsewhere.png")
+    with pytest.raises(ImageReadError, match="inside the Waterbirds folder"):
+        load_dataset(f"waterbirds:{root}", "test").image(0)

@@ -54,7 +54,21 @@ def section(result: dict, about: str) -> list[str]:
             f"{result['verdict']}", "",
             f"Mean test accuracy of the groups whose colour is the one tied to their shape in the shortcut world's "
             f"training: {result['tied_mean']:.1%}; of the other groups: {result['untied_mean']:.1%}.", "",
+            *_groups_table(result),
             f"Ground truth: the heads that carry colour most (η² of colour over each head's PCA, val): {truth}.", ""]
+
+
+def _groups_table(result: dict, shown: int = 8) -> list[str]:
+    """The worst groups before any switch, and after the best method's (test)."""
+    best = max((m for m in result["methods"] if m["switches"] and not m["method"].startswith("random")),
+               key=lambda m: (m["test"]["worst"], m["test"]["mean"]), default=None)
+    if best is None:
+        return []
+    before = sorted(result["per_group_test"].items(), key=lambda kv: kv[1])[:shown]
+    after = best["per_group_test"]
+    return [f"The {shown} worst groups on test, before any switch and after switching off {best['method']}:", "",
+            f"| group | before | after {best['method']} |", "|---|---|---|",
+            *(f"| {name} | {value:.0%} | {after[name]:.0%} |" for name, value in before), ""]
 
 
 def main() -> int:
@@ -68,15 +82,19 @@ def main() -> int:
              "any model and dataset: `python -m residual_core shortcuts --model M --dataset D --groups G`. Methods "
              "(`residual_core/analysis/shortcuts.py`): each chooses its heads on val; the heads are mean-ablated and "
              "measured on test.", "",
-             "- **words**: the share of a head's variance in the span of the attribute's words (the bank's texts that "
-             "name a colour);",
-             "- **contrast** (Locate-Then-Correct style): a head's push toward the true class on the groups the model "
-             "serves well (accuracy at or above the mean) minus on the rest;",
-             "- **greedy**: heads switched off one at a time, each the one that lifts val worst-group accuracy most, "
-             "while val mean accuracy stays within 2 points;",
-             f"- **random**: as many random heads as greedy chose, mean ± std over {args.draws} draws;",
+             "Each method works at two grains: whole heads (at most 8) and single PCs (each head's first 8; at most "
+             "16).", "",
+             "- **words**: a head's share of variance in the span of the attribute's words (the bank's texts that "
+             "name a colour), a PC's variance there;",
+             "- **contrast** (Locate-Then-Correct style): a head's (PC's) push toward the true class on the groups the "
+             "model serves well (accuracy at or above the mean) minus on the rest;",
+             "- a ranking's count k is chosen on val: the k with the best val worst group;",
+             "- **greedy**: switched off one at a time, each the one that lifts val worst-group accuracy most, while "
+             "val mean accuracy stays within 2 points;",
+             f"- **random**: as many random heads (PCs) as greedy chose, mean ± std over {args.draws} draws;",
              "- **gain**: the share of the test gap between the worst group and the mean that the switch recovers; "
-             "**truth rank**: where each head stands among all heads by η² of colour (1 = carries colour most).", ""]
+             "**truth rank**: the median rank of a method's heads (PCs) among all heads (all candidate PCs) by η² of "
+             "colour, 1 = carries colour most.", ""]
     for result, (_, about) in zip(results, MODELS):
         lines += section(result, about)
     (ROOT / "docs" / "shortcuts.md").write_text("\n".join(lines))

@@ -80,7 +80,10 @@ def report_dict(report: ShortcutReport, units, spec: str) -> dict:
     for f in report.findings:
         row = {"method": f.method, "switches": list(f.labels), "units": [list(s) for s in f.switches],
                "val": _accuracy(f.val), "test": _accuracy(f.test), "gain": round(report.gain(f), 4), "note": f.note}
-        if f.method.startswith("random"):
+        if not f.method.startswith("random"):
+            row["per_group_test"] = {name: round(float(a), 4) for name, a in zip(report.group_names, f.test.per_group)
+                                     if a == a}
+        else:
             row["test"] |= {"worst_std": round(f.test_worst_std, 4), "mean_std": round(f.test_mean_std, 4)}
         if report.truth is not None:
             row["truth_ranks"] = list(truth_ranks(report, f, units))

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from residual_core.data import world
+from residual_core.data.waterbirds import is_waterbirds, load_waterbirds
 from residual_core.data.sources import DatasetUnavailableError, ImageSource, mnist_5k, stratified_split
 
 SPLITS = ("train", "val", "test", "all")
@@ -253,6 +254,8 @@ def load_dataset(name: str, split: str = "test", root: str | Path | None = None)
         return _folder(Path(name[len("folder:"):]).expanduser(), split, generic_templates(), name)
     if name.startswith("demo-world"):
         return world.load_world_dataset(name, split)
+    if is_waterbirds(name):
+        return load_waterbirds(name, split)
     if name not in REGISTRY:
         raise ValueError(f"unknown dataset {name!r}: run `python -m residual_core datasets` for the list, "
                          f"or pass folder:/path/to/images")

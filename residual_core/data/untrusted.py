@@ -6,8 +6,12 @@ that catches ValueError can never be broken by a string: Python's ``json`` recur
 ``int`` then refuses. Depth is therefore measured before anything is decoded, and only ASCII digits count.
 """
 
+import csv
+import hashlib
+import io
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -48,3 +52,28 @@ def index(text: object, upper: int) -> int | None:
         return None
     value = int(text)
     return value if value <= upper else None
+
+
+MAX_CSV_BYTES = 64 << 20  # 64 MB: Waterbirds' metadata is 1 MB
+
+
+def csv_rows(path, what: str) -> tuple[list[dict], str]:
+    """The rows of a CSV file (a dict per row, keyed by the header) and its sha256; ValueError names ``what`` and
+    says what was wrong (missing, too large, not UTF-8, not CSV)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_CSV_BYTES:
+            raise ValueError(f"{what} {path} is {size:,} bytes; the limit is {MAX_CSV_BYTES:,}")
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path} is not UTF-8 text") from None
+    try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error as err:
+        raise ValueError(f"{what} {path} is not a readable CSV ({err})") from None
+    return rows, hashlib.sha256(data).hexdigest()

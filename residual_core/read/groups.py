@@ -3,23 +3,22 @@
 A group spec names where an image's attribute comes from:
   a factor name   the demo world's ground truth (``colour`` on ``demo-world/shape``: "circle × red", …)
   folders         the first sub-folder below the class folder: ``class/group/image.png``
+  place           Waterbirds' place (land / water) on a ``waterbirds:`` dataset, from its metadata.csv
   csv:PATH        a CSV with an ``id`` column (the cache's image ids) and a ``group`` column, or a
                   Waterbirds ``metadata.csv`` (``img_filename`` and ``place``: land / water)
 Groups are computed from the cache's own image ids and positions on every read, never stored beside it, so they
 cannot go stale; a CSV's groups carry its sha256 so that anything remembered from them is keyed by its content.
 """
 
-import csv
-import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from residual_core.data.untrusted import csv_rows
+from residual_core.data.waterbirds import is_waterbirds, metadata_path
 from residual_core.data.world import FACTORS, is_world_dataset, scenes_of, world_split
 
-MAX_CSV_BYTES = 64 << 20  # 64 MB: Waterbirds' metadata is 1 MB
 PLACES = ("land", "water")  # Waterbirds' place column: 0 land, 1 water
 MIN_GROUP = 1  # a group with fewer cached images than this is not scored (none is left out by default)
 
@@ -113,30 +112,11 @@ def folder_groups(image_ids, labels: np.ndarray, classnames) -> Groups:
     return _combine(labels, classnames, attribute, values, "sub-folders of each class")
 
 
-def _read_csv(path: Path) -> tuple[list[dict], str]:
-    try:
-        size = path.stat().st_size
-        if size > MAX_CSV_BYTES:
-            raise ValueError(f"group file {path} is {size:,} bytes; the limit is {MAX_CSV_BYTES:,}")
-        data = path.read_bytes()
-    except OSError as err:
-        raise ValueError(f"cannot read group file {path}: {err.strerror or err}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError(f"group file {path} is not UTF-8 text") from None
-    try:
-        rows = list(csv.DictReader(io.StringIO(text)))
-    except csv.Error as err:
-        raise ValueError(f"group file {path} is not a readable CSV ({err})") from None
-    return rows, hashlib.sha256(data).hexdigest()
-
-
 def csv_groups(path: str | Path, image_ids, labels: np.ndarray, classnames) -> Groups:
     """Groups from a CSV: ``id,group`` columns, or Waterbirds' ``img_filename`` with ``place`` (0 land, 1 water).
     Images the file does not list have no group; a file that names none of the cache's images is refused."""
     path = Path(path).expanduser()
-    rows, digest = _read_csv(path)
+    rows, digest = csv_rows(path, "group file")
     columns = set(rows[0]) if rows else set()
     if {"img_filename", "place"} <= columns:
         key, column, waterbirds = "img_filename", "place", True
@@ -180,10 +160,12 @@ def groups_for(cache, spec: str) -> Groups:
         return folder_groups(cache.image_ids, cache.labels, cache.classnames)
     if spec.startswith("csv:"):
         return csv_groups(spec[4:], cache.image_ids, cache.labels, cache.classnames)
+    if spec == "place" and is_waterbirds(dataset):
+        return csv_groups(metadata_path(dataset), cache.image_ids, cache.labels, cache.classnames)
     if spec in FACTORS:
         return world_groups(dataset, split, cache.positions, cache.labels, spec)
     raise ValueError(f"unknown groups {spec!r}: give a demo-world factor ({', '.join(FACTORS)}), folders, "
-                     "or csv:PATH")
+                     "csv:PATH, or place (on waterbirds:)")
 
 
 def group_specs(cache) -> tuple[str, ...]:
@@ -193,6 +175,8 @@ def group_specs(cache) -> tuple[str, ...]:
     if is_world_dataset(dataset):
         own = dataset.split("/", 1)[1]
         return tuple(f for f in FACTORS if f != own)
+    if is_waterbirds(dataset):
+        return ("place",)
     if any(str(i).replace("\\", "/").count("/") >= 2 for i in cache.image_ids[:1000]):
         return ("folders",)
     return ()
