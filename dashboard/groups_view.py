@@ -69,7 +69,8 @@ def _worst_rows(groups: Groups, before: GroupAccuracy, now: GroupAccuracy) -> pd
 
 
 @st.cache_data(show_spinner="trying every method on val, measuring on test …", max_entries=8)
-def _report(val_path: str, test_path: str, spec: str) -> dict:
+def shortcut_report(val_path: str, test_path: str, spec: str) -> dict:
+    """``report_dict`` of every method on these caches (memoised per server: seconds the first time)."""
     val, test = get_cache(val_path), get_cache(test_path)
     report, used = analyse(val, test, spec)
     return report_dict(report, val.units, used)
@@ -90,7 +91,7 @@ def shortcut_panel(spec: str, switch) -> None:
                      "chosen on val and measured on test (seconds)"):
         return
     try:
-        report = _report(paths["val"], paths["test"], spec)
+        report = shortcut_report(paths["val"], paths["test"], spec)
     except ValueError as err:
         st.warning(plain(str(err)))
         return

@@ -61,6 +61,8 @@ def needed(step: Step, offer: Offer) -> list[PrecomputeSpec]:
         specs.append(_spec(view, offer, dataset=step.view["also"]))
     if step.slide == "alignment":  # its train/val/test caches (val and test in train's basis) come with training
         specs = [_spec(view, offer, split="train")]
+    if step.slide == "shortcut":  # switches are chosen on val, shown on the step's split
+        specs.append(_spec(view, offer, split="val"))
     return specs
 
 
@@ -79,7 +81,50 @@ def render(step: Step, index: int, offer: Offer) -> None:
     if cache is None:
         return
     {"heads_map": _heads_map, "head": _head_slide, "words": _words, "ablation": _ablation, "search": _search,
-     "probe": _probe, "where": _where}[step.slide](step, index, view, auto, cache, offer)
+     "probe": _probe, "where": _where, "shortcut": _shortcut}[step.slide](step, index, view, auto, cache, offer)
+
+
+def _shortcut(step, index, view, auto, cache, offer) -> None:
+    """Worst group and mean before and after the best method's switches (chosen on val), the worst groups' bars;
+    T switches them off and on."""
+    from dashboard.groups_view import shortcut_report
+    from residual_core.analysis.shortcuts import mask_of
+    from residual_core.analysis.shortcuts_run import default_groups
+    from residual_core.read.groups import group_accuracy, groups_for
+
+    val = cache_or_build(_spec(view, offer, split="val"), f"val{index}")
+    if val is None:
+        return
+    try:
+        spec = default_groups(cache)
+        report = shortcut_report(str(val.path), str(cache.path), spec)
+        groups = groups_for(cache, spec)
+    except ValueError as err:
+        st.warning(plain(f"No groups to show here: {err}"))
+        return
+    methods = [m for m in report["methods"] if m["switches"] and not m["method"].startswith("random")]
+    best = max(methods, key=lambda m: (m["test"]["worst"], m["test"]["mean"]), default=None)
+    key = f"tour_off_{index}"
+    off = bool(best) and st.session_state.get(key, False)
+    if best is not None:
+        def flip() -> None:
+            st.session_state[key] = not st.session_state.get(key, False)
+
+        what = f"{len(best['switches'])} {'PCs' if best['method'].endswith('PCs') else 'heads'} ({best['method']})"
+        st.button(f"Switch {what} {'back on' if off else 'off'}   (T)", type="primary", key=f"toggle_{index}",
+                  shortcut="T", on_click=flip)
+    mask = mask_of(tuple(tuple(u) for u in best["units"])) if off else mask_of(())
+    before = group_accuracy(cache.baseline_predictions() == cache.labels, groups)
+    now = group_accuracy(evaluate(cache, mask).predictions == cache.labels, groups)
+    c1, c2 = st.columns(2)
+    accuracy_metric(c1, "Worst group", now.worst, now.worst - before.worst, decimals=1, noise=5e-4,
+                    still=plain(before.worst_group))
+    accuracy_metric(c2, "Mean", now.mean, now.mean - before.mean, decimals=1, noise=5e-4, still="all switches on")
+    order = np.argsort(np.nan_to_num(before.per_group, nan=2.0), kind="stable")[:8]
+    bars = figures.per_class_bars(tuple(groups.names[g] for g in order), before.per_group[order],
+                                  now.per_group[order], 300, BIG["font"]["size"])
+    st.altair_chart(bars, theme=None, width="stretch")
+    st.caption(plain(report["verdict"]))
 
 
 def _words(step, index, view, auto, cache, offer) -> None:

@@ -20,7 +20,7 @@ from dashboard.view import ViewState, parse_view
 from residual_core.data.untrusted import index, json_value
 
 TOURS_DIR = Path(__file__).resolve().parent.parent / "assets" / "tours"
-SLIDES = ("heads_map", "head", "words", "ablation", "search", "probe", "where", "alignment")
+SLIDES = ("heads_map", "head", "words", "ablation", "search", "probe", "where", "alignment", "shortcut")
 CONTROLS = ("head", "pc")
 VIEW_KEYS = ("model", "dataset", "split", "n", "layer", "head", "pc", "metric", "mask", "also", "query")
 # also: a second dataset (ablation slides); query: a search slide's concept, in words

@@ -17,10 +17,11 @@ def offer(tmp_path):
 def test_the_demo_tour_parses_cleanly_and_tells_the_story(offer):
     tour, notices = tours.load_shipped("demo", offer)
     assert notices == ()
-    assert 6 <= len(tour.steps) <= 10  # a talk's worth
+    assert 6 <= len(tour.steps) <= 12  # a talk's worth
     slides = [s.slide for s in tour.steps]
     assert slides[0] == "heads_map" and "ablation" in slides and "probe" in slides and slides[-1] == "alignment"
     assert "words" in slides and "search" in slides and "where" in slides  # words, a concept, a map
+    assert any(s.slide == "shortcut" and s.view["model"] == "demo-shortcut" for s in tour.steps)  # the repair
     assert any(s.control == "head" and s.view.get("also") for s in tour.steps)  # one toggle, two datasets
     assert all(s.notes for s in tour.steps)
 
@@ -189,3 +190,30 @@ def test_the_words_search_and_where_slides_draw(cache_root, open_app, slide):
         assert [t["type"] for t in overlay["data"]] == ["image", "heatmap"] and overlay["data"][1]["zmid"] == 0
         assert any("mostly from the" in m.value and (" pushes toward" in m.value or " pushes away" in m.value)
                    for m in at.markdown)
+
+
+def test_the_shortcut_slide_switches_the_best_methods_units_off_and_on(tmp_path, open_app):
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
+
+    root = tmp_path / "caches"
+    for split in ("val", "test"):
+        precompute(PrecomputeSpec(model="tiny-random", dataset="demo-world/shape", split=split, limit=60,
+                                  cache_dir=str(root)))
+    view = {"model": "tiny-random", "dataset": "demo-world/shape", "split": "test", "n": "60"}
+    link = tours.encode(tours.Tour("t", (tours.Step("A shortcut", "shortcut", view),)))
+    at = open_app(root, {})
+    at.switch_page("dashboard/pages/8_present.py")
+    at.query_params.update({"tour_data": link})
+    at = at.run()
+    assert not at.exception, at.exception
+    assert not [e.value for e in at.error], [e.value for e in at.error]
+    before = {m.label: m.value for m in at.metric}
+    assert set(before) == {"Worst group", "Mean"}
+    assert any("worst group" in c.value for c in at.caption)  # the verdict
+    [toggle] = [b for b in at.button if b.label.startswith("Switch ")]
+    assert "off" in toggle.label
+    toggle.click().run()
+    assert not at.exception, at.exception
+    assert [b.label for b in at.button if b.label.startswith("Switch ")][0].endswith("back on   (T)")
+    after = {m.label: m.value for m in at.metric}
+    assert after != before  # the switch changed what the slide shows
