@@ -12,7 +12,7 @@ import streamlit as st
 
 from dashboard.numbers import accuracy_metric
 from dashboard.state import current_spec, find_cache, get_cache, plain
-from residual_core.analysis.shortcuts_run import analyse, report_dict
+from residual_core.analysis.shortcuts_run import analyse, default_groups, report_dict
 from residual_core.read.cache import Cache
 from residual_core.read.groups import GroupAccuracy, Groups, group_accuracy, group_specs, groups_for
 
@@ -34,7 +34,7 @@ def choose_groups(cache: Cache) -> str:
                    "command line reads them from a CSV: python -m residual_core shortcuts --groups csv:PATH.")
         return NONE
     ss = st.session_state
-    default = "colour" if "colour" in offered else NONE
+    default = default_groups(cache)  # shown whenever the dataset has groups: colour on shape, else the first
     if ss.get("lab_groups") not in (NONE, *offered):
         ss.lab_groups = default
     return st.selectbox("Groups (class × attribute)", [NONE, *offered], key="lab_groups",

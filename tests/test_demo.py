@@ -165,7 +165,7 @@ def test_recipe_in_one_command_equals_its_stages_run_one_by_one(tmp_path, monkey
     second = train_module.Stage(2, 5e-4, solo=("shape=0.5",), emphasis=("count=0.9",))
     monkeypatch.setattr(train_module, "RECIPE", (first, second))
     common = dict(batch_size=8, weight_decay=0.1, seed=0, n_train=32, n_val=16, eval_every=1000, device="cpu",
-                  workers=1, world="demo", checkpoint_every=0)
+                  workers=1, world="demo", checkpoint_every=0, tie=None, freeze=None)
 
     def run(out, stage=None, init=None):
         custom = {} if stage is None else {"steps": stage.steps, "lr": stage.lr, "solo": list(stage.solo),

@@ -130,3 +130,12 @@ def test_the_lab_shows_the_worst_group_and_switches_off_a_methods_heads(tmp_path
     from residual_core.engine.units import head_label
 
     assert {head_label(*lh) for lh in at.session_state.lab_heads} == set(found.split(", "))
+
+
+def test_the_shortcuts_bench_times_the_group_metric_and_both_searches():
+    from residual_core.bench.shortcuts import run_shortcuts_bench
+
+    report = run_shortcuts_bench(n_images=300, repeats=1)
+    assert report["heads"] == 144 and report["groups"] == 40
+    assert report["greedy_s"] >= report["greedy_pass_s"] > 0 and report["greedy_pcs_pass_s"] > 0
+    assert 0 < report["group_metric_ms"] and report["find_s"] > 0

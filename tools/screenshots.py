@@ -31,11 +31,15 @@ VIEWS = [("heads_map", f"/?{BASE}&metric=delta_acc_mean_ablated", "Heads map"),
          ("compare", f"/compare?{BASE}", "Compare"),
          ("search", "/search?model=demo&dataset=demo-world/colour&split=test&n=1000&query=a red object", "Search"),
          ("scorecard", "/scorecard?model=demo&dataset=demo-world/shape&split=test&n=2000", "Scorecard"),
+         ("shortcuts", "/ablation_lab?model=demo-shortcut&dataset=demo-world/shape&split=test&n=2000", "Ablation lab"),
          ("present", "/present?tour=demo&step=4", None),
+         ("present_shortcut", "/present?tour=demo&step=8", None),
          ("present_words", "/present?tour=demo&step=3", None)]
 # What a visitor presses before the page has something to show (Alignment trains nothing until asked, Search
 # runs the text tower only on a press).
 PRESS = {"alignment": "Train", "search": "Search", "scorecard": "Score the explanations"}
+# Texts clicked one after another (the lab's shortcut panel: open it, find, switch the greedy PCs off).
+CLICKS = {"shortcuts": ("Groups and shortcuts", "Find shortcut heads", "Switch off: greedy PCs")}
 
 
 def build_caches() -> None:
@@ -44,6 +48,8 @@ def build_caches() -> None:
 
     for dataset, split in (("demo-world/shape", "test"), ("demo-world/shape", "val"), ("demo-world/colour", "test")):
         precompute(PrecomputeSpec(model="demo", dataset=dataset, split=split, limit=1000))
+    for split in ("val", "test"):  # the lab's shortcut panel and the tour's shortcut step
+        precompute(PrecomputeSpec(model="demo-shortcut", dataset="demo-world/shape", split=split, limit=2000))
     split_caches(model="demo", dataset="demo-world/shape", limit=10_000)
     train_dir = split_caches(model="demo", dataset="mnist-offline", limit=10_000)[0]
     for method in ("zeroshot", "fine"):  # what the tour's alignment step shows
@@ -66,6 +72,9 @@ def main() -> None:
             page.goto(f"{url}{path}")
             target = page.get_by_role("heading", name=title).first if title else page.locator(".tour-title")
             target.wait_for(timeout=600_000)
+            for text in CLICKS.get(name, ()):
+                page.get_by_text(text, exact=True).first.click()
+                page.wait_for_timeout(4000)
             if name in PRESS and not page.locator(".js-plotly-plot, .vega-embed, [data-testid=stDataFrame]").count():
                 page.get_by_role("button", name=PRESS[name], exact=True).click()
             try:  # a page shows its figures once its caches (and, on Alignment, a trained method) exist
