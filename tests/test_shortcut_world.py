@@ -28,7 +28,7 @@ def test_a_stopped_training_run_resumes_to_the_same_weights(tmp_path, monkeypatc
     def args(out, every):
         return argparse.Namespace(steps=4, lr=None, solo=None, emphasis=None, batch_size=16, weight_decay=0.1, seed=0,
                                   n_train=300, n_val=50, eval_every=2, device="cpu", out=str(out), init=None,
-                                  workers=1, world="shortcut", checkpoint_every=every)
+                                  workers=1, world="shortcut", checkpoint_every=every, tie=None, freeze=None)
 
     train.train(args(tmp_path / "whole" / "w.safetensors", 0))
     real, calls = train.zero_shot_accuracy, []
