@@ -22,7 +22,7 @@ def build_prompt() -> None:
     what = f"{ss.model} on {ss.dataset} ({ss.split} split, {ss.limit:,} images)"
     if ss.pop("_build_requested", False) or st.button("Build the cache", type="primary", key="build_main"):
         st.subheader(plain(f"Building the cache: {what}"))
-        st.caption("The model runs once over the images (seconds for the demo model's 1,000 images on 2 CPU "
+        st.caption("The model runs once over the images (seconds for the demo model's 2,000 images on 2 CPU "
                    "cores); afterwards every view is arithmetic on the cache. The other pages are in the sidebar.")
         build(current_spec())
         return

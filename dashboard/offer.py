@@ -17,6 +17,7 @@ from pathlib import Path
 
 from residual_core.data.datasets import list_datasets
 from residual_core.engine.models import list_models
+from residual_core.build.defaults import DEFAULT_IMAGES
 from residual_core.build.pipeline import DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir
 from residual_core.build.store import MANIFEST, CacheError, read_manifest
 from residual_core.data.untrusted import json_value
@@ -24,7 +25,7 @@ from residual_core.data.untrusted import json_value
 SIZES = (500, 1000, 2000, 5000, 10000)  # images per cache a visitor may ask for (a fixed list)
 # the first open builds this many: seconds for the demo model on 2 cores (docs/measurements.md), and one head
 # still moves accuracy visibly
-DEFAULT_LIMIT = 1000
+DEFAULT_LIMIT = DEFAULT_IMAGES
 FALLBACK_MODEL = "tiny-random"  # when the demo weights are missing: clearly labelled random weights
 MAX_MASK_JSON = 200_000  # bytes it may inflate to (a zip bomb stops here)
 
@@ -56,7 +57,7 @@ class Offer:
 
     @property
     def default_dataset(self) -> str:
-        return DEFAULT_DATASET if DEFAULT_DATASET in self.datasets else self.datasets[0]
+        return self.datasets[0]
 
     def sizes_for(self, model: str, dataset: str) -> tuple[int, ...]:
         """The fixed sizes, plus those of caches already built for this model and dataset."""
@@ -120,10 +121,13 @@ def server_offer(argv: list[str], env: dict[str, str]) -> Offer:
     """The offer from the server's command line, environment and config file (never from a request)."""
     args = _server_args(argv)
     config = _config_file(env.get("RESIDUAL_CONFIG"))
-    models, datasets = _offline_defaults()
-    models += list(args.model) + _split_list(env.get("RESIDUAL_MODELS")) + [str(m) for m in config.get("models", [])]
-    datasets += (list(args.dataset) + _split_list(env.get("RESIDUAL_DATASETS"))
-                 + [str(d) for d in config.get("datasets", [])])
+    offline_models, offline_datasets = _offline_defaults()
+    # what the operator names comes first, so a server started with --model/--dataset opens on them
+    models = list(args.model) + _split_list(env.get("RESIDUAL_MODELS")) + [str(m) for m in config.get("models", [])]
+    datasets = (list(args.dataset) + _split_list(env.get("RESIDUAL_DATASETS"))
+                + [str(d) for d in config.get("datasets", [])])
+    models += offline_models
+    datasets += sorted(offline_datasets, key=lambda d: d != DEFAULT_DATASET)  # the demo's shape first otherwise
     sizes = SIZES
     raw_sizes = args.sizes or config.get("sizes")
     if raw_sizes:

@@ -187,3 +187,24 @@ def test_the_scale_bench_reports_each_size_and_a_scaling_exponent():
         assert 0 < row["anon_peak_mb"] <= row["rss_peak_mb"]
     expected = np.log(rows[1]["streamed_head_s"] / rows[0]["streamed_head_s"]) / np.log(2)
     assert report["streamed_scaling_exponent"]["10"] == pytest.approx(expected)
+
+
+def test_a_limit_at_or_above_the_split_is_the_whole_split_and_the_same_cache(tmp_path):
+    from residual_core.data.datasets import load_dataset
+
+    whole = len(load_dataset("mnist-offline", "test"))
+    keys = {limit: prepare(_spec(tmp_path, split="test", limit=limit)).key for limit in (None, whole, whole + 7)}
+    assert len(set(keys.values())) == 1  # one cache, whatever size at or above the split is asked for
+    assert prepare(_spec(tmp_path, split="test", limit=whole - 1)).key != keys[None]
+
+
+def test_every_command_and_the_dashboard_share_one_default_size():
+    from dashboard.offer import DEFAULT_LIMIT
+    from residual_core.build.defaults import DEFAULT_IMAGES
+    from residual_core.cli.main import build_parser
+
+    parser = build_parser()
+    commands = {"precompute": [], "describe": [], "search": ["--dataset", "mnist-offline", "red"],
+                "maps": ["--out", "x", "--image", "y.png"], "specialize": [], "geometry": [], "shortcuts": [], "scorecard": []}
+    sizes = {name: parser.parse_args([name, *extra]).limit for name, extra in commands.items()}
+    assert set(sizes.values()) == {DEFAULT_IMAGES} == {DEFAULT_LIMIT}, sizes

@@ -195,3 +195,15 @@ def test_the_scorecards_bench_times_the_whole_scorecard_once_its_caches_exist(tm
     assert report["images_per_factor"] == 40
     assert report["scorecard_s"] >= report["scoring_s"] > 0
     assert len(list(tmp_path.glob("*demo-world-*__test__*"))) == 7  # built once, untimed, then read
+
+
+def test_scorecard_off_the_demo_world_reports_agreement_and_purity(tmp_path, capsys):
+    assert main(["scorecard", "--model", "tiny-random", "--dataset", "mnist-offline", "--limit", "60",
+                 "--cache-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    report = json.loads(out.out.strip().splitlines()[-1])
+    assert report["dataset"] == "mnist-offline" and report["n_images"] == 60
+    assert len(report["heads"]) == 2 * 4 and {"nearest ↔ TextSpan", "shared_texts"} <= set(report["heads"][0])
+    assert report["mean_agreement"]["data ↔ weights"] is not None  # the weights were read
+    assert 0 < report["pole_purity_mean"] <= 1 and report["purest_poles"][0]["purity"] >= report["pole_purity_mean"]
+    assert "no ground truth" in out.err and "texts two methods name" in out.err

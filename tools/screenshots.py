@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from serve import CHROMIUM_ARGS, chromium, running_app  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
-BASE = "model=demo&dataset=demo-world/shape&split=test&n=1000"
+BASE = "model=demo&dataset=demo-world/shape&split=test&n=2000"
 VIEWS = [("heads_map", f"/?{BASE}&metric=delta_acc_mean_ablated", "Heads map"),
          ("head_explorer", f"/head_explorer?{BASE}&pc=0", "Head explorer"),
          ("probe", f"/probe?{BASE}&probe_row=0", "Probe"),
@@ -29,7 +29,7 @@ VIEWS = [("heads_map", f"/?{BASE}&metric=delta_acc_mean_ablated", "Heads map"),
          ("specialisation", f"/specialisation?{BASE}", "Specialisation"),
          ("alignment", "/alignment?model=demo&dataset=demo-world/shape&n=10000", "Alignment"),
          ("compare", f"/compare?{BASE}", "Compare"),
-         ("search", "/search?model=demo&dataset=demo-world/colour&split=test&n=1000&query=a red object", "Search"),
+         ("search", "/search?model=demo&dataset=demo-world/colour&split=test&n=2000&query=a red object", "Search"),
          ("scorecard", "/scorecard?model=demo&dataset=demo-world/shape&split=test&n=2000", "Scorecard"),
          ("shortcuts", "/ablation_lab?model=demo-shortcut&dataset=demo-world/shape&split=test&n=2000", "Ablation lab"),
          ("present", "/present?tour=demo&step=4", None),
@@ -47,7 +47,7 @@ def build_caches() -> None:
     from residual_core.build.pipeline import PrecomputeSpec, precompute
 
     for dataset, split in (("demo-world/shape", "test"), ("demo-world/shape", "val"), ("demo-world/colour", "test")):
-        precompute(PrecomputeSpec(model="demo", dataset=dataset, split=split, limit=1000))
+        precompute(PrecomputeSpec(model="demo", dataset=dataset, split=split, limit=2000))
     for split in ("val", "test"):  # the lab's shortcut panel and the tour's shortcut step
         precompute(PrecomputeSpec(model="demo-shortcut", dataset="demo-world/shape", split=split, limit=2000))
     split_caches(model="demo", dataset="demo-world/shape", limit=10_000)

@@ -77,7 +77,9 @@ def prepare(spec: PrecomputeSpec) -> BuildPlan:
         # the architecture and the weights' identity (sha256, tag or seed), not a checkpoint's path: the same
         # weights in another checkout or folder make the same cache
         "schema": store.SCHEMA_VERSION, "family": model.family, "model": model.arch, "weights": weights_id(model),
-        "dataset": spec.dataset, "split": spec.split, "limit": spec.limit, "seed": spec.seed,
+        # a limit at or above the split's size takes it whole: the same cache as no limit
+        "dataset": spec.dataset, "split": spec.split,
+        "limit": spec.limit if spec.limit is not None and spec.limit < len(source) else None, "seed": spec.seed,
         "n_images": int(len(positions)), "labels_digest": store.cache_key({"l": source.labels[positions].tolist()}),
         "classnames": list(source.classnames),
         "templates": list(source.templates), "text_bank": bank_digest(texts), "basis_from": basis_key,

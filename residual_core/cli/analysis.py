@@ -4,7 +4,7 @@ import argparse
 import json
 import sys
 
-from residual_core.build.defaults import DEFAULT_DATASET
+from residual_core.build.defaults import DEFAULT_DATASET, DEFAULT_IMAGES
 from residual_core.cli import tables
 from residual_core.cli.args import SEED, batch_option, cache_dir_option, limit, model_options, ranged
 
@@ -73,7 +73,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--val-split", default="val")
     p.add_argument("--test-split", default="test")
-    p.add_argument("--limit", type=limit, default=2_000,
+    p.add_argument("--limit", type=limit, default=DEFAULT_IMAGES,
                    help="images per split (default 2,000: minutes on 2 CPU cores with the demo model; 'all' for all)")
     batch_option(p)
     p.add_argument("--n-random", type=ranged(1, 1000), default=10, help="random-score seeds")
@@ -103,7 +103,7 @@ def register(sub) -> None:
     model_options(p)
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=limit, default=2_000, help="images (default 2,000; 'all' for the whole split)")
+    p.add_argument("--limit", type=limit, default=DEFAULT_IMAGES, help="images (default 2,000; 'all' for the whole split)")
     p.add_argument("--compare", nargs="*", metavar="DATASET", help="datasets whose head bases to compare with")
     batch_option(p)
     cache_dir_option(p)

@@ -4,7 +4,7 @@ import argparse
 import json
 import sys
 
-from residual_core.build.defaults import DEFAULT_DATASET
+from residual_core.build.defaults import DEFAULT_DATASET, DEFAULT_IMAGES
 from residual_core.cli import tables
 from residual_core.cli.args import batch_option, cache_dir_option, limit, model_options, ranged
 
@@ -90,8 +90,8 @@ def register(sub) -> None:
     model_options(p)
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=limit, default=None, help="images (default: the whole split; 2,000 for the demo "
-                                                                "world's test split)")
+    p.add_argument("--limit", type=limit, default=DEFAULT_IMAGES,
+                   help="images (default 2,000, as every command and the dashboard: one cache; 'all' for the whole split)")
     batch_option(p)
     cache_dir_option(p)
     p.add_argument("--text-bank", default=None, help="text file, one description per line")

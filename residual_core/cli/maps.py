@@ -18,6 +18,7 @@ import numpy as np
 
 from residual_core.cli import tables
 from residual_core.cli.args import cache_dir_option, limit, model_options, ranged, words, writable_folder
+from residual_core.build.defaults import DEFAULT_IMAGES
 
 
 def parse_head(text: str, n_layers: int, n_heads: int) -> tuple[int, int]:
@@ -134,7 +135,7 @@ def register(sub) -> None:
     p.add_argument("--head", default=None, help="a head like L3H6 (default: the three that push the prediction most)")
     p.add_argument("--pc", type=ranged(1, 100_000), default=None, help="with --head: map that head's PC (1-based)")
     p.add_argument("--text", type=words, default=None, help="also map the direction of this text")
-    p.add_argument("--limit", type=limit, default=1_000, help="images of the cache read (default 1,000)")
+    p.add_argument("--limit", type=limit, default=DEFAULT_IMAGES, help="images of the cache read (default 2,000)")
     p.add_argument("--out", required=True, help="folder for the PNGs")
     cache_dir_option(p)
     p.set_defaults(func=cmd_maps)

@@ -7,6 +7,7 @@ import sys
 from residual_core.cli import tables
 from residual_core.cli.args import cache_dir_option, limit, ranged
 from residual_core.explain.leaderboard import HEADERS, leaderboard_cells
+from residual_core.build.defaults import DEFAULT_IMAGES
 
 def leaderboard_table(rows: dict) -> str:
     table = tables.table(list(HEADERS), leaderboard_cells(rows))
@@ -18,9 +19,52 @@ def leaderboard_table(rows: dict) -> str:
     return table
 
 
+def agreement_table(report: dict) -> str:
+    from residual_core.explain.agreement import MEASURES
+
+    rows = [[h["head"], *("—" if h[k] is None else (f"{h[k]:.2f}" if k == "data ↔ weights" else f"{h[k]:.0%}")
+                          for k in MEASURES), " · ".join(h["shared_texts"]) or "—"] for h in report["heads"]]
+    return tables.table(["head", *MEASURES, "texts two methods name"], rows)
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    """``scorecard --dataset D`` off the demo world: agreement between methods per head, pole purity by class."""
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
+    from residual_core.engine.families.base import ModelLoadError
+    from residual_core.engine.models import load_clip, parse_model_spec
+    from residual_core.explain.agreement import agreement_report
+    from residual_core.explain.weights_reading import read_weights
+    from residual_core.read.cache import load_cache
+
+    cache = load_cache(precompute(PrecomputeSpec(model=args.model, dataset=args.dataset, split=args.split,
+                                                 limit=args.limit, cache_dir=args.cache_dir)))
+    try:
+        loaded = load_clip(parse_model_spec(args.model), text=False)
+        readings, missing = read_weights(loaded.model, cache.text_embeds), ""
+    except ModelLoadError as err:  # the cache is here, the weights are not: the other columns still say something
+        readings, missing = None, str(err)
+    report = agreement_report(cache, readings, missing)
+    print(agreement_table(report), file=sys.stderr)
+    means = ", ".join(f"{k} {v:.2f}" if k == "data ↔ weights" else f"{k} {v:.0%}"
+                      for k, v in report["mean_agreement"].items() if v is not None)
+    print(f"{args.dataset} has no ground truth for what a head encodes, so its explanations are not scored; what "
+          f"needs none: agreement between methods (Jaccard of the texts each names; mean over heads: {means}) and "
+          f"pole purity by class (the share of a PC pole's top 8 images in one class; mean "
+          f"{report['pole_purity_mean']:.0%} over {cache.n_images:,} images).", file=sys.stderr)
+    if missing:
+        print(f"The weights' columns are empty: {missing}", file=sys.stderr)
+    print(json.dumps({"model": args.model, "dataset": args.dataset, "split": args.split, "n_images": cache.n_images}
+                     | report, ensure_ascii=False))
+    return 0
+
+
 def cmd_scorecard(args: argparse.Namespace) -> int:
+    from residual_core.data.world import is_world_dataset
     from residual_core.explain.leaderboard import verdict
     from residual_core.explain.scorecard_run import build_scorecard
+
+    if args.dataset and not is_world_dataset(args.dataset):
+        return cmd_agreement(args)
 
     report = build_scorecard(args.model, args.limit, args.cache_dir, args.seeds)
     print(leaderboard_table(report["methods"]), file=sys.stderr)
@@ -31,9 +75,13 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("scorecard", help="how right each explanation is, against the demo world's ground truth")
+    p = sub.add_parser("scorecard", help="how right each explanation is, against the demo world's ground truth; "
+                                         "on another --dataset, how far the methods agree")
     p.add_argument("--model", default="demo", help="a model whose demo-world caches to score (default demo)")
-    p.add_argument("--limit", type=limit, default=2_000, help="test scenes per factor (default 2,000: all)")
+    p.add_argument("--limit", type=limit, default=DEFAULT_IMAGES, help="test scenes per factor (default 2,000: all)")
     p.add_argument("--seeds", type=ranged(1, 100), default=5, help="seeds of the random baselines")
+    p.add_argument("--dataset", default=None,
+                   help="any dataset: off the demo world, agreement between methods and pole purity (no ground truth)")
+    p.add_argument("--split", default="test", help="the split of --dataset (default test)")
     cache_dir_option(p)
     p.set_defaults(func=cmd_scorecard)

@@ -6,6 +6,7 @@ import sys
 
 from residual_core.cli import tables
 from residual_core.cli.args import batch_option, cache_dir_option, limit, model_options, ranged
+from residual_core.build.defaults import DEFAULT_IMAGES
 
 HEADERS = ["method", "switched off", "val worst", "val mean", "test worst", "test mean", "gain", "truth rank (1 = most)"]
 
@@ -67,7 +68,7 @@ def register(sub) -> None:
                                                  "group values), read by the words method")
     p.add_argument("--val-split", default="val", help="where heads are chosen")
     p.add_argument("--test-split", default="test", help="where what they buy is reported")
-    p.add_argument("--limit", type=limit, default=2_000, help="images per split (default 2,000; 'all' for all)")
+    p.add_argument("--limit", type=limit, default=DEFAULT_IMAGES, help="images per split (default 2,000; 'all' for all)")
     p.add_argument("--max-heads", type=ranged(1, 64), default=8, help="the most heads a method may switch off")
     p.add_argument("--max-pcs", type=ranged(1, 256), default=16, help="the most PCs a method may switch off")
     p.add_argument("--draws", type=ranged(1, 1000), default=20, help="random head sets drawn for the baseline")

@@ -7,6 +7,7 @@ import time
 
 from residual_core.cli import tables
 from residual_core.cli.args import cache_dir_option, limit, model_options, ranged, words
+from residual_core.build.defaults import DEFAULT_IMAGES
 
 
 def _cache(args: argparse.Namespace):
@@ -116,6 +117,6 @@ def register(sub) -> None:
 
 def _cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=limit, default=2_000, help="images in the cache read (default 2,000)")
+    p.add_argument("--limit", type=limit, default=DEFAULT_IMAGES, help="images in the cache read (default 2,000)")
     p.add_argument("--text-bank", default=None, help="text file, one description per line (default: the shipped bank)")
     cache_dir_option(p)

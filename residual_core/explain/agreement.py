@@ -124,3 +124,22 @@ def agreement_predicts(heads: tuple[HeadAgreement, ...], scores) -> dict[str, Pr
         out[name] = Predicts(float(rho), float(p), float(accuracy[agreeing].mean()),
                              float(accuracy[~agreeing].mean()) if (~agreeing).any() else float("nan"), len(kept))
     return out
+
+
+def agreement_report(cache: Cache, readings=None, weights_missing: str = "") -> dict:
+    """Off the demo world, what needs no ground truth, as plain data: every head's agreement between methods (and
+    the texts two methods name) and each pole's purity by class, with their means."""
+    heads = head_agreement(cache, readings)
+    rows = [{"head": f"L{h.layer}H{h.head}"} | {k: _rounded(m(h)) for k, m in MEASURES.items()}
+            | {"shared_texts": [cache.texts[t] for t in h.shared()]} for h in heads]
+    poles = sorted(pole_purity(cache), key=lambda p: -p.purity)
+    means = {k: _rounded(float(np.nanmean([m(h) for h in heads]))) if any(m(h) == m(h) for h in heads) else None
+             for k, m in MEASURES.items()}
+    return {"heads": rows, "mean_agreement": means, "weights_missing": weights_missing,
+            "pole_purity_mean": _rounded(float(np.mean([p.purity for p in poles]))) if poles else None,
+            "purest_poles": [{"pole": f"L{p.layer}H{p.head} PC{p.pc + 1} {p.sign}", "purity": _rounded(p.purity),
+                              "class": p.modal} for p in poles[:10]]}
+
+
+def _rounded(value: float):
+    return None if value != value else round(value, 4)
