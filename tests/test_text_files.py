@@ -79,3 +79,21 @@ def test_a_read_only_text_folder_is_one_line_naming_it(tmp_path):
     with pytest.raises(CacheWriteError, match="cannot write the cache in .*text") as err:
         _read(tmp_path, "a", 1, [])
     assert "\n" not in str(err.value)
+
+
+def test_the_photo_bank_names_every_imagenet_category_and_is_the_default_off_the_demo_world():
+    from torchvision.models import get_weight
+
+    from residual_core.build.plan import PrecomputeSpec, bank_of
+    from residual_core.engine.textbank import BANK_PATH, PHOTO_BANK_PATH, compose_photo_bank, load_bank
+
+    categories = get_weight("ResNet50_Weights.IMAGENET1K_V1").meta["categories"]
+    composed = compose_photo_bank(categories)
+    assert load_bank(PHOTO_BANK_PATH) == composed  # the shipped file is what the code writes
+    named = {c.split(",")[0].strip() for c in categories}
+    assert all(f"a photo of a {n}" in composed or f"a photo of an {n}" in composed for n in named)
+    assert len(composed) >= 2_000 and not any("hexagon" in t for t in composed)  # no world phrases
+    assert bank_of(PrecomputeSpec(dataset="folder:/photos")) == str(PHOTO_BANK_PATH)
+    assert bank_of(PrecomputeSpec(dataset="demo-world/shape")) == str(BANK_PATH)
+    assert bank_of(PrecomputeSpec(dataset="mnist-offline")) == str(BANK_PATH)
+    assert bank_of(PrecomputeSpec(dataset="folder:/photos", text_bank="/mine.txt")) == "/mine.txt"

@@ -24,7 +24,7 @@ from residual_core.engine.progress import steps
 from residual_core.build.store import copy_f32
 from residual_core.engine.decompose import HeadMaps
 from residual_core.engine.pca import HeadPCA, MomentStats, fit_head_pca, raw_features, score_map
-from residual_core.build.plan import BuildPlan, PrecomputeSpec, Progress
+from residual_core.build.plan import BuildPlan, PrecomputeSpec, Progress, bank_of
 from residual_core.engine.textbank import bank_digest, load_bank
 from residual_core.data.untrusted import json_value
 from residual_core.engine.zeroshot import build_classifier, embed_texts, logit_scale
@@ -104,7 +104,7 @@ def _write_derived(plan: BuildPlan, spec: PrecomputeSpec, pca: HeadPCA, folder: 
     output, labels = store.load_npy(folder / "output.npy"), store.load_npy(folder / "labels.npy")
     arrays = {"head_mean": pca.mean.numpy(), "head_components": pca.components.numpy(),
               "head_eigenvalues": pca.eigenvalues.numpy()}
-    texts = load_bank(spec.text_bank)
+    texts = load_bank(bank_of(spec))
     classifier, text_embeds = text_arrays(plan, spec, texts)
     arrays["classifier"] = classifier.numpy()
     arrays["text_embeds"] = text_embeds.numpy()

@@ -30,7 +30,7 @@ class PrecomputeSpec:
     device: str = "cpu"
     cache_dir: str = field(default_factory=default_cache_dir)
     random_weights: bool = False
-    text_bank: str | None = None  # None: assets/text_bank.txt
+    text_bank: str | None = None  # None: ``default_bank(dataset)``
     basis_from: str | None = None  # another cache folder whose head PCA basis is reused
     thumb_size: int = 32
     n_top: int = 16
@@ -47,6 +47,22 @@ class PrecomputeSpec:
             raise ValueError("--workers must be ≥ 0 and --batch-size ≥ 1")
         if self.basis_only and self.basis_from:
             raise ValueError("--basis-only fits a basis; it cannot also reuse one (--basis-from)")
+
+
+DIGIT_DATASETS = ("mnist-offline", "mnist", "svhn")  # digits: the demo bank names numbers and letters
+
+
+def default_bank(dataset: str) -> str:
+    """The text bank a build embeds when none is given: the demo world's words (shapes, colours, digits, letters)
+    for the demo world and digit datasets, words about photographs (assets/photo_bank.txt) for everything else."""
+    from residual_core.data.world import is_world_dataset
+    from residual_core.engine.textbank import BANK_PATH, PHOTO_BANK_PATH
+
+    return str(BANK_PATH if is_world_dataset(dataset) or dataset in DIGIT_DATASETS else PHOTO_BANK_PATH)
+
+
+def bank_of(spec: "PrecomputeSpec") -> str:
+    return spec.text_bank or default_bank(spec.dataset)
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_textbank(args: argparse.Namespace) -> int:
-    from residual_core.engine.textbank import write_bank
+    from residual_core.engine.textbank import write_bank, write_photo_bank
 
-    path = write_bank()
+    path = write_photo_bank() if args.photo else write_bank()
     print(json.dumps({"path": str(path), "lines": len(path.read_text().splitlines())}))
     return 0
 
@@ -41,4 +41,7 @@ def cmd_textbank(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     sub.add_parser("datasets", help="list registered datasets").set_defaults(func=cmd_datasets)
     sub.add_parser("models", help="list registered model short names").set_defaults(func=cmd_models)
-    sub.add_parser("textbank", help="rewrite assets/text_bank.txt").set_defaults(func=cmd_textbank)
+    p = sub.add_parser("textbank", help="rewrite assets/text_bank.txt (the demo world's words) or, with --photo, "
+                                        "assets/photo_bank.txt (words about photos, the default off the demo world)")
+    p.add_argument("--photo", action="store_true", help="write the photo bank (ImageNet's category names, offline)")
+    p.set_defaults(func=cmd_textbank)

@@ -49,11 +49,14 @@ def cmd_describe(args: argparse.Namespace) -> int:
 def _describe_weights(args: argparse.Namespace, started: float) -> int:
     from residual_core.build.finalize import model_bank
     from residual_core.engine.models import load_clip, parse_model_spec
+    from residual_core.build.plan import DEFAULT_DATASET, default_bank
     from residual_core.engine.textbank import load_bank
     from residual_core.explain.weights_reading import read_weights
 
     loaded = load_clip(parse_model_spec(args.model, args.random_weights, args.seed))
-    texts = load_bank(args.text_bank)
+    # no dataset to go by: the demo models read the world's words, any other model words about photos
+    dataset = args.dataset or (DEFAULT_DATASET if args.model in ("demo", "demo-shortcut") else "")
+    texts = load_bank(args.text_bank or default_bank(dataset))
     bank = model_bank(loaded, args.cache_dir, texts).numpy()
     readings = read_weights(loaded.model, bank, n_directions=args.directions, n_texts=args.texts)
     heads = []

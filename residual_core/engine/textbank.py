@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 BANK_PATH = Path(__file__).resolve().parents[2] / "assets" / "text_bank.txt"
+PHOTO_BANK_PATH = BANK_PATH.parent / "photo_bank.txt"  # words about photos: the default off the demo world
 
 OBJECTS = ("dog", "cat", "bird", "horse", "car", "truck", "airplane", "ship", "bicycle", "tree", "flower",
            "house", "bridge", "chair", "table", "bottle", "cup", "book", "phone", "clock", "person", "child",
@@ -74,6 +75,59 @@ def compose_bank(seed: int = 0) -> list[str]:
 
 def write_bank(path: Path = BANK_PATH) -> Path:
     path.write_text("\n".join(compose_bank()) + "\n")
+    return path
+
+
+PLACES = ("a beach", "a forest", "a city street", "a kitchen", "a desert", "a snowy field", "an office", "a farm",
+          "a harbor", "a highway", "a park", "a living room", "a stadium", "a lake", "a market", "a parking lot",
+          "a mountain", "a river", "a bedroom", "a bathroom", "a restaurant", "a classroom", "a library", "a garden",
+          "a field of grass", "a cave", "the sky", "underwater", "a swamp", "a bamboo forest", "an airport",
+          "a train station", "a shop", "a church", "a bridge", "a playground", "a zoo", "a laboratory")
+CONDITIONS = ("at night", "in bright sunlight", "in fog", "in the rain", "in snow", "at sunset", "indoors",
+              "outdoors", "in low light", "with a blurred background", "from above", "from far away", "up close")
+MATERIALS = ("wood", "metal", "glass", "plastic", "stone", "fabric", "paper", "leather", "water", "sand", "grass",
+             "fur", "feathers", "concrete", "brick", "ice")
+PHOTO_STYLES = ("a photo", "a sketch", "a painting", "a cartoon", "a close-up photo", "a blurry photo",
+                "a black and white photo", "a low resolution image", "a drawing", "a 3D render", "a bright photo",
+                "a dark photo", "a cropped photo", "a jpeg corrupted photo", "an embroidery", "a tattoo",
+                "a plastic toy", "a sculpture", "an origami", "a video game rendering")
+
+
+def _article(noun: str) -> str:
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
+
+
+def compose_photo_bank(categories, seed: int = 0) -> list[str]:
+    """Descriptions of photographs (≥ 2,000 lines): every category named (``categories``, e.g. ImageNet's 1,000
+    from torchvision's weight metadata), colours, materials, textures, places, conditions, styles and counts."""
+    rng = np.random.default_rng(seed)
+    names = list(dict.fromkeys(str(c).split(",")[0].strip() for c in categories if str(c).strip()))
+    some = [names[i] for i in sorted(rng.choice(len(names), min(60, len(names)), replace=False))] if names else []
+    lines = [f"a photo of {_article(n)}" for n in names]
+    lines += [f"{style} of {_article(n)}" for style, n in itertools.product(PHOTO_STYLES, some[:24])]
+    lines += [f"a {colour} {obj}" for colour, obj in itertools.product(COLOURS, OBJECTS)]
+    lines += [f"a photo of {_article(n)} {cond}" for n, cond in itertools.product(some[24:48], CONDITIONS)]
+    lines += [f"a photo of {place}" for place in PLACES] + [f"a photo taken {cond}" for cond in CONDITIONS]
+    lines += [f"{_article(n)} in {place}" for n, place in itertools.product(some[48:60], PLACES[:16])]
+    lines += [f"something made of {m}" for m in MATERIALS] + [f"a {t} texture" for t in TEXTURES]
+    lines += [f"a {t} {colour} surface" for t, colour in itertools.product(TEXTURES[:8], COLOURS)]
+    lines += [f"{count} {_plural(obj) if count != 'one' else obj}" for count, obj in itertools.product(COUNTS, OBJECTS)]
+    lines += [f"{_article(obj)} {pos}" for obj, pos in itertools.product(OBJECTS[:12], POSITIONS)]
+    lines += ["a photo with text on it", "a sign with words", "a photo with a watermark", "a photo of a screen",
+              "a photo of a document", "a close-up of a face", "a group of people", "a crowd", "an empty room",
+              "a photo with a frame"]
+    out = list(dict.fromkeys(lines))
+    rng.shuffle(out)  # a fixed shuffle so that truncated banks still cover every vocabulary
+    return out
+
+
+def write_photo_bank(path: Path = PHOTO_BANK_PATH) -> Path:
+    """assets/photo_bank.txt from ImageNet's category names as torchvision ships them (offline, in its weights'
+    metadata)."""
+    from torchvision.models import get_weight
+
+    categories = get_weight("ResNet50_Weights.IMAGENET1K_V1").meta["categories"]
+    path.write_text("\n".join(compose_photo_bank(categories)) + "\n")
     return path
 
 
