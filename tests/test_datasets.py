@@ -80,3 +80,37 @@ def test_mnist_labels_alone_equal_the_full_parse():
 
     labels = mnist_5k_labels()
     assert labels.shape == (5000,) and np.array_equal(labels, mnist_5k()[1])
+
+
+def _photos(tmp_path):
+    for cls in ("n01440764", "n01443537"):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "photos" / cls / f"{i}.png")
+    return tmp_path / "photos"
+
+
+def test_a_folder_gives_its_own_class_names_and_templates(tmp_path):
+    root = _photos(tmp_path)
+    (root / "classnames.csv").write_text("folder,name\nn01440764,tench\n")
+    (root / "templates.txt").write_text("# my prompts\na photo of a {}.\n\nan underwater photo of a {}.\n")
+    source = load_dataset(f"folder:{root}", "all")
+    assert source.classnames == ("tench", "n01443537")  # an unlisted folder keeps its own name
+    assert source.templates == ("a photo of a {}.", "an underwater photo of a {}.")
+
+
+@pytest.mark.parametrize("name, text, says", [
+    ("classnames.csv", "folder,label\nn01440764,tench\n", "needs the columns folder,name"),
+    ("classnames.csv", "folder,name\nn99999999,ghost\n", "holds no images here"),
+    ("classnames.csv", "folder,name\nn01440764,\n", "empty or longer"),
+    ("templates.txt", "a photo of a thing.\n", "exactly one {}"),
+    ("templates.txt", "a {} and a {}.\n", "exactly one {}"),
+    ("templates.txt", "a {} {0}.\n", "no other braces"),
+    ("templates.txt", "# only a comment\n", "holds 0 templates"),
+])
+def test_a_malformed_words_file_is_refused_in_one_line(tmp_path, name, text, says):
+    root = _photos(tmp_path)
+    (root / name).write_text(text)
+    with pytest.raises(ValueError, match=says) as err:
+        load_dataset(f"folder:{root}", "all")
+    assert "\n" not in str(err.value) and (root / name).read_text() == text

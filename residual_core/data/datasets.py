@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from residual_core.data import world
+from residual_core.data.folder_words import folder_classnames, folder_templates
 from residual_core.data.waterbirds import is_waterbirds, load_waterbirds
 from residual_core.data.sources import DatasetUnavailableError, ImageSource, mnist_5k, stratified_split
 
@@ -231,7 +232,7 @@ def scan_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[str, int]], lis
 def _folder(path: Path, split: str, templates: tuple[str, ...], name: str) -> ImageSource:
     if not path.is_dir():
         raise DatasetUnavailableError(f"image folder not found: {path}. Pass folder:/path with one sub-folder per class")
-    inner = path / split
+    top, inner = path, path / split  # the words files sit at the top, beside train/val/test if any
     if split in ("train", "val", "test") and (path / "train").is_dir() and inner.is_dir() and not inner.is_symlink():
         path, split_inside = inner, "all"
     else:
@@ -241,7 +242,9 @@ def _folder(path: Path, split: str, templates: tuple[str, ...], name: str) -> Im
     idx = _split_of(labels, split_inside, (0.6, 0.2, 0.2))
     root = path.resolve()
     rel = tuple(os.path.relpath(samples[i][0], root) for i in idx)
-    return ImageSource(name, split, tuple(_clean(c) for c in classes), templates, labels[idx], rel,
+    names = folder_classnames(top, tuple(classes), tuple(_clean(c) for c in classes))
+    templates = folder_templates(top, templates)
+    return ImageSource(name, split, names, templates, labels[idx], rel,
                        lambda i: Image.open(samples[idx[i]][0]), scan_skipped=tuple(skipped))
 
 
