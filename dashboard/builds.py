@@ -21,10 +21,13 @@ def build_prompt() -> None:
     ss = st.session_state
     what = f"{ss.model} on {ss.dataset} ({ss.split} split, {ss.limit:,} images)"
     if ss.pop("_build_requested", False) or st.button("Build the cache", type="primary", key="build_main"):
-        st.subheader(plain(f"Building the cache: {what}"))
-        st.caption("The model runs once over the images (seconds for the demo model's 2,000 images on 2 CPU "
-                   "cores); afterwards every view is arithmetic on the cache. The other pages are in the sidebar.")
-        build(current_spec())
+        header = st.empty()  # cleared if the build fails: the error alone says what happened
+        lines = header.container()
+        lines.subheader(plain(f"Building the cache: {what}"))
+        lines.caption("The model runs once over the images (seconds for the demo model's 2,000 images on 2 CPU "
+                      "cores); afterwards every view is arithmetic on the cache. The other pages are in the sidebar.")
+        if not build(current_spec()):
+            header.empty()
         return
     st.info(plain(f"No cache yet for {what}. Building it runs the model once over the images; afterwards every view "
                   "is arithmetic on the cache."))
@@ -51,7 +54,8 @@ def sample_note(cache: Cache, drawn: Cache) -> str:
 STAGES = {"encode": "encoding images with the model", "finalize": "fitting each head's PCA and its nearest texts"}
 
 
-def build(spec, rerun: bool = True) -> None:
+def build(spec, rerun: bool = True) -> bool:
+    """Build ``spec``'s cache with a progress bar; False (the bar gone, one error line) when it cannot be built."""
     bar = st.progress(0.0, text="loading the model and the images …")
 
     def report(stage: str, done: int, total: int) -> None:
@@ -60,8 +64,10 @@ def build(spec, rerun: bool = True) -> None:
     try:
         precompute(spec, progress=report)
     except USER_ERRORS as err:
+        bar.empty()
         st.error(plain(f"Could not build the cache: {err}"))
-        return
+        return False
     lookup_cache.clear()
     if rerun:
         st.rerun()
+    return True

@@ -1,9 +1,10 @@
 """The server's offer: what a link may select (the link itself is parsed against it in view.py).
 
 What is offered is decided on the server side only, never by a URL or a widget:
-  * ``streamlit run app.py -- --model SPEC --dataset NAME --sizes 500,2000 --cache-dir DIR`` (repeatable),
-  * the environment: RESIDUAL_MODELS / RESIDUAL_DATASETS (comma-separated), RESIDUAL_CONFIG (a JSON file
-    ``{"models": [...], "datasets": [...], "sizes": [...]}``), RESIDUAL_CACHE (the cache folder),
+  * ``streamlit run app.py -- --model SPEC --dataset NAME --sizes 500,2000 --cache-dir DIR --text-bank FILE``
+    (repeatable),
+  * the environment: RESIDUAL_MODELS / RESIDUAL_DATASETS / RESIDUAL_BANKS (comma-separated), RESIDUAL_CONFIG (a JSON
+    file ``{"models": [...], "datasets": [...], "sizes": [...], "banks": [...]}``), RESIDUAL_CACHE (the folder),
   * what works offline here by default (the demo model, the demo world, mnist-offline, datasets and hub
     weights already on disk), and the model/dataset of every cache already built in the cache folder.
 A local checkpoint ``ARCH:/path`` or a ``folder:/path`` dataset enters only through the first two.
@@ -43,6 +44,15 @@ class BuiltCache:
     accuracy: float
 
 
+DEFAULT_BANK = "default"  # the dataset's own default: the world's words on the demo world, photo words elsewhere
+
+
+def shipped_banks() -> tuple[tuple[str, str | None], ...]:
+    from residual_core.engine.textbank import BANK_PATH, PHOTO_BANK_PATH
+
+    return ((DEFAULT_BANK, None), ("demo world words", str(BANK_PATH)), ("photo words", str(PHOTO_BANK_PATH)))
+
+
 @dataclass(frozen=True)
 class Offer:
     models: tuple[str, ...]
@@ -50,6 +60,15 @@ class Offer:
     sizes: tuple[int, ...]
     cache_dir: str
     built: tuple[BuiltCache, ...] = ()
+    banks: tuple[tuple[str, str | None], ...] = ()  # (name, path): the text banks a view may embed
+
+    @property
+    def bank_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.banks) or (DEFAULT_BANK,)
+
+    def bank_path(self, name: str) -> str | None:
+        """The file of an offered bank (None: the dataset's default)."""
+        return dict(self.banks).get(name)
 
     @property
     def default_model(self) -> str:
@@ -71,6 +90,7 @@ def _server_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dataset", action="append", default=[])
     parser.add_argument("--sizes", default=None)
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--text-bank", action="append", default=[])
     args, _ = parser.parse_known_args(argv)
     return args
 
@@ -140,7 +160,14 @@ def server_offer(argv: list[str], env: dict[str, str]) -> Offer:
     built = built_caches(cache_dir)
     models += [b.model for b in built]
     datasets += [b.dataset for b in built]
-    return Offer(tuple(dict.fromkeys(models)), tuple(dict.fromkeys(datasets)), sizes, cache_dir, built)
+    banks = list(shipped_banks())
+    for path in list(args.text_bank) + _split_list(env.get("RESIDUAL_BANKS")) + [str(b) for b in
+                                                                                   config.get("banks", [])]:
+        name = Path(path).stem
+        while name in dict(banks):
+            name += "'"
+        banks.append((name, str(Path(path).expanduser())))
+    return Offer(tuple(dict.fromkeys(models)), tuple(dict.fromkeys(datasets)), sizes, cache_dir, built, tuple(banks))
 
 
 def offer_from_process() -> Offer:

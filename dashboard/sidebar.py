@@ -61,6 +61,12 @@ def sidebar(page=None) -> None:
             ss.limit = min(sizes, key=lambda n: abs(n - ss.limit))
         st.selectbox("Images", sizes, key="limit", format_func=_limit_label,
                      help="a deterministic, class-stratified subset of the split")
+        if len(offer.bank_names) > 1:
+            if ss.get("bank") not in offer.bank_names:
+                ss.bank = offer.bank_names[0]
+            st.selectbox("Text bank", offer.bank_names, key="bank",
+                         help="the texts heads are described with: default is the demo world's words on its datasets "
+                              "and words about photos elsewhere (the server's operator can add files)")
         if ss.model == FALLBACK_MODEL:
             st.warning("Random-weight model: the decomposition is exact but heads mean nothing. "
                        "Train the demo model (README) or pick a pretrained one.")

@@ -38,7 +38,7 @@ def _chart(fig, height: int | None = None, key: str | None = None) -> None:
 
 def _spec(view: ViewState, offer: Offer, dataset: str | None = None, split: str | None = None) -> PrecomputeSpec:
     return PrecomputeSpec(model=view.model, dataset=dataset or view.dataset, split=split or view.split,
-                          limit=view.limit, cache_dir=offer.cache_dir)
+                          limit=view.limit, cache_dir=offer.cache_dir, text_bank=offer.bank_path(view.bank))
 
 
 def cache_or_build(spec: PrecomputeSpec, key: str) -> Cache | None:

@@ -131,8 +131,10 @@ def view_state() -> dict:
 
 def current_spec() -> PrecomputeSpec:
     ss = st.session_state
+    offer = get_offer()
     return PrecomputeSpec(model=ss.model, dataset=ss.dataset, split=ss.split, limit=ss.limit or None,
-                          cache_dir=get_offer().cache_dir, basis_from=ss.get("basis_from") or None)
+                          cache_dir=offer.cache_dir, basis_from=ss.get("basis_from") or None,
+                          text_bank=offer.bank_path(ss.get("bank", "default")))
 
 
 @st.cache_data(show_spinner="checking the cache …", max_entries=64)

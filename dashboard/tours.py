@@ -22,7 +22,7 @@ from residual_core.data.untrusted import index, json_value
 TOURS_DIR = Path(__file__).resolve().parent.parent / "assets" / "tours"
 SLIDES = ("heads_map", "head", "words", "ablation", "search", "probe", "where", "alignment", "shortcut")
 CONTROLS = ("head", "pc")
-VIEW_KEYS = ("model", "dataset", "split", "n", "layer", "head", "pc", "metric", "mask", "also", "query")
+VIEW_KEYS = ("model", "dataset", "split", "n", "layer", "head", "pc", "metric", "mask", "also", "query", "bank")
 # also: a second dataset (ablation slides); query: a search slide's concept, in words
 MAX_STEPS, MAX_TEXT, MAX_DATA, MAX_JSON = 40, 2_000, 40_000, 400_000
 
@@ -58,7 +58,7 @@ def parse_tour(data, offer: Offer) -> tuple[Tour, tuple[str, ...]]:
         raise ValueError("a tour is a JSON object with a 'steps' list")
     if not 1 <= len(data["steps"]) <= MAX_STEPS:
         raise ValueError(f"a tour has 1 to {MAX_STEPS} steps")
-    steps, notices = [], []
+    steps, notices, resized = [], [], {}
     for number, raw in enumerate(data["steps"], 1):
         if not isinstance(raw, dict):
             raise ValueError(f"step {number} is not a JSON object")
@@ -78,11 +78,28 @@ def parse_tour(data, offer: Offer) -> tuple[Tour, tuple[str, ...]]:
         if "also" in view and view["also"] not in offer.datasets:
             notices.append(f"step {number}: the second dataset {view['also'][:60]!r} is not offered here; left out")
             view.pop("also")
+        view = _nearest_size(view, offer, resized, number)
         _, refused = parse_view({k: v for k, v in view.items() if v != "auto"}, offer)
         notices += [f"step {number}: {n}" for n in refused]
         steps.append(Step(_text(raw.get("title", f"Step {number}"), "title", 200), slide, view,
                           _text(raw.get("notes", ""), "notes"), control, dict(draw)))
+    notices += [f"this server does not offer {asked} images; the steps that ask for it (steps "
+                f"{', '.join(map(str, where))}) play with {used:,}" for (asked, used), where in resized.items()]
     return Tour(_text(data.get("title", "Tour"), "title", 200), tuple(steps)), tuple(notices)
+
+
+def _nearest_size(view: dict, offer: Offer, resized: dict, number: int) -> dict:
+    """A step asking for a size the server does not offer plays with the nearest it does (one notice for the
+    tour, not one per step: a server offering other sizes would cover the screen)."""
+    asked = index(view.get("n"), 100_000_000)
+    if asked is None or view.get("model") not in offer.models or view.get("dataset") not in offer.datasets:
+        return view
+    sizes = offer.sizes_for(view["model"], view["dataset"])
+    if asked in sizes:
+        return view
+    used = min(sizes, key=lambda n: (abs(n - asked), n))
+    resized.setdefault((f"{asked:,}", used), []).append(number)
+    return view | {"n": str(used)}
 
 
 def step_view(step: Step, offer: Offer) -> tuple[ViewState, bool]:

@@ -10,7 +10,7 @@ import json
 import zlib
 from dataclasses import dataclass, field, fields
 
-from dashboard.offer import DEFAULT_LIMIT, MAX_MASK_JSON, Offer
+from dashboard.offer import DEFAULT_BANK, DEFAULT_LIMIT, MAX_MASK_JSON, Offer
 from residual_core.read.ablation import AblationMask
 from residual_core.data.datasets import SPLITS
 from residual_core.data.untrusted import index, json_value
@@ -33,6 +33,7 @@ class ViewState:
     metric: str = "accuracy_alone"
     mask: AblationMask = field(default_factory=AblationMask)
     basis_from: str | None = None
+    bank: str = DEFAULT_BANK  # the text bank embedded (an offered bank's name)
 
 
 FIELDS = tuple(f.name for f in fields(ViewState))  # the one list of a view's fields
@@ -41,7 +42,10 @@ URL_NAMES = {"limit": "n", "basis_from": "basis"}  # a field's name in a link, w
 
 def to_query(view: ViewState) -> dict[str, str]:
     """The link of a view (the inverse of ``parse_view``): every field as text, the mask only when it ablates."""
-    query = {URL_NAMES.get(name, name): str(getattr(view, name)) for name in FIELDS if name not in ("mask", "basis_from")}
+    query = {URL_NAMES.get(name, name): str(getattr(view, name)) for name in FIELDS
+             if name not in ("mask", "basis_from", "bank")}
+    if view.bank != DEFAULT_BANK:  # links stay as they were for the default
+        query["bank"] = view.bank
     if not view.mask.is_empty:
         query["mask"] = encode_mask(view.mask)
     if view.basis_from:
@@ -108,6 +112,7 @@ def parse_view(query: dict[str, str], offer: Offer) -> tuple[ViewState, tuple[st
     if basis is not None and basis not in {b.path for b in offer.built}:
         notices.append("the link's PCA basis is not a cache built on this server; using the split's own basis")
         basis = None
+    bank = _choice(query, "bank", offer.bank_names, DEFAULT_BANK, notices, "the text bank")
     state = ViewState(model, dataset, split, limit, _index(query, "layer", notices), _index(query, "head", notices),
-                      _index(query, "pc", notices), metric, mask, basis)
+                      _index(query, "pc", notices), metric, mask, basis, bank)
     return state, tuple(notices)

@@ -217,3 +217,11 @@ def test_the_shortcut_slide_switches_the_best_methods_units_off_and_on(tmp_path,
     assert [b.label for b in at.button if b.label.startswith("Switch ")][0].endswith("back on   (T)")
     after = {m.label: m.value for m in at.metric}
     assert after != before  # the switch changed what the slide shows
+
+
+def test_a_server_offering_other_sizes_plays_the_tour_with_its_nearest_and_says_so_once(tmp_path):
+    offer = server_offer(["--sizes", "500,5000"], {"RESIDUAL_CACHE": str(tmp_path)})
+    tour, notices = tours.load_shipped("demo", offer)
+    assert len(notices) <= 2, notices  # one line per size asked for, not one per step
+    assert any("2,000 images" in n and "play with" in n for n in notices), notices
+    assert all(tours.step_view(s, offer)[0].limit in (500, 5000) for s in tour.steps)
