@@ -1,5 +1,7 @@
 """Recording a tour while exploring (the sidebar's Tour box): each click adds the current view as a step."""
 
+from dataclasses import replace
+
 import streamlit as st
 
 from dashboard import tours
@@ -35,6 +37,14 @@ def tour_recorder(page) -> None:
             except ValueError as err:
                 st.error(plain(f"Could not load the tour: {err}"))
         draft = ss.get("tour_draft")
+        if draft and draft.steps:  # the last step's words, typed here: a recorded tour is ready to present
+            last, n = draft.steps[-1], len(draft.steps)
+            title = st.text_input(f"Step {n}'s title", last.title, max_chars=200, key=f"tour_title_{n}")
+            notes = st.text_area(f"Step {n}'s speaker notes", last.notes, max_chars=tours.MAX_TEXT,
+                                 key=f"tour_notes_{n}")
+            if (title, notes) != (last.title, last.notes):
+                draft = ss.tour_draft = replace(draft, steps=draft.steps[:-1] + (replace(last, title=title,
+                                                                                          notes=notes),))
         if draft:
             st.markdown(f"[Present it full-screen](./present?tour_data={tours.encode(draft)})")
             st.download_button("Save it (JSON)", draft.to_json(), "tour.json", "application/json")

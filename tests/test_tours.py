@@ -121,6 +121,12 @@ def test_recording_a_tour_adds_the_current_view(cache_root, open_app):
     assert [s.slide for s in draft.steps] == ["heads_map", "head"]
     assert draft.steps[1].view["layer"] == "1" and draft.steps[1].view["head"] == "2"
     assert json.loads(draft.to_json())["steps"][1]["slide"] == "head"
+    at.text_area(key="tour_notes_2").input("Its poles differ in shape.").run()
+    at.text_input(key="tour_title_2").input("The shape head").run()
+    assert not at.exception, at.exception
+    last = at.session_state.tour_draft.steps[-1]
+    assert (last.title, last.notes) == ("The shape head", "Its poles differ in shape.")
+    assert at.session_state.tour_draft.steps[0].notes == ""  # only the last step was written to
 
 
 @pytest.mark.parametrize("query,warning", [({"tour_data": "%%%garbage"}, "cannot be read"),
