@@ -144,7 +144,17 @@ def test_a_value_error_from_a_bug_shows_its_traceback_with_residual_debug(monkey
 
 def test_describe_reads_every_head_from_the_cache_or_from_the_weights_alone(tmp_path, capsys):
     args = ["--model", "tiny-random", "--dataset", "mnist-offline", "--limit", "80", "--cache-dir", str(tmp_path)]
-    assert main(["describe", *args, "--texts", "4"]) == 0
+    assert main(["describe", *args]) == 0  # by default: each pole read from its images by the whole model
+    report = _last_json(capsys)
+    assert report["method"] == "images" and report["families"] == ["class"] and len(report["heads"]) == 8
+    poles = [p for h in report["heads"] for p in h["poles"]]
+    assert len(poles) == 8 * 3 * 2 and {p["pole"] for p in poles} >= {"PC1 +", "PC1 −", "PC3 −"}
+    from residual_core.data.datasets import load_dataset
+
+    classes = set(load_dataset("mnist-offline", "test").classnames)
+    assert all((p["label"] in classes) == (p["eta2"] >= 0.2) for p in poles)  # a class, or no clear label
+    assert all(("read as" in p["evidence"]) == (p["label"] is not None) for p in poles)
+    assert main(["describe", *args, "--method", "textspan", "--texts", "4"]) == 0
     report = _last_json(capsys)
     assert report["method"] == "textspan" and len(report["heads"]) == 8
     assert all(len(h["texts"]) == 4 and 0 < sum(h["explained"]) <= 1 + 1e-9 for h in report["heads"])

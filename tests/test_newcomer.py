@@ -40,7 +40,10 @@ def test_every_command_reads_one_cache_and_describes_heads_in_words_about_photos
     common = ["--model", model, "--dataset", dataset, "--cache-dir", str(caches)]
     assert main(["precompute", *common]) == 0
     capsys.readouterr()
-    assert main(["describe", *common, "--texts", "3"]) == 0
+    assert main(["describe", *common]) == 0
+    labels = {p["label"] for h in _json(capsys)["heads"] for p in h["poles"]}
+    assert labels <= {"kestrel", "heron", None}  # what the model reads in the images: the folder's classes
+    assert main(["describe", *common, "--method", "textspan", "--texts", "3"]) == 0
     described = _json(capsys)
     texts = [t for head in described["heads"] for t in head["texts"]]
     assert texts and set(texts) <= set(load_bank(PHOTO_BANK_PATH))  # words about photos, not the demo world's

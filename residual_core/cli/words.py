@@ -24,8 +24,10 @@ def cmd_describe(args: argparse.Namespace) -> int:
     if args.method == "weights":
         return _describe_weights(args, started)
     if args.dataset is None:
-        raise ValueError("describe --method textspan reads a cache: name its --dataset (or use --method weights, "
-                         "which needs none)")
+        raise ValueError(f"describe --method {args.method} reads a cache: name its --dataset (or use --method "
+                         "weights, which needs none)")
+    if args.method == "images":
+        return _describe_images(args, started)
     from residual_core.explain.describe import completeness, textspan
 
     cache = _cache(args)
@@ -43,6 +45,43 @@ def cmd_describe(args: argparse.Namespace) -> int:
     print(json.dumps({"model": args.model, "dataset": args.dataset, "method": "textspan", "heads": heads,
                       "completeness": {"m": counts, "accuracy": curve, "zeroshot": cache.baseline_accuracy()},
                       "seconds": round(time.perf_counter() - started, 3)}))
+    return 0
+
+
+def _describe_images(args: argparse.Namespace, started: float) -> int:
+    """Each head's PC poles labelled by what the whole model reads in their top images (the dashboard's default)."""
+    from residual_core.engine.models import ModelLoadError, load_clip, parse_model_spec
+    from residual_core.explain.image_labels import families_for, read_images
+    from residual_core.explain.scorecard_run import pole_units
+
+    cache = _cache(args)
+    try:
+        loaded = load_clip(parse_model_spec(args.model, args.random_weights, args.seed))
+    except ModelLoadError:  # the weights are not here: the cache's own classes still read its images
+        loaded = None
+    reader = read_images(cache, families_for(cache, loaded))
+    heads, rows = [], []
+    for u in range(cache.units.n_heads_total):
+        layer, head = cache.units.head_at(u)
+        poles = []
+        for k in range(min(args.directions, cache.n_pcs)):
+            for unit in pole_units(cache, u, k):
+                label = reader.label(unit.scores)
+                poles.append({"pole": unit.name, "label": label.text or None, "evidence": label.evidence(),
+                              "family": label.family, "eta2": round(label.eta, 4), "agree": label.agree,
+                              "nearest_text": unit.text})
+        heads.append({"layer": layer, "head": head, "poles": poles})
+        rows.append([f"L{layer}H{head}", "; ".join(f"{p['pole']} {p['label'] or '(no clear label)'}"
+                                                   for p in poles[:4])])
+    print(tables.table(["head", "what the model reads in each pole's top images (PC1 +/−, PC2 +/−)"], rows),
+          file=sys.stderr)
+    labelled = sum(p["label"] is not None for h in heads for p in h["poles"])
+    total = sum(len(h["poles"]) for h in heads)
+    print(f"{labelled} of {total} poles labelled; the rest read as no clear label (their images' readings explain "
+          f"less than 20 % of the score). --method textspan or weights for the text-space readings.", file=sys.stderr)
+    print(json.dumps({"model": args.model, "dataset": args.dataset, "method": "images", "families":
+                      [f.name for f in reader.families], "heads": heads,
+                      "seconds": round(time.perf_counter() - started, 3)}, ensure_ascii=False))
     return 0
 
 
@@ -101,12 +140,16 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("describe", help="each head in words: TextSpan on a cache, or its weights alone (no data)")
+    p = sub.add_parser("describe", help="each head in words: what the model reads in its PC poles' images (default), "
+                                        "TextSpan on a cache, or its weights alone (no data)")
     model_options(p)
-    p.add_argument("--dataset", default=None, help="the cache to read (textspan); not needed for --method weights")
-    p.add_argument("--method", choices=["textspan", "weights"], default="textspan")
+    p.add_argument("--dataset", default=None, help="the cache to read; not needed for --method weights")
+    p.add_argument("--method", choices=["images", "textspan", "weights"], default="images",
+                   help="images: each PC pole labelled by what the whole model reads in its top 8 images; textspan: "
+                        "TextSpan's texts per head; weights: the heads' write directions (no data)")
     p.add_argument("--texts", type=ranged(1, 200), default=10, help="texts per head (per direction and sign for weights)")
-    p.add_argument("--directions", type=ranged(1, 1024), default=3, help="weights: top write directions read per head")
+    p.add_argument("--directions", type=ranged(1, 1024), default=3,
+                   help="images: PCs per head whose poles are labelled; weights: write directions read per head")
     _cache_args(p)
     p.set_defaults(func=cmd_describe)
     p = sub.add_parser("search", help="heads ranked by their share of variance along a concept (free text)")
