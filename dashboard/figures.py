@@ -72,7 +72,7 @@ def heads_heatmap(values: np.ndarray, title: str, unit: str, selected: tuple[int
     text = [["" if abs(v) < blank_below else f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
              for v in row] for row in values]
     if words is not None and words_in_cells:
-        text = [[_short(w.split("; ")[0]) for w in row] for row in words]  # the first text; hover has two
+        text = [[_short(w.split("; ")[0].removeprefix("+ ")) for w in row] for row in words]  # the first; hover: two
     fig = go.Figure(go.Heatmap(
         z=values, x=[f"H{h}" for h in range(n_heads)], y=[f"L{l}" for l in range(n_layers)], text=text,
         texttemplate="%{text}" if values.size <= 400 else None, colorscale="Viridis",

@@ -256,6 +256,22 @@ def pole_labels(cache: Cache, unit: int, pc: int) -> tuple:
     return unit_labels(cache, list(pole_units(cache, unit, pc)))
 
 
+@st.cache_resource(show_spinner="reading each head's first PC from its images …", max_entries=8)
+def head_pole_words(path: str) -> tuple:
+    """[n_layers][n_heads] "PC1 + label; PC1 − label" of every head: what the whole model reads in the top images of
+    its first PC's two poles (the labels the Head explorer shows), once per cache."""
+    from residual_core.explain.scorecard_run import pole_units
+
+    cache = get_cache(path)
+    spec = cache.manifest["spec"]
+    reader = image_reader(path, spec["model"], bool(spec.get("random_weights")), int(spec.get("seed", 0)))
+    cells = []
+    for u in range(cache.units.n_heads_total):
+        labels = [reader.label(unit.scores) for unit in pole_units(cache, u, 0)]
+        cells.append("; ".join(f"{sign} {label.text or 'no clear label'}" for sign, label in zip("+−", labels)))
+    return tuple(tuple(cells[l * cache.n_heads:(l + 1) * cache.n_heads]) for l in range(cache.n_layers))
+
+
 @st.cache_resource(show_spinner="reading every head in words (TextSpan on the cache's PCA) …", max_entries=8)
 def head_texts(path: str, m: int = 10) -> tuple:
     """Every head's TextSpan texts (residual_core.explain.describe.textspan), once per cache: no image is read."""

@@ -361,6 +361,10 @@ def test_search_ranks_heads_for_a_concept_and_switches_them_off_in_the_lab(app, 
     table = app.dataframe[0].value
     expected = search_heads(tiny_cache, app.session_state["concept"]["embeddings"])
     assert list(table["head"])[:3] == [f"L{r.layer}H{r.head}" for r in expected[:3]]
+    from dashboard.state import head_pole_words
+
+    words = head_pole_words(str(tiny_cache.path))
+    assert list(table["its PC1 reads as"])[:3] == [words[r.layer][r.head] for r in expected[:3]]
     [switch] = [b for b in app.button if b.label.startswith("Switch these")]
     switch.click().run()
     _no_errors(app)
@@ -388,7 +392,12 @@ def test_the_head_explorer_and_the_heads_map_say_each_head_in_words(app, tiny_ca
     app.switch_page("dashboard/pages/1_heads_map.py").run()
     app.toggle(key="words_in_cells").set_value(True).run()
     spec = json.loads(app.get("plotly_chart")[0].proto.spec)
-    first = tiny_cache.texts[textspan(tiny_cache, 10)[0].texts[0]]
+    from dashboard.state import pole_labels
+
+    plus, minus = (label for label, _ in pole_labels(tiny_cache, 0, 0))  # L0H0's first PC, read from its images
+    first = plus.text or "no clear label"
+    hover = spec["data"][1]["hovertext"][0]
+    assert f"+ {first}" in hover and f"− {minus.text or 'no clear label'}" in hover
     cell = spec["data"][0]["text"][0][0]  # two lines of at most 12 characters, broken between words
     assert all(len(line) <= 12 for line in cell.split("<br>")) and len(cell.split("<br>")) <= 2
     assert cell.replace("<br>", " ").rstrip("…") == first[:len(cell.replace("<br>", " ").rstrip("…"))]

@@ -5,7 +5,7 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.builds import page_cache
-from dashboard.state import head_texts, plain
+from dashboard.state import head_pole_words, plain
 from dashboard.numbers import metric_view
 from residual_core.read.cache import HEAD_METRICS, head_metrics, other_metrics
 from residual_core.engine.units import head_label
@@ -21,15 +21,11 @@ shown = metric_view(cache, ss.metric)
 values, unit, blank_below = shown.values, shown.unit, shown.blank_below
 if shown.note:
     st.caption(shown.note)
-try:  # each head's top TextSpan texts: on hover, and in the cells on request
-    readings = head_texts(str(cache.path))
-    words = [["; ".join(cache.texts[i] for i in r.texts[:2]) for r in readings[l * cache.n_heads:(l + 1) * cache.n_heads]]
-             for l in range(cache.n_layers)]
-except ValueError:  # no text bank in this cache
-    words = None
-in_cells = words is not None and st.toggle("Show each head's top text in its cell", key="words_in_cells",
-                                           help="TextSpan's first text for the head (its variance, read from the "
-                                                "cache's PCA); hover a cell for two")
+# each head's first PC, labelled by what the whole model reads in its poles' top images: on hover, in cells on request
+words = [list(row) for row in head_pole_words(str(cache.path))]
+in_cells = st.toggle("Show each head's label in its cell", key="words_in_cells",
+                     help="what the whole model reads in the top 8 images of the head's first PC (its + pole; hover "
+                          "for both poles); the Head explorer has every PC and the text-space readings")
 fig = figures.heads_heatmap(values, HEAD_METRICS[ss.metric], unit, selected=(ss.layer, ss.head),
                             blank_below=blank_below, words=words, words_in_cells=in_cells)
 event = st.plotly_chart(fig, key="heads_map_chart", on_select="rerun", selection_mode="points",

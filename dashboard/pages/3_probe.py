@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.builds import page_cache, sample_note
-from dashboard.state import image_key, plain, probe
+from dashboard.state import head_pole_words, image_key, plain, probe
 from residual_core.read.ablation import AblationMask
 from residual_core.data.datasets import load_dataset
 from residual_core.data.sources import DatasetUnavailableError, ImageReadError
@@ -123,6 +123,8 @@ c2.plotly_chart(figures.bars([f"PC{k + 1}" for k in range(min(12, cache.n_pcs))]
                              f"{head_label(*lh)}: percentile of each PC coefficient", "percentile (0–100)",
                              digits=".0f"),
                 config=figures.PNG_CONFIG, theme=None)
+c2.caption(plain(f"{head_label(*lh)} PC1, read from its images by the whole model: "
+                 f"{head_pole_words(str(cache.path))[lh[0]][lh[1]]} (the Head explorer has every PC)"))
 reference = sample_note(cache, cache.sample(PERCENTILE_SAMPLE))
 if reference:
     st.caption(f"Percentiles are read against a sample of the dataset ({reference}).")

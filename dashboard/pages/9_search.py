@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.builds import page_cache
-from dashboard.state import concept_embedding, plain
+from dashboard.state import concept_embedding, head_pole_words, plain
 from residual_core.read.ablation import AblationMask
 from residual_core.explain.describe import check_query, concept_noise, retrieve, search_heads
 from residual_core.engine.models import ModelLoadError
@@ -58,9 +58,11 @@ left, right = st.columns(2)
 left.plotly_chart(figures.heads_heatmap(shares, "% of each head's variance along it",
                                         "% of variance", selected=(ranked[0].layer, ranked[0].head)),
                   config=figures.PNG_CONFIG, theme=None)
+read_as = head_pole_words(str(cache.path))  # what the whole model reads in each head's PC1 poles' top images
 right.dataframe(pd.DataFrame([{"head": head_label(r.layer, r.head), "share": f"{r.share:.0%}",
                                "variance along it": f"{r.strength:.3g}",
-                               "PCs carrying it": ", ".join(f"PC{k + 1} {s:.0%}" for k, s in zip(r.pcs, r.pc_shares))}
+                               "PCs carrying it": ", ".join(f"PC{k + 1} {s:.0%}" for k, s in zip(r.pcs, r.pc_shares)),
+                               "its PC1 reads as": read_as[r.layer][r.head]}
                               for r in ranked[:10]]), hide_index=True)
 n_top = right.number_input("Top heads", 1, min(10, len(ranked)), min(3, len(ranked)), key="concept_top")
 top = [(r.layer, r.head) for r in ranked[:n_top]]
