@@ -196,6 +196,13 @@ def test_scorecard_scores_every_method_against_the_worlds_ground_truth(tmp_path,
     baselines = {"random directions", "random labels", "random heads"}
     for name, row in report["methods"].items():  # a baseline's row carries its spread over seeds, a method's none
         assert ("label_accuracy_std" in row) == (name in baselines), name
+    curve = {c["threshold"]: c for c in report["abstention_curve"]}
+    coverage = [c["coverage"] for c in report["abstention_curve"]]
+    assert coverage == sorted(coverage, reverse=True) and curve[0.0]["coverage"] == 1.0  # a higher bar labels less
+    images = report["methods"]["read from the images"]
+    assert curve[0.2]["coverage"] == pytest.approx(images["labelled"])  # the shipped threshold is one point of it
+    if images["labelled"] > 0:
+        assert curve[0.2]["precision"] == pytest.approx(images["label_accuracy"])
 
 
 def test_the_scorecards_bench_times_the_whole_scorecard_once_its_caches_exist(tmp_path):

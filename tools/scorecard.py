@@ -27,6 +27,20 @@ def _failures(units, limit: int = 12) -> list[str]:
             for s in wrong]
 
 
+def _curve(test: list[dict], second: list[dict]) -> list[str]:
+    """Precision and coverage of the labels read from the images over the abstention threshold, on both worlds."""
+    def cell(c: dict) -> str:
+        return f"{c['coverage']:.0%} | {c['precision']:.1%} | {c['label_ap']:.2f} / {c['ap_ceiling']:.2f}"
+
+    return ["## Labels read from the images: precision against coverage", "",
+            f"A pole's label abstains when the family it is read in explains less than a share η² of its score; the "
+            f"shipped threshold is {ABSTAIN_ETA} (chosen on the test world). Per threshold: the share of poles labelled, "
+            "their label accuracy, and their label AP against its ceiling, on the test world and on the second world.",
+            "", "| η² ≥ | labelled (test) | accuracy (test) | label AP / ceiling (test) | labelled (second) | "
+                "accuracy (second) | label AP / ceiling (second) |", "|---|---|---|---|---|---|---|",
+            *(f"| {a['threshold']:.2f} | {cell(a)} | {cell(b)} |" for a, b in zip(test, second)), ""]
+
+
 def _agreement(predicts: dict) -> list[str]:
     """Does agreement between methods (what the Scorecard page offers where there is no ground truth) predict a
     head's label accuracy?"""
@@ -77,6 +91,7 @@ def main() -> int:
              "**random labels**, the PC poles under bank texts drawn at random; **random heads**, each head's PC poles "
              "under the labels and the ablation of another head (a random derangement), which keeps the texts and "
              "causal factors the method really produces and breaks only their tie to the head.", "",
+             *_curve(report["abstention_curve"], second["abstention_curve"]),
              *_agreement(report["agreement"])]
     for name in ("read from the images", "nearest texts per PC", "TextSpan", "weights' directions"):
         units = report["units"][name]

@@ -69,8 +69,13 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
     report = build_scorecard(args.model, args.limit, args.cache_dir, args.seeds)
     print(leaderboard_table(report["methods"]), file=sys.stderr)
     print(f"On {report['n_images']:,} test scenes per factor. {verdict(report)}", file=sys.stderr)
+    curve = report.get("abstention_curve", [])
+    if curve:
+        print("Labels read from the images, by abstention threshold (η²): " + ", ".join(
+            f"{c['threshold']:.2f}: {c['coverage']:.0%} labelled at {c['precision']:.0%}" for c in curve),
+            file=sys.stderr)
     print(json.dumps({"model": args.model, "n_images": report["n_images"], "methods": report["methods"],
-                      "seconds": round(report["seconds"], 2)}))
+                      "abstention_curve": curve, "seconds": round(report["seconds"], 2)}))
     return 0
 
 

@@ -168,6 +168,27 @@ def image_label_units(cache: Cache, reader) -> list[Unit]:
 
 
 IMAGE_METHOD = "read from the images"
+THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # η² below which an image label abstains
+
+
+def abstention_curve(cache: Cache, reader, scored) -> list[dict]:
+    """Precision and coverage of the labels read from the images as the abstention threshold moves: each pole's
+    label read once without abstaining, then, per threshold, the poles whose family explains at least that share
+    of their score. ``scored(units) -> [UnitScore]``."""
+    units = pc_units(cache)
+    labels = [reader.label(u.scores, abstain_eta=0.0) for u in units]
+    scores = scored([replace(u, method=IMAGE_METHOD, text=label.text) for u, label in zip(units, labels)])
+    eta = np.array([label.eta for label in labels])
+    right = np.array([s.label_right for s in scores], dtype=float)
+    label_ap, ceiling = np.array([s.label_ap for s in scores]), np.array([s.best_ap for s in scores])
+    out = []
+    for threshold in THRESHOLDS:
+        kept = eta >= threshold
+        out.append({"threshold": threshold, "coverage": float(kept.mean()),
+                    "precision": float(right[kept].mean()) if kept.any() else float("nan"),
+                    "label_ap": float(label_ap[kept].mean()) if kept.any() else float("nan"),
+                    "ap_ceiling": float(ceiling[kept].mean()) if kept.any() else float("nan")})
+    return out
 
 
 def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: int = 5, reader=None) -> dict:
@@ -196,7 +217,8 @@ def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: in
         rows[name] = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
         rows[name] |= {f"{key}_std": float(np.std([r[key] for r in runs])) for key in runs[0] if key != "units"}
     pooled = [s for name, units in methods.items() if name != IMAGE_METHOD for s in units]  # the text methods'
-    return {"methods": rows, "units": methods,
+    curve = abstention_curve(cache, reader, scored) if reader is not None else []
+    return {"methods": rows, "units": methods, "abstention_curve": curve,
             "agreement": agreement_predicts(head_agreement(cache, weights, spans=spans), pooled),
             "seconds": time.perf_counter() - started}
 
