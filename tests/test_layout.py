@@ -15,7 +15,7 @@ sync_api = require_browser()
 pytestmark = pytest.mark.slow
 
 SIZES = [(1280, 720), (1920, 1080)]
-BASE = "model=demo&dataset=demo-world/shape&split=test&n=1000"
+BASE = "model=demo&dataset=demo-world/shape&split=test&n=2000"
 # each page (its path from the one page list), what must be fully on screen (a CSS selector), and its title
 KEY = {"Heads map": ".js-plotly-plot", "Head explorer": '[data-testid="stImage"]', "Probe": ".js-plotly-plot",
        "Ablation lab": '[data-testid="stMetricValue"]', "Specialisation": ".js-plotly-plot",
@@ -31,7 +31,7 @@ def server(tmp_path_factory):
 
     caches = tmp_path_factory.mktemp("layout")
     for dataset, split in (("demo-world/shape", "test"), ("demo-world/shape", "val"), ("demo-world/colour", "test")):
-        precompute(PrecomputeSpec(model="demo", dataset=dataset, split=split, limit=1000, cache_dir=str(caches)))
+        precompute(PrecomputeSpec(model="demo", dataset=dataset, split=split, limit=2000, cache_dir=str(caches)))
     yield from serve_dashboard(caches)
 
 
@@ -143,7 +143,7 @@ OVERLAY = ".js-plotly-plot:has(.imagelayer image)"  # a Plotly figure whose firs
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 @pytest.mark.parametrize("where", ["probe", "slide"])
 def test_the_map_overlay_is_on_screen_beside_the_image_with_a_labelled_scale(browser, server, size, where):
-    url = f"{server}/probe?{BASE}" if where == "probe" else f"{server}/present?tour=demo&step=9"
+    url = f"{server}/probe?{BASE}" if where == "probe" else f"{server}/present?tour=demo&step=10"
     page, errors = _open(browser, url, size, "Probe" if where == "probe" else None)
     try:
         _check(page, errors, OVERLAY, size)

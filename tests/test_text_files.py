@@ -97,3 +97,14 @@ def test_the_photo_bank_names_every_imagenet_category_and_is_the_default_off_the
     assert bank_of(PrecomputeSpec(dataset="demo-world/shape")) == str(BANK_PATH)
     assert bank_of(PrecomputeSpec(dataset="mnist-offline")) == str(BANK_PATH)
     assert bank_of(PrecomputeSpec(dataset="folder:/photos", text_bank="/mine.txt")) == "/mine.txt"
+
+
+def test_a_caches_bank_is_joined_by_its_class_prompts_once():
+    from residual_core.build.plan import class_prompts
+    from residual_core.data.world import CLASSNAMES
+
+    bank = ["a photo of a tench.", "a red car"]
+    added = class_prompts("folder:/x", ("tench", "goldfish"), ("a photo of a {}.", "a {} in water.", "x {}"), bank)
+    assert added == ["a photo of a goldfish.", "a tench in water.", "a goldfish in water."]  # two templates, no repeat
+    world = class_prompts("demo-world/shape", CLASSNAMES["shape"], (), [])
+    assert "a plain background." in world and "magenta shapes." in world  # every factor on the demo world

@@ -91,6 +91,10 @@ def main() -> int:
              "**random labels**, the PC poles under bank texts drawn at random; **random heads**, each head's PC poles "
              "under the labels and the ablation of another head (a random derangement), which keeps the texts and "
              "causal factors the method really produces and breaks only their tie to the head.", "",
+             "Values no text of the bank names (so no text-space label can say them): "
+             + ("; ".join(f"{f}: {', '.join(v)}" for f, v in report["unnameable"].items()) or
+                "none: every factor's class names, through their first two prompt templates, join the shipped bank "
+                "(without them: magenta, small, large and plain)") + ".", "",
              *_curve(report["abstention_curve"], second["abstention_curve"]),
              *_agreement(report["agreement"])]
     for name in ("read from the images", "nearest texts per PC", "TextSpan", "weights' directions"):

@@ -24,7 +24,7 @@ from residual_core.engine.progress import steps
 from residual_core.build.store import copy_f32
 from residual_core.engine.decompose import HeadMaps
 from residual_core.engine.pca import HeadPCA, MomentStats, fit_head_pca, raw_features, score_map
-from residual_core.build.plan import BuildPlan, PrecomputeSpec, Progress, bank_of
+from residual_core.build.plan import BuildPlan, PrecomputeSpec, Progress, bank_of, class_prompts
 from residual_core.engine.textbank import bank_digest, load_bank
 from residual_core.data.untrusted import json_value
 from residual_core.engine.zeroshot import build_classifier, embed_texts, logit_scale
@@ -104,8 +104,10 @@ def _write_derived(plan: BuildPlan, spec: PrecomputeSpec, pca: HeadPCA, folder: 
     output, labels = store.load_npy(folder / "output.npy"), store.load_npy(folder / "labels.npy")
     arrays = {"head_mean": pca.mean.numpy(), "head_components": pca.components.numpy(),
               "head_eigenvalues": pca.eigenvalues.numpy()}
-    texts = load_bank(bank_of(spec))
-    classifier, text_embeds = text_arrays(plan, spec, texts)
+    bank = load_bank(bank_of(spec))
+    prompts = class_prompts(spec.dataset, source.classnames, source.templates, bank)
+    texts = bank + prompts
+    classifier, text_embeds = text_arrays(plan, spec, bank, prompts)
     arrays["classifier"] = classifier.numpy()
     arrays["text_embeds"] = text_embeds.numpy()
     arrays["unit_norm"] = (metric_sums[:, 0] / n).astype(np.float32)
@@ -212,8 +214,10 @@ def finalize_basis(plan: BuildPlan, maps: HeadMaps, n_shards: int, spec: Precomp
     })
 
 
-def text_arrays(plan: BuildPlan, spec: PrecomputeSpec, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classifier W [d_embed, n_classes] and text-bank embeddings [n_texts, d_embed], shared per model."""
+def text_arrays(plan: BuildPlan, spec: PrecomputeSpec, texts: list[str],
+                prompts: list[str] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classifier W [d_embed, n_classes] and text embeddings [n_texts + n_prompts, d_embed]: the bank's, shared per
+    model, then the dataset's class prompts (few: embedded here)."""
     loaded, source = plan.loaded, plan.source
     common = {"model": loaded.spec.name, "weights": loaded.weights_id, "versions": plan.inputs["versions"]}
     classifier = shared_array(Path(spec.cache_dir), "classifier", common | {"classnames": list(source.classnames),
@@ -221,6 +225,8 @@ def text_arrays(plan: BuildPlan, spec: PrecomputeSpec, texts: list[str]) -> tupl
                          lambda: build_classifier(loaded, source.classnames, source.templates, spec.device))
     bank = shared_array(Path(spec.cache_dir), "bank", common | {"bank": bank_digest(texts)},
                    lambda: embed_texts(loaded, texts, device=spec.device))
+    if prompts:
+        bank = torch.cat([bank, embed_texts(loaded, list(prompts), device=spec.device).to(bank.dtype)])
     return classifier, bank
 
 

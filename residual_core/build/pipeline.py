@@ -40,7 +40,8 @@ from residual_core.data.datasets import load_dataset, subset
 from residual_core.engine.decompose import HeadMaps
 from residual_core.engine.models import library_version, parse_model_spec, weights_id
 from residual_core.build.plan import (DEFAULT_CACHE, DEFAULT_DATASET, DEFAULT_MODEL, DTYPES, BuildPlan, CacheLookup,
-                                PrecomputeSpec, Progress, Ranks, bank_of, default_cache_dir)
+                                PrecomputeSpec, Progress, Ranks, bank_of, class_prompts,
+                                default_cache_dir)
 from residual_core.engine.textbank import bank_digest, load_bank
 
 __all__ = ["DEFAULT_CACHE", "DEFAULT_DATASET", "DEFAULT_MODEL", "DTYPES", "SHARD_SIZE", "BuildPlan", "CacheLookup",
@@ -72,6 +73,7 @@ def prepare(spec: PrecomputeSpec) -> BuildPlan:
     source = load_dataset(spec.dataset, spec.split)
     positions = subset(source, spec.limit, spec.seed)
     texts = load_bank(bank_of(spec))
+    texts += class_prompts(spec.dataset, source.classnames, source.templates, texts)
     basis_key = store.read_manifest(Path(spec.basis_from))["key"] if spec.basis_from else None
     inputs = {
         # the architecture and the weights' identity (sha256, tag or seed), not a checkpoint's path: the same

@@ -65,6 +65,24 @@ def bank_of(spec: "PrecomputeSpec") -> str:
     return spec.text_bank or default_bank(spec.dataset)
 
 
+CLASS_TEMPLATES = 2  # the dataset's first prompt templates that join the bank, each with every class name
+
+
+def class_prompts(dataset: str, classnames, templates, bank: list[str]) -> list[str]:
+    """The dataset's own classes in words, through its first prompt templates, that the bank lacks: they join the
+    bank so that a text-space label can name every class (no shipped bank text says "a plain background"). On the
+    demo world every factor's classes join (a unit of any cache of it may encode any factor)."""
+    from residual_core.data import world
+
+    if world.is_world_dataset(dataset):
+        pairs = [(world.CLASSNAMES[f], world.TEMPLATES[f]) for f in world.FACTORS]
+    else:
+        pairs = [(classnames, templates)]
+    known = set(bank)
+    prompts = [t.format(c) for names, temps in pairs for t in list(temps)[:CLASS_TEMPLATES] for c in names]
+    return [p for p in dict.fromkeys(prompts) if p not in known]
+
+
 @dataclass(frozen=True)
 class BuildPlan:
     """What a cache for one spec is made of, and where it lives: computed from the spec, the weights' identity

@@ -74,8 +74,11 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
         print("Labels read from the images, by abstention threshold (η²): " + ", ".join(
             f"{c['threshold']:.2f}: {c['coverage']:.0%} labelled at {c['precision']:.0%}" for c in curve),
             file=sys.stderr)
+    missing = report.get("unnameable", {})
+    print("Values no text of the bank names (no text-space label can say them): " +
+          ("; ".join(f"{f}: {', '.join(v)}" for f, v in missing.items()) or "none"), file=sys.stderr)
     print(json.dumps({"model": args.model, "n_images": report["n_images"], "methods": report["methods"],
-                      "abstention_curve": curve, "seconds": round(report["seconds"], 2)}))
+                      "abstention_curve": curve, "unnameable": missing, "seconds": round(report["seconds"], 2)}))
     return 0
 
 

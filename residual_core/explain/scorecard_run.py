@@ -168,6 +168,19 @@ def image_label_units(cache: Cache, reader) -> list[Unit]:
 
 
 IMAGE_METHOD = "read from the images"
+
+
+def unnameable(cache: Cache) -> dict[str, list[str]]:
+    """{factor: the world's values no text of the cache's bank names} (what a text-space label can never say)."""
+    from residual_core.data import world
+    from residual_core.explain.scorecard import named_values
+
+    named: dict[str, set[str]] = {f: set() for f in world.FACTORS}
+    for text in cache.texts:
+        for factor, values in named_values(text).items():
+            named[factor] |= values
+    return {f: [v for v in values if v not in named[f]] for f, values in world.FACTORS.items()
+            if any(v not in named[f] for v in values)}
 THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # η² below which an image label abstains
 
 
@@ -218,7 +231,7 @@ def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: in
         rows[name] |= {f"{key}_std": float(np.std([r[key] for r in runs])) for key in runs[0] if key != "units"}
     pooled = [s for name, units in methods.items() if name != IMAGE_METHOD for s in units]  # the text methods'
     curve = abstention_curve(cache, reader, scored) if reader is not None else []
-    return {"methods": rows, "units": methods, "abstention_curve": curve,
+    return {"methods": rows, "units": methods, "abstention_curve": curve, "unnameable": unnameable(cache),
             "agreement": agreement_predicts(head_agreement(cache, weights, spans=spans), pooled),
             "seconds": time.perf_counter() - started}
 
