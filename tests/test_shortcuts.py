@@ -70,7 +70,7 @@ def test_switching_off_what_the_methods_find_lifts_the_worst_group_and_random_he
     report = find_shortcuts(val, test, val_groups, test_groups, values=COLOURS, truth=colour, draws=10)
     assert report.before_test.mean - report.before_test.worst > 0.2  # the planted shortcut costs the worst group
     by = {f.method: f for f in report.findings}
-    for method in ("words heads", "contrast heads", "greedy heads", "words PCs", "contrast PCs", "greedy PCs"):
+    for method in ("words heads", "contrast heads", "greedy heads", "words PCs", "contrast PCs", "greedy PCs", "words+greedy PCs"):
         first = by[method].switches[0]
         assert first[:2] == SPURIOUS, method
         assert report.gain(by[method]) > 0.5, method

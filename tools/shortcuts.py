@@ -91,6 +91,8 @@ def main() -> int:
              "- a ranking's count k is chosen on val: the k with the best val worst group;",
              "- **greedy**: switched off one at a time, each the one that lifts val worst-group accuracy most, while "
              "val mean accuracy stays within 2 points;",
+             "- **words+greedy** (PCs): the greedy search among the 64 PCs the words method ranks first: switches "
+             "that repair the worst group and are about the attribute;",
              f"- **random**: as many random heads (PCs) as greedy chose, mean ± std over {args.draws} draws;",
              "- **gain**: the share of the test gap between the worst group and the mean that the switch recovers; "
              "**truth rank**: the median rank of a method's heads (PCs) among all heads (all candidate PCs) by η² of "

@@ -10,6 +10,8 @@ grains (a head's score is over all its PCs; a PC's over itself; PCs are each hea
             t_c), averaged over the groups the model serves well (accuracy at or above the mean) minus over the rest.
   greedy    forward selection: each step switches off what lifts val worst-group accuracy most, as long as it lifts
             it and val mean accuracy stays within ``max_mean_loss`` of the start.
+  words+greedy  the greedy search among the GUIDED PCs the words rank first: switches that repair the worst group
+            and are about the attribute.
   random    as many random heads (PCs) as greedy chose, over ``draws`` seeds (mean ± std): what luck buys.
 A ranking's own count k is chosen on val too: the k ≤ ``max_heads`` (``max_pcs``) with the best val worst group.
 Ground truth, where the world knows it: each unit's η² of the attribute (a head's variance-weighted over its PCs).
@@ -31,6 +33,7 @@ MAX_PCS = 16  # the most PCs
 PC_CANDIDATES = 8  # each head's first PCs are the PC methods' candidates
 MAX_MEAN_LOSS = 0.02  # greedy keeps val mean accuracy within 2 points of the start
 DRAWS = 20
+GUIDED = 64  # words+greedy: the greedy search among this many PCs the words rank first
 
 
 def label(switch: tuple) -> str:
@@ -321,6 +324,8 @@ def find_shortcuts(val: Cache, test: Cache, val_groups: Groups, test_groups: Gro
             "the heads whose variance the attribute's words span most")
         add("words PCs", pick_k(val, val_groups, ranked_pcs(val, pcs), max_pcs),
             "the PCs the attribute's words span most")
+        add("words+greedy PCs", greedy(val, val_groups, max_pcs, candidates=ranked_pcs(val, pcs)[:GUIDED]),
+            f"the greedy search among the {GUIDED} PCs the attribute's words span most")
     tell("contrast")
     heads, pcs = rankings["contrast"] = contrast_scores(val, val_groups)
     add("contrast heads", pick_k(val, val_groups, ranked_heads(val, heads), max_heads),
