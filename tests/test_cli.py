@@ -196,6 +196,7 @@ def test_scorecard_scores_every_method_against_the_worlds_ground_truth(tmp_path,
     baselines = {"random directions", "random labels", "random heads"}
     for name, row in report["methods"].items():  # a baseline's row carries its spread over seeds, a method's none
         assert ("label_accuracy_std" in row) == (name in baselines), name
+    assert isinstance(report["undetermined_heads"], int)
     assert report["unnameable"] == {}  # every factor's class prompts joined the bank: each value has a text
     curve = {c["threshold"]: c for c in report["abstention_curve"]}
     coverage = [c["coverage"] for c in report["abstention_curve"]]

@@ -128,3 +128,17 @@ def test_a_leaderboard_cell_with_nothing_to_score_is_a_dash_and_no_spread_is_lef
     named = dict(zip(HEADERS, cells))
     assert named["causal agreement"] == "—" and named["label accuracy"] == "50.0%"
     assert named["purity@8"] == "75.0% ± 5.0%" and named["label AP"] == "0.40"
+
+
+def test_a_heads_causal_factor_is_kept_only_where_the_images_decide_it():
+    from residual_core.explain.scorecard_run import causal_factors, wilson
+    from tests.synthetic import planted
+
+    a, head_a = planted(label_head=(2, 1), seed=0)
+    b, head_b = planted(label_head=(0, 0), seed=0)
+    causal = causal_factors(a, {"a": a, "b": b})
+    assert causal[a.head_index(*head_a)] == "a" and causal[a.head_index(*head_b)] == "b"
+    noise = [u for u in range(a.units.n_heads_total) if a.units.head_at(u) not in (head_a, head_b)]
+    assert all(causal[u] is None for u in noise)  # a head whose ablation moves nothing decides nothing
+    low, high = wilson(31, 100)
+    assert low < 0.31 < high and 0.22 < low and high < 0.41

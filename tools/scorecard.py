@@ -86,7 +86,10 @@ def main() -> int:
              "**AP ceiling**: the unit's best AP for any single value, read with the ground truth;", "- **coverage**: the share of the 35 factor values some unit of the method scores at AP ≥ 0.3;",
              "- **best η²**: for each factor, the unit that explains it most; the mean over the seven factors;",
              "- **causal agreement**: the unit's factor is the one whose accuracy falls most when its head is "
-             "mean-ablated;", "- **purity@8**: the share of the top 8 images sharing their modal value of the unit's "
+             "mean-ablated, over the heads where the images decide it (a bootstrap of 200 resamples: the 95 % interval "
+             "of the top factor's fall minus the second's stays above 0; "
+             f"{report['undetermined_heads']} of the test world's heads and {second['undetermined_heads']} of the "
+             "second world's are undetermined and left out), with its 95 % Wilson interval;", "- **purity@8**: the share of the top 8 images sharing their modal value of the unit's "
              "factor;", "- baselines: **random directions** in each head's PC space, labelled by their nearest text; "
              "**random labels**, the PC poles under bank texts drawn at random; **random heads**, each head's PC poles "
              "under the labels and the ablation of another head (a random derangement), which keeps the texts and "

@@ -74,11 +74,16 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
         print("Labels read from the images, by abstention threshold (η²): " + ", ".join(
             f"{c['threshold']:.2f}: {c['coverage']:.0%} labelled at {c['precision']:.0%}" for c in curve),
             file=sys.stderr)
+    if "undetermined_heads" in report:
+        print(f"Causal agreement leaves out the {report['undetermined_heads']} heads whose causal factor the images do "
+              f"not decide (a bootstrap over images: the top factor's fall is not clearly above the second's); its "
+              f"rates carry their 95 % interval.", file=sys.stderr)
     missing = report.get("unnameable", {})
     print("Values no text of the bank names (no text-space label can say them): " +
           ("; ".join(f"{f}: {', '.join(v)}" for f, v in missing.items()) or "none"), file=sys.stderr)
     print(json.dumps({"model": args.model, "n_images": report["n_images"], "methods": report["methods"],
-                      "abstention_curve": curve, "unnameable": missing, "seconds": round(report["seconds"], 2)}))
+                      "abstention_curve": curve, "unnameable": missing,
+                      "undetermined_heads": report.get("undetermined_heads"), "seconds": round(report["seconds"], 2)}))
     return 0
 
 

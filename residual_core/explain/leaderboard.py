@@ -16,7 +16,10 @@ def leaderboard_cells(rows: dict) -> list[list[str]]:
         if row[key] != row[key]:  # nan: nothing to score (no per-factor cache changed any prediction)
             return "—"
         shown = spread is not None and spread >= 5e-4  # "± 0.0 %" is no spread worth a column's width
-        return f"{row[key]:{fmt}}" + (f" ± {spread:{fmt}}" if shown else "")
+        interval = ""
+        if key == "causal_agreement" and spread is None and row.get("causal_low") == row.get("causal_low"):
+            interval = f" ({row['causal_low']:.0%}–{row['causal_high']:.0%})"  # its 95 % interval
+        return f"{row[key]:{fmt}}" + (f" ± {spread:{fmt}}" if shown else "") + interval
 
     return [[name, f"{row['units']:.0f}", *(cell(row, k) for k in COLUMNS)] for name, row in rows.items()
             if "label_accuracy" in row]  # the heatmaps row has scores of its own
