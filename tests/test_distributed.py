@@ -117,10 +117,10 @@ def test_text_embeddings_are_computed_once_per_model_and_reused(tmp_path, monkey
     monkeypatch.setattr(fin, "embed_texts", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     first = precompute(_spec(tmp_path, split="val", limit=60))
     second = precompute(_spec(tmp_path, split="test", limit=60))
-    assert len(calls) == 1  # the bank was embedded for the first cache only
+    assert len(calls) == 2  # the bank and the dataset's class prompts, embedded for the first cache only
     assert np.array_equal(np.load(first / "text_embeds.npy"), np.load(second / "text_embeds.npy"))
     shared = sorted((tmp_path / "text").glob("bank-*.npy"))
-    assert len(shared) == 1
+    assert len(shared) == 1 and len(list((tmp_path / "text").glob("prompts-*.npy"))) == 1
     shared[0].write_bytes(b"\x00" * shared[0].stat().st_size)  # damaged: recomputed, never used
     precompute(_spec(tmp_path, split="val", limit=61))
-    assert len(calls) == 2
+    assert len(calls) == 3

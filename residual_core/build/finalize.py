@@ -225,8 +225,10 @@ def text_arrays(plan: BuildPlan, spec: PrecomputeSpec, texts: list[str],
                          lambda: build_classifier(loaded, source.classnames, source.templates, spec.device))
     bank = shared_array(Path(spec.cache_dir), "bank", common | {"bank": bank_digest(texts)},
                    lambda: embed_texts(loaded, texts, device=spec.device))
-    if prompts:
-        bank = torch.cat([bank, embed_texts(loaded, list(prompts), device=spec.device).to(bank.dtype)])
+    if prompts:  # shared too: every split and size of a dataset has the same class prompts
+        extra = shared_array(Path(spec.cache_dir), "prompts", common | {"prompts": bank_digest(list(prompts))},
+                             lambda: embed_texts(loaded, list(prompts), device=spec.device))
+        bank = torch.cat([bank, extra.to(bank.dtype)])
     return classifier, bank
 
 
