@@ -103,7 +103,7 @@ def _shortcut(step, index, view, auto, cache, offer) -> None:
         st.warning(plain(f"No groups to show here: {err}"))
         return
     methods = [m for m in report["methods"] if m["switches"] and not m["method"].startswith("random")]
-    best = max(methods, key=lambda m: (m["test"]["worst"], m["test"]["mean"]), default=None)
+    best = max(methods, key=lambda m: (m["val"]["worst"], m["val"]["mean"]), default=None)  # chosen on val
     key = f"tour_off_{index}"
     off = bool(best) and st.session_state.get(key, False)
     if best is not None:

@@ -59,9 +59,9 @@ def section(result: dict, about: str) -> list[str]:
 
 
 def _groups_table(result: dict, shown: int = 8) -> list[str]:
-    """The worst groups before any switch, and after the best method's (test)."""
+    """The worst groups before any switch, and after the best method's (chosen on val; test numbers)."""
     best = max((m for m in result["methods"] if m["switches"] and not m["method"].startswith("random")),
-               key=lambda m: (m["test"]["worst"], m["test"]["mean"]), default=None)
+               key=lambda m: (m["val"]["worst"], m["val"]["mean"]), default=None)  # chosen on val, as the verdict
     if best is None:
         return []
     before = sorted(result["per_group_test"].items(), key=lambda kv: kv[1])[:shown]
