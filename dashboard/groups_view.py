@@ -98,15 +98,20 @@ def shortcut_panel(spec: str, switch) -> None:
     st.markdown(plain(report["verdict"]))
     rows = [m for m in report["methods"] if m["method"] != "none"]
     table = pd.DataFrame({
-        "method": [m["method"] for m in rows], "switched off": [", ".join(m["switches"]) or "—" for m in rows],
+        "method": [m["method"] for m in rows],
         "test worst": [f"{m['test']['worst']:.1%}" + (f" ± {m['test']['worst_std']:.1%}" if "worst_std" in m["test"]
                                                         else "") for m in rows],
         "test mean": [f"{m['test']['mean']:.1%}" for m in rows],
-        "gain": ["—" if m["gain"] != m["gain"] else f"{m['gain']:+.0%}" for m in rows]})
+        "gain": ["—" if m["gain"] != m["gain"] else f"{m['gain']:+.0%}" for m in rows],
+        "switched off": [", ".join(m["switches"]) or "—" for m in rows]})  # last: the long one
     st.dataframe(table, hide_index=True, width="stretch")
     st.caption("gain: the share of the test gap between the worst group and the mean that switching the heads off "
                "recovers; random: mean ± std over 20 draws of as many heads (PCs) as greedy chose.")
-    offered = [m for m in rows if m["switches"] and not m["method"].startswith("random")]
-    for column, m in zip(st.columns(max(len(offered), 1)), offered):
-        column.button(f"Switch off: {m['method']}", key=f"lab_switch_{m['method'].replace(' ', '_')}",
-                      on_click=switch, args=(tuple(tuple(u) for u in m["units"]),))
+    offered = {m["method"]: m for m in rows if m["switches"] and not m["method"].startswith("random")}
+    if offered:
+        c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+        best = max(offered, key=lambda name: (offered[name]["val"]["worst"], offered[name]["val"]["mean"]))
+        chosen = c1.selectbox("Method whose switches to apply", list(offered), index=list(offered).index(best),
+                              key="lab_switch_method", help="first shown: the best on val (where switches are chosen)")
+        c2.button("Switch them off", key="lab_switch", type="primary", on_click=switch,
+                  args=(tuple(tuple(u) for u in offered[chosen]["units"]),))

@@ -39,7 +39,7 @@ VIEWS = [("heads_map", f"/?{BASE}&metric=delta_acc_mean_ablated", "Heads map"),
 # runs the text tower only on a press).
 PRESS = {"alignment": "Train", "search": "Search", "scorecard": "Score the explanations"}
 # Texts clicked one after another (the lab's shortcut panel: open it, find, switch the greedy PCs off).
-CLICKS = {"shortcuts": ("Groups and shortcuts", "Find shortcut heads", "Switch off: greedy PCs")}
+CLICKS = {"shortcuts": ("Groups and shortcuts", "Find shortcut heads", "Switch them off")}
 
 
 def build_caches() -> None:

@@ -12,7 +12,8 @@ from dashboard.builds import page_cache, sample_note
 from dashboard.groups_view import choose_groups, group_metrics, shortcut_panel
 from dashboard.numbers import accuracy_metric
 from dashboard.state import PC_PILLS, plain, view_state, write_url
-from residual_core.read.ablation import AblationMask, confusion, evaluate_streamed, per_class_accuracy
+from residual_core.read.ablation import (AblationMask, confusion, evaluate_streamed, mask_in_words,
+                                        per_class_accuracy)
 from residual_core.read.cache import LIVE_IMAGES
 from residual_core.read.live import LogitState
 from residual_core.engine.units import head_label, heads_in_words, mlp_label
@@ -108,6 +109,10 @@ def lab() -> None:
             words = (f"on: {heads_in_words(on, cache.n_layers, cache.n_heads)}" if len(on) < len(off)
                      else f"off: {heads_in_words(off, cache.n_layers, cache.n_heads)}")
             st.caption(f"{len(off)} of {len(HEADS)} heads off; {words}")
+        elsewhere = sorted(p for p in ss.mask.pcs if p[:2] != (ss.layer, ss.head))
+        if elsewhere:  # PCs of heads other than the one whose pills are shown: named, not hidden
+            st.caption(plain(f"{len(elsewhere)} PCs off on other heads: "
+                             + mask_in_words(AblationMask(pcs=frozenset(elsewhere)), most=8).removeprefix("PCs ")))
         u1, u2 = st.columns([3, 2])
         u1.multiselect("MLPs off", range(cache.n_layers), key="lab_mlps", format_func=mlp_label,
                        help="each MLP's direct contribution to the embedding, replaced like a head's")
