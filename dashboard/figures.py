@@ -182,15 +182,15 @@ def bars(names: list[str], values: list[float], title: str, unit: str, horizonta
 
 
 def per_class_bars(classnames: tuple[str, ...], baseline: np.ndarray, ablated: np.ndarray, height: int = 380,
-                   font: int = FONT["size"]) -> alt.Chart:
+                   font: int = FONT["size"], title: str = "Per-class accuracy") -> alt.Chart:
     """Grouped bars of per-class accuracy [n_classes] each. Drawn in Vega-Lite: the lab redraws them on every
     toggle, and with four sessions sharing this 2-core machine Plotly's redraw cost each browser about 0.1 s
     of CPU more per click (p95 click → number 0.98–1.22 s against 0.60–0.96 s)."""
-    which = ["unablated", "ablated"]
+    which = ["unablated", "ablated"]  # the bars' names; ``title`` names what they count (classes, groups)
     frame = pd.DataFrame({"class": list(classnames) * 2, "accuracy": np.concatenate([baseline, ablated]),
                           "which": np.repeat(which, len(classnames))})
     axis = dict(labelFontSize=font - 1, titleFontSize=font, labelColor=FONT["color"], titleColor=FONT["color"])
-    title = alt.Title("Per-class accuracy", fontSize=font + 3, anchor="start", color=FONT["color"], offset=12)
+    title = alt.Title(title, fontSize=font + 3, anchor="start", color=FONT["color"], offset=12)
     # every class named up to 20, a word a line (slanted names were cut at the chart's edge); beyond, where there is room
     few = len(classnames) <= 20
     labels = alt.Axis(labelAngle=0, labelLimit=160, labelOverlap=False if few else "greedy",

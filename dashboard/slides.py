@@ -122,7 +122,8 @@ def _shortcut(step, index, view, auto, cache, offer) -> None:
     accuracy_metric(c2, "Mean", now.mean, now.mean - before.mean, decimals=1, noise=5e-4, still="all switches on")
     order = np.argsort(np.nan_to_num(before.per_group, nan=2.0), kind="stable")[:8]
     bars = figures.per_class_bars(tuple(groups.names[g] for g in order), before.per_group[order],
-                                  now.per_group[order], 300, BIG["font"]["size"])
+                                  now.per_group[order], 300, BIG["font"]["size"],
+                                  f"The {len(order)} worst groups ({groups.source})")
     st.altair_chart(bars, theme=None, width="stretch")
     st.caption(plain(report["verdict"]))
 
