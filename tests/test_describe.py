@@ -131,3 +131,38 @@ def test_a_model_without_its_text_tower_is_one_line_for_a_concept():
 
     with pytest.raises(ValueError, match="without its text side"):
         embed_texts(load_clip("tiny-random", text=False), ["a red object"])
+
+
+def _reference_textspan(data: np.ndarray, text_features: np.ndarray, iters: int, rank: int) -> list[int]:
+    """TextSpan's algorithm as its paper and script state it, written out here on raw arrays (not the project's
+    code): texts projected with the projector onto the top-``rank`` right singular vectors of the uncentred data,
+    Vᵀ(V Vᵀ)⁻¹V; then on the centred data, repeatedly the text whose projection has the largest (n − 1) standard
+    deviation, that text's direction removed from the data and from every text."""
+    _, _, vh = np.linalg.svd(data, full_matrices=False)
+    vh = vh[:rank]
+    texts = (vh.T @ np.linalg.inv(vh @ vh.T) @ vh @ text_features.T).T
+    centred = data - data.mean(axis=0, keepdims=True)
+    picks = []
+    for _ in range(iters):
+        top = int(np.argmax((centred @ texts.T).std(axis=0, ddof=1)))
+        picks.append(top)
+        t = texts[top].copy()
+        centred = centred - np.outer(centred @ t / (t @ t), t)
+        texts = texts - np.outer(texts @ t / (t @ t), t)
+    return picks
+
+
+@pytest.mark.parametrize("rank", [80, 6])
+def test_the_textspan_convention_picks_what_textspans_own_algorithm_picks(tiny_cache, rank):
+    from residual_core.explain.describe import head_data, textspan_reference
+
+    readings = textspan_reference(tiny_cache, 6, rank=rank)
+    bank = np.asarray(tiny_cache.text_embeds, np.float64)
+    for r in readings:
+        u = tiny_cache.head_index(r.layer, r.head)
+        data = head_data(tiny_cache, u)
+        output = np.asarray(tiny_cache.output, np.float64)  # each image over the norm of its embedding
+        raw = tiny_cache.head_contributions(r.layer, r.head) / np.linalg.norm(output, axis=1, keepdims=True)
+        assert np.allclose(data, raw, atol=1e-6)
+        assert list(r.texts) == _reference_textspan(raw, bank, 6, rank), r.label
+    assert 0 < sum(readings[0].explained) <= 1 + 1e-9

@@ -28,10 +28,10 @@ def cmd_describe(args: argparse.Namespace) -> int:
                          "weights, which needs none)")
     if args.method == "images":
         return _describe_images(args, started)
-    from residual_core.explain.describe import completeness, textspan
+    from residual_core.explain.describe import completeness, textspan, textspan_reference
 
     cache = _cache(args)
-    readings = textspan(cache, args.texts)
+    readings = textspan(cache, args.texts) if args.convention == "pca" else textspan_reference(cache, args.texts)
     counts = sorted({1, 2, 5, args.texts} & set(range(1, args.texts + 1)))
     curve = completeness(cache, readings, counts)
     heads = [{"layer": r.layer, "head": r.head, "texts": [cache.texts[i] for i in r.texts],
@@ -42,7 +42,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
                          f"{r.cumulative[-1]:.0%}" if r.texts else "—"] for r in readings]), file=sys.stderr)
     print(f"completeness: zero-shot {cache.baseline_accuracy():.1%}; every head replaced by its first m texts' span: "
           + ", ".join(f"m={m} {acc:.1%}" for m, acc in zip(counts, curve)), file=sys.stderr)
-    print(json.dumps({"model": args.model, "dataset": args.dataset, "method": "textspan", "heads": heads,
+    print(json.dumps({"model": args.model, "dataset": args.dataset, "method": "textspan",
+                      "convention": args.convention, "heads": heads,
                       "completeness": {"m": counts, "accuracy": curve, "zeroshot": cache.baseline_accuracy()},
                       "seconds": round(time.perf_counter() - started, 3)}))
     return 0
@@ -148,6 +149,9 @@ def register(sub) -> None:
                    help="images: each PC pole labelled by what the whole model reads in its top 8 images; textspan: "
                         "TextSpan's texts per head; weights: the heads' write directions (no data)")
     p.add_argument("--texts", type=ranged(1, 200), default=10, help="texts per head (per direction and sign for weights)")
+    p.add_argument("--convention", choices=["pca", "textspan"], default="pca",
+                   help="textspan method: pca (the default: the head's centred variance, from the cache's PCA) or "
+                        "textspan (TextSpan's own: per-image normalised data, texts on its top-80 uncentred span)")
     p.add_argument("--directions", type=ranged(1, 1024), default=3,
                    help="images: PCs per head whose poles are labelled; weights: write directions read per head")
     _cache_args(p)

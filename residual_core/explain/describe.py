@@ -208,3 +208,52 @@ def retrieve(cache: Cache, heads: list[tuple[int, int]], embeddings: np.ndarray,
         total += cache.head_mean[unit] + copy_f32(cache.head_scores[unit]).T @ cache.head_components[unit]
     cos = (total @ texts.T) / np.linalg.norm(total, axis=1, keepdims=True).clip(1e-12)  # [n, r]
     return np.argsort(-cos.max(1), kind="stable")[:top]
+
+
+REFERENCE_RANK = 80  # TextSpan's --w_ov_rank: the top singular vectors of a head's data that its texts are projected on
+
+
+def head_data(cache: Cache, unit: int) -> np.ndarray:
+    """[n_images, d_embed] one head's contributions, each image's divided by the norm of its embedding (TextSpan's
+    normalisation: its hook returns the projected residual stream over ‖encode_image‖)."""
+    scores = copy_f32(cache.head_scores[unit]).astype(np.float64)  # [n_pcs, n]
+    data = cache.head_mean[unit].astype(np.float64) + scores.T @ cache.head_components[unit].astype(np.float64)
+    norms = np.linalg.norm(np.asarray(cache.output, np.float64), axis=1, keepdims=True)  # [n, 1]
+    return data / np.maximum(norms, 1e-30)
+
+
+def textspan_reference(cache: Cache, m: int = DEFAULT_TEXTS, rank: int = REFERENCE_RANK,
+                       units=None) -> tuple[HeadTexts, ...]:
+    """TextSpan under its own convention (clip_text_span ``compute_complete_text_set.py``): each head's data
+    normalised per image (``head_data``), the bank projected on the span of the top ``rank`` right singular vectors
+    of the uncentred data, then on the centred data: pick the text whose projection has the largest standard
+    deviation, remove its direction from the data and from every text, repeat. ``explained``: the share of the
+    centred data's variance each pick removes; ``basis``: the picked directions in PC coordinates, orthonormalised."""
+    require_bank(cache)
+    bank = np.asarray(cache.text_embeds, np.float64)  # [n_texts, d_embed]
+    out = []
+    for unit in range(cache.units.n_heads_total) if units is None else units:
+        data = head_data(cache, unit)  # [n, d]
+        _, _, vh = np.linalg.svd(data, full_matrices=False)
+        span = vh[:rank]  # [r, d] orthonormal rows: (vh vhᵀ)⁻¹ = I, so the projector is spanᵀ span
+        texts = (bank @ span.T) @ span  # [n_texts, d]
+        data = data - data.mean(0, keepdims=True)
+        total = max(float((data ** 2).sum()), 1e-300)
+        picked, shares, directions = [], [], []
+        for _ in range(min(m, len(texts))):
+            spread = (data @ texts.T).std(0, ddof=1)  # [n_texts] torch's std: the n − 1 estimate
+            j = int(np.argmax(spread))
+            text = texts[j].copy()  # [d] the picked text as deflated so far
+            norm2 = float(text @ text)
+            if norm2 < 1e-30:
+                break
+            along = data @ text / norm2  # [n]
+            data = data - np.outer(along, text)
+            texts = texts - np.outer(texts @ text / norm2, text)
+            picked.append(j)
+            shares.append(float((along ** 2).sum() * norm2) / total)
+            directions.append(text / np.sqrt(norm2))
+        coords = np.asarray(directions).reshape(len(directions), -1) @ cache.head_components[unit].T.astype(np.float64)
+        basis = np.linalg.qr(coords.T)[0].T if len(coords) else coords.reshape(0, cache.n_pcs)  # [m, n_pcs]
+        out.append(HeadTexts(*cache.units.head_at(unit), tuple(picked), tuple(shares), basis))
+    return tuple(out)
