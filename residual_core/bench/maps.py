@@ -30,7 +30,7 @@ def run_maps_bench(n_scenes: int = 200, repeats: int = 5) -> dict:
     direction = torch.randn(b32.arch.d_embed, generator=torch.Generator().manual_seed(1))
     report["new_map_ms_vit_b_32"] = round(1e3 * best_of(lambda: heads_map(parts, [(11, 3)], direction), repeats), 2)
     demo = load_clip("demo")
-    cache = load_cache(precompute(PrecomputeSpec(model="demo", dataset="demo-world/shape", limit=1000)))
+    cache = load_cache(precompute(PrecomputeSpec(model="demo", dataset="demo-world/shape", limit=2000)))
     one = torch.stack([demo.preprocess(Image.fromarray(world.render_one("test", int(cache.positions[0]))))])
     report["parts_ms_per_image_demo"] = round(1e3 * best_of(lambda: token_parts(demo.model, one), repeats), 1)
     report |= map_ground_truth(demo, cache, n_scenes)
