@@ -226,3 +226,16 @@ def test_scorecard_off_the_demo_world_reports_agreement_and_purity(tmp_path, cap
     assert report["mean_agreement"]["data ↔ weights"] is not None  # the weights were read
     assert 0 < report["pole_purity_mean"] <= 1 and report["purest_poles"][0]["purity"] >= report["pole_purity_mean"]
     assert "no ground truth" in out.err and "texts two methods name" in out.err
+
+
+def test_scorecard_on_a_fresh_world_builds_its_own_caches(tmp_path, capsys):
+    from residual_core.read.cache import load_cache
+
+    assert main(["scorecard", "--model", "tiny-random", "--limit", "40", "--seeds", "1", "--world-seed", "7000",
+                 "--cache-dir", str(tmp_path)]) == 0
+    report = _last_json(capsys)
+    assert report["world_seed"] == 7000 and report["n_images"] == 40
+    datasets = {load_cache(p).manifest["spec"]["dataset"] for p in tmp_path.iterdir() if (p / "manifest.json").exists()}
+    assert datasets == {f"demo-world/{f}@7000" for f in ("shape", "colour", "size", "position", "texture", "count",
+                                                        "digit")}
+    assert main(["scorecard", "--world-seed", "x"]) == 2  # refused in one line before anything loads

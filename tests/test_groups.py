@@ -153,3 +153,20 @@ def test_a_waterbirds_image_linked_out_of_its_folder_is_not_read(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "elsewhere.png")
     with pytest.raises(ImageReadError, match="inside the Waterbirds folder"):
         load_dataset(f"waterbirds:{root}", "test").image(0)
+
+
+def test_a_fresh_world_is_its_own_scenes_and_names_refuse_anything_but_a_seed():
+    from residual_core.data.datasets import load_dataset
+    from residual_core.data.world import world_seed, world_split
+
+    shipped, fresh = load_dataset("demo-world/shape", "test"), load_dataset("demo-world/shape@7000", "test")
+    assert len(fresh) == len(shipped) and fresh.ids[0].startswith("test@7000/")
+    assert not np.array_equal(fresh.labels, shipped.labels)  # other scenes
+    assert np.array_equal(fresh.labels, load_dataset("demo-world/shape@7000", "test").labels)  # the same each time
+    assert world_split("test", "demo-world/colour@7000") == "test@7000" and world_split("val", "demo-world/x@7") == "val"
+    assert np.asarray(fresh.image(3)).shape == (48, 48, 3)
+    for bad in ("demo-world/shape@x", "demo-world/shape@-1", "demo-world/shape@99999999999", "demo-world/shape@²"):
+        with pytest.raises(ValueError, match="whole-number seed"):
+            world_seed(bad)
+    groups = world_groups("demo-world/shape@7000", "test", np.arange(5), fresh.labels[:5], "colour")
+    assert len(groups.index) == 5

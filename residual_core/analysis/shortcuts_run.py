@@ -8,7 +8,7 @@ import numpy as np
 from residual_core.analysis.shortcuts import (DRAWS, MAX_HEADS, MAX_PCS, Finding, ShortcutReport, find_shortcuts,
                                               label, truth_ranks)
 from residual_core.engine.units import head_label
-from residual_core.data.world import FACTORS, is_world_dataset, scenes_of, world_split
+from residual_core.data.world import FACTORS, is_world_dataset, scenes_of, world_factor, world_split
 from residual_core.read.cache import Cache
 from residual_core.read.groups import GroupAccuracy, cache_dataset, group_specs, groups_for
 
@@ -20,7 +20,7 @@ def default_groups(cache: Cache) -> str:
     """The groups a cache is read by when none are named: colour on the world's shape, else the first offered."""
     offered = group_specs(cache)
     dataset, _ = cache_dataset(cache)
-    if dataset == "demo-world/shape":
+    if is_world_dataset(dataset) and world_factor(dataset) == "shape":
         return "colour"
     if not offered:
         raise ValueError(f"{dataset or 'this dataset'} has no groups of its own: pass --groups csv:PATH (columns "
@@ -33,7 +33,7 @@ def attribute_truth(cache: Cache, spec: str) -> np.ndarray | None:
     dataset, split = cache_dataset(cache)
     if not (is_world_dataset(dataset) and spec in FACTORS):
         return None
-    scenes = scenes_of(world_split(split))
+    scenes = scenes_of(world_split(split, dataset))
     return np.array([scenes[int(p)].factor(spec) for p in cache.positions], dtype=np.int64)
 
 

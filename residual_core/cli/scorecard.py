@@ -66,7 +66,7 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
     if args.dataset and not is_world_dataset(args.dataset):
         return cmd_agreement(args)
 
-    report = build_scorecard(args.model, args.limit, args.cache_dir, args.seeds)
+    report = build_scorecard(args.model, args.limit, args.cache_dir, args.seeds, world_seed=args.world_seed)
     print(leaderboard_table(report["methods"]), file=sys.stderr)
     print(f"On {report['n_images']:,} test scenes per factor. {verdict(report)}", file=sys.stderr)
     curve = report.get("abstention_curve", [])
@@ -81,7 +81,8 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
     missing = report.get("unnameable", {})
     print("Values no text of the bank names (no text-space label can say them): " +
           ("; ".join(f"{f}: {', '.join(v)}" for f, v in missing.items()) or "none"), file=sys.stderr)
-    print(json.dumps({"model": args.model, "n_images": report["n_images"], "methods": report["methods"],
+    print(json.dumps({"model": args.model, "world_seed": args.world_seed, "n_images": report["n_images"],
+                      "methods": report["methods"],
                       "abstention_curve": curve, "unnameable": missing,
                       "undetermined_heads": report.get("undetermined_heads"), "seconds": round(report["seconds"], 2)}))
     return 0
@@ -93,6 +94,8 @@ def register(sub) -> None:
     p.add_argument("--model", default="demo", help="a model whose demo-world caches to score (default demo)")
     p.add_argument("--limit", type=limit, default=DEFAULT_IMAGES, help="test scenes per factor (default 2,000: all)")
     p.add_argument("--seeds", type=ranged(1, 100), default=5, help="seeds of the random baselines")
+    p.add_argument("--world-seed", type=ranged(0, 2 ** 31 - 1), default=None,
+                   help="score on a fresh test world drawn by the same generator with this seed (its own caches)")
     p.add_argument("--dataset", default=None,
                    help="any dataset: off the demo world, agreement between methods and pole purity (no ground truth)")
     p.add_argument("--split", default="test", help="the split of --dataset (default test)")

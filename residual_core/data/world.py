@@ -63,9 +63,43 @@ def is_world_dataset(name: object) -> bool:
     return str(name).startswith(DATASET_PREFIX)
 
 
-def world_split(split: str) -> str:
-    """The world's split a dataset split reads: val and train as named, anything else the test split."""
-    return split if split in ("val", "train") else "test"
+MAX_WORLD_SEED = 2 ** 31 - 1
+
+
+def world_factor(name: str) -> str:
+    """The factor of ``demo-world/<factor>`` or ``demo-world/<factor>@<seed>``."""
+    return str(name)[len(DATASET_PREFIX):].split("@", 1)[0]
+
+
+def world_seed(name: str) -> int | None:
+    """The seed of a fresh test world named ``demo-world/<factor>@<seed>`` (None: the shipped worlds); ValueError
+    for anything after '@' but a whole number 0 ≤ seed < 2³¹."""
+    _, mark, seed = str(name).partition("@")
+    if not mark:
+        return None
+    if not (seed.isascii() and seed.isdigit() and len(seed) <= 10 and int(seed) <= MAX_WORLD_SEED):
+        raise ValueError(f"a fresh demo world is demo-world/<factor>@<seed> with a whole-number seed; got {name!r}")
+    return int(seed)
+
+
+def world_split(split: str, dataset: str = "") -> str:
+    """The world's split a dataset split reads: val and train as named, anything else the test split, or the fresh
+    test world ``test@<seed>`` when ``dataset`` names one (a split already resolved is returned as it is)."""
+    if "@" in split:
+        return split
+    base = split if split in ("val", "train") else "test"
+    seed = world_seed(dataset) if dataset else None
+    return f"test@{seed}" if seed is not None and base == "test" else base
+
+
+def _pool(split: str) -> str:
+    """The shipped split whose digits and size a (possibly fresh) split uses: test@7000 → test."""
+    return split.split("@", 1)[0]
+
+
+def _seed_of(split: str) -> int:
+    pool, _, seed = split.partition("@")
+    return int(seed) if seed else SPLIT_SEEDS[pool]
 TEMPLATES: dict[str, tuple[str, ...]] = {factor: tuple(p + "{}." for p in PREFIXES) for factor in FACTORS}
 
 
@@ -185,8 +219,8 @@ def scene_masks(split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
     """(objects [48, 48], digit [48, 48]) of scene ``index`` of a split: the share of each pixel each covers,
     from the renderer itself (ground truth for where a head should look)."""
     split = world_split(split)
-    digits, _ = _digits(split)
-    _, objects, digit = _draw(scenes_of(split)[index], digits, SPLIT_SEEDS[split] * 100_003 + index)
+    digits, _ = _digits(_pool(split))
+    _, objects, digit = _draw(scenes_of(split)[index], digits, _seed_of(split) * 100_003 + index)
     return objects, digit
 
 
@@ -210,17 +244,18 @@ def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:  # once per split: eve
 
 def _render_range(split: str, scenes: list[Scene], start: int) -> np.ndarray:
     """Images [len(scenes), 48, 48, 3] of scenes start, start+1, … of a split (each seeded by its index)."""
-    digits, _ = _digits(split)
-    return np.stack([render(s, digits, SPLIT_SEEDS[split] * 100_003 + start + i) for i, s in enumerate(scenes)])
+    digits, _ = _digits(_pool(split))
+    return np.stack([render(s, digits, _seed_of(split) * 100_003 + start + i) for i, s in enumerate(scenes)])
 
 
 @functools.lru_cache(maxsize=8)
 def scenes_of(split: str, n: int | None = None) -> tuple[Scene, ...]:
     """The scenes of a split (cheap: no rendering)."""
-    if split not in SPLIT_SEEDS:
+    pool = _pool(split)
+    if pool not in SPLIT_SEEDS:
         raise ValueError(f"demo-world splits are {', '.join(SPLIT_SEEDS)}; got {split!r}")
-    n = SPLIT_SIZES[split] if n is None else n
-    return tuple(sample_scenes(n, SPLIT_SEEDS[split], mnist_5k_labels()[_digit_rows(split)]))
+    n = SPLIT_SIZES[pool] if n is None else n
+    return tuple(sample_scenes(n, _seed_of(split), mnist_5k_labels()[_digit_rows(pool)]))
 
 
 @functools.lru_cache(maxsize=4)
@@ -259,10 +294,10 @@ def labels_of(scenes: tuple[Scene, ...], factor: str) -> np.ndarray:
 
 def load_world_dataset(name: str, split: str):
     """``demo-world/<factor>`` as an ImageSource (same images for every factor, labels differ)."""
-    factor = name.split("/", 1)[1] if "/" in name else ""
+    factor = world_factor(name)
     if factor not in FACTORS:
         raise ValueError(f"unknown demo-world factor {factor!r}; choose one of {', '.join(FACTORS)}")
-    split = world_split(split)
+    split = world_split(split, name)
     scenes = scenes_of(split)
     ids = tuple(f"{split}/{i:05d}" for i in range(len(scenes)))
     # rendered lazily, image by image: a --limit subset of the 60,000 train scenes renders only itself

@@ -13,7 +13,7 @@ def map_ground_truth(loaded, cache, n_scenes: int = 200) -> dict:
     from residual_core.data import world
     from residual_core.engine.tokens import attention_map, heads_map, mask_to_patches, patch_map, pointing_and_mass, token_parts
 
-    split = cache.manifest["spec"]["split"]
+    split = world.world_split(cache.manifest["spec"]["split"], cache.manifest["spec"]["dataset"])
     rows = [int(p) for p in np.asarray(cache.positions)[:n_scenes]]
     pictures = torch.stack([loaded.preprocess(Image.fromarray(world.render_one(split, r))) for r in rows])
     parts, labels = token_parts(loaded.model, pictures), np.asarray(cache.labels)

@@ -76,7 +76,7 @@ def factor_labels(cache: Cache) -> dict[str, np.ndarray]:
     dataset, split = cache.manifest["spec"]["dataset"], cache.manifest["spec"]["split"]
     if not world.is_world_dataset(dataset):
         raise ValueError(f"{dataset} has no ground truth: only the demo world's caches can be scored against it")
-    scenes = world.scenes_of(world.world_split(split))
+    scenes = world.scenes_of(world.world_split(split, dataset))
     chosen = [scenes[int(p)] for p in np.asarray(cache.positions)]
     return {f: np.array([s.factor(f) for s in chosen], np.int64) for f in world.FACTORS}
 

@@ -272,10 +272,11 @@ def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: in
 
 
 def build_scorecard(model: str = "demo", limit: int | None = 2_000, cache_dir: str | None = None, seeds: int = 5,
-                    progress=None, split: str = "test") -> dict:
+                    progress=None, split: str = "test", world_seed: int | None = None) -> dict:
     """The caches a scorecard reads (one per world factor, test split), the weights' reading, and the scorecard;
     ``progress(stage, done, total)`` as precompute's. ``split``: the world drawn
-    for it (test: the shipped test world; val: a second world of the same generator, other seeds)."""
+    for it (test: the shipped test world; val: a second world of the same generator, other seeds); ``world_seed``:
+    a fresh test world drawn by the same generator with this seed (``demo-world/<factor>@<seed>``)."""
     from residual_core.data import world
     from residual_core.read.cache import load_cache
     from residual_core.build.defaults import default_cache_dir
@@ -285,7 +286,8 @@ def build_scorecard(model: str = "demo", limit: int | None = 2_000, cache_dir: s
 
     per_factor = {}
     for factor in world.FACTORS:
-        spec = PrecomputeSpec(model=model, dataset=f"demo-world/{factor}", split=split, limit=limit,
+        fresh = f"@{world_seed}" if world_seed is not None else ""  # a fresh test world: its own caches
+        spec = PrecomputeSpec(model=model, dataset=f"demo-world/{factor}{fresh}", split=split, limit=limit,
                               cache_dir=cache_dir or default_cache_dir())
         per_factor[factor] = load_cache(precompute(spec, progress))
     from residual_core.explain.heatmaps import map_ground_truth

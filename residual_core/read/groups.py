@@ -17,7 +17,7 @@ import numpy as np
 
 from residual_core.data.untrusted import csv_rows
 from residual_core.data.waterbirds import is_waterbirds, metadata_path
-from residual_core.data.world import FACTORS, is_world_dataset, scenes_of, world_split
+from residual_core.data.world import FACTORS, is_world_dataset, scenes_of, world_factor, world_split
 
 PLACES = ("land", "water")  # Waterbirds' place column: 0 land, 1 water
 MIN_GROUP = 1  # a group with fewer cached images than this is not scored (none is left out by default)
@@ -90,11 +90,11 @@ def world_groups(dataset: str, split: str, positions: np.ndarray, labels: np.nda
     if not is_world_dataset(dataset):
         raise ValueError(f"groups by {factor!r} need a demo-world dataset (this cache is {dataset}); "
                          "use folders or csv:PATH")
-    own = dataset.split("/", 1)[1]
+    own = world_factor(dataset)
     if factor not in FACTORS or factor == own:
         others = ", ".join(f for f in FACTORS if f != own)
         raise ValueError(f"unknown group factor {factor!r} for {dataset}; choose one of {others}")
-    scenes = scenes_of(world_split(split))
+    scenes = scenes_of(world_split(split, dataset))
     attribute = np.array([scenes[int(p)].factor(factor) for p in positions], dtype=np.int64)
     return _combine(labels, FACTORS[own], attribute, FACTORS[factor], f"the world's {own} × {factor}")
 
@@ -173,7 +173,7 @@ def group_specs(cache) -> tuple[str, ...]:
     have class/group/image paths."""
     dataset, _ = cache_dataset(cache)
     if is_world_dataset(dataset):
-        own = dataset.split("/", 1)[1]
+        own = world_factor(dataset)
         return tuple(f for f in FACTORS if f != own)
     if is_waterbirds(dataset):
         return ("place",)
