@@ -41,6 +41,26 @@ def _curve(test: list[dict], second: list[dict]) -> list[str]:
             *(f"| {a['threshold']:.2f} | {cell(a)} | {cell(b)} |" for a, b in zip(test, second)), ""]
 
 
+def _rules(worlds: dict) -> list[str]:
+    """The two ways to read a label from the images, scored on each world: why the goals conflict."""
+    rows = []
+    for world, report in worlds.items():
+        rules = report["label_rules"]
+        for name in ("top images", "best AP"):
+            r = rules[name]
+            rows.append(f"| {world} | {name} | {r['label_accuracy']:.1%} | {r['label_ap']:.2f} / {r['ap_ceiling']:.2f} "
+                        f"({r['label_ap'] / r['ap_ceiling']:.0%}) | {rules['same family']['share']:.0%} |")
+    return ["## One label, two goals", "",
+            "The labelled poles read two ways from the full model's own readings (no ground truth): **top images**, the "
+            "shipped rule (the modal reading of the top 8 images, in the family that explains most of the pole's "
+            "score), and **best AP**, the value whose readings the pole's score ranks best over every image, in any "
+            "family. Label accuracy asks for the first (what the top images share, of the factor explaining most); "
+            "label AP rewards the second. Where the two rules name values of different families, no one value can "
+            "win both: the best-AP label reaches 90 % of the AP ceiling and loses most of its accuracy.", "",
+            "| world | rule | label accuracy | label AP / ceiling | same family (both rules) |", "|---|---|---|---|---|",
+            *rows, ""]
+
+
 def _agreement(predicts: dict) -> list[str]:
     """Does agreement between methods (what the Scorecard page offers where there is no ground truth) predict a
     head's label accuracy?"""
@@ -106,6 +126,7 @@ def main() -> int:
                 "none: every factor's class names, through their first two prompt templates, join the shipped bank "
                 "(without them: magenta, small, large and plain)") + ".", "",
              *_curve(report["abstention_curve"], second["abstention_curve"]),
+             *_rules({"test": report, "val": second, f"fresh (seed {args.world_seed})": fresh}),
              *_agreement(report["agreement"])]
     for name in ("read from the images", "nearest texts per PC", "TextSpan", "weights' directions"):
         units = report["units"][name]

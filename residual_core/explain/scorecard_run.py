@@ -218,6 +218,34 @@ def unnameable(cache: Cache) -> dict[str, list[str]]:
 THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # η² below which an image label abstains
 
 
+def label_rules(cache: Cache, reader, scored) -> dict[str, dict]:
+    """Why one label cannot win both label accuracy and label AP: the labelled poles (η² ≥ the abstention
+    threshold) labelled two ways from the model's own readings, no ground truth: ``top images`` (the shipped rule:
+    the modal reading of the top 8 in the family that explains most of the score) and ``best AP`` (the value whose
+    readings the score ranks best over every image, in any family). Each with its label accuracy and label AP over
+    the AP ceiling, and how often the two rules name a value of the same family."""
+    from residual_core.explain.image_labels import ABSTAIN_ETA
+    from residual_core.explain.scorecard import value_aps
+
+    units = [u for u in pc_units(cache) if reader.label(u.scores).text]  # the poles the shipped rule labels
+    best_ap, same = [], 0
+    for u in units:
+        scores = np.asarray(u.scores, np.float64)
+        aps = [value_aps(scores, reading)[0] for reading in reader.readings]  # per family [n_values]
+        family = int(np.argmax([np.nanmax(a) for a in aps]))
+        best_ap.append(reader.families[family].texts[int(np.nanargmax(aps[family]))])
+        same += reader.label(u.scores).family == reader.families[family].name
+    out = {}
+    for name, texts in (("top images", [reader.label(u.scores).text for u in units]), ("best AP", best_ap)):
+        rows = scored([replace(u, method=IMAGE_METHOD, text=t) for u, t in zip(units, texts)])
+        ceiling = float(np.mean([r.best_ap for r in rows])) if rows else float("nan")
+        out[name] = {"label_accuracy": float(np.mean([r.label_right for r in rows])) if rows else float("nan"),
+                     "label_ap": float(np.mean([r.label_ap for r in rows])) if rows else float("nan"),
+                     "ap_ceiling": ceiling, "units": len(rows), "threshold": ABSTAIN_ETA}
+    out["same family"] = {"share": same / max(len(units), 1)}
+    return out
+
+
 def abstention_curve(cache: Cache, reader, scored) -> list[dict]:
     """Precision and coverage of the labels read from the images as the abstention threshold moves: each pole's
     label read once without abstaining, then, per threshold, the poles whose family explains at least that share
@@ -265,7 +293,9 @@ def run_scorecard(cache: Cache, per_factor: dict[str, Cache], weights, seeds: in
         rows[name] |= {f"{key}_std": float(np.std([r[key] for r in runs])) for key in runs[0] if key != "units"}
     pooled = [s for name, units in methods.items() if name != IMAGE_METHOD for s in units]  # the text methods'
     curve = abstention_curve(cache, reader, scored) if reader is not None else []
-    return {"methods": rows, "units": methods, "abstention_curve": curve, "unnameable": unnameable(cache),
+    rules = label_rules(cache, reader, scored) if reader is not None else {}
+    return {"methods": rows, "units": methods, "abstention_curve": curve, "label_rules": rules,
+            "unnameable": unnameable(cache),
             "undetermined_heads": sum(v is None for v in causal.values()),
             "agreement": agreement_predicts(head_agreement(cache, weights, spans=spans), pooled),
             "seconds": time.perf_counter() - started}
