@@ -239,3 +239,15 @@ def test_scorecard_on_a_fresh_world_builds_its_own_caches(tmp_path, capsys):
     assert datasets == {f"demo-world/{f}@7000" for f in ("shape", "colour", "size", "position", "texture", "count",
                                                         "digit")}
     assert main(["scorecard", "--world-seed", "x"]) == 2  # refused in one line before anything loads
+
+
+def test_the_two_label_rules_are_scored_side_by_side(tmp_path):
+    from residual_core.explain.scorecard_run import build_scorecard
+
+    report = build_scorecard("tiny-random", 40, str(tmp_path), seeds=1)
+    rules = report["label_rules"]
+    assert set(rules) == {"top images", "best AP", "same family"} and 0 <= rules["same family"]["share"] <= 1
+    shipped = report["methods"]["read from the images"]
+    if rules["top images"]["units"]:  # the shipped rule is the leaderboard's row, on the same poles
+        assert rules["top images"]["label_accuracy"] == pytest.approx(shipped["label_accuracy"])
+        assert rules["top images"]["label_ap"] == pytest.approx(shipped["label_ap"])

@@ -231,9 +231,9 @@ def label_rules(cache: Cache, reader, scored) -> dict[str, dict]:
     best_ap, same = [], 0
     for u in units:
         scores = np.asarray(u.scores, np.float64)
-        aps = [value_aps(scores, reading)[0] for reading in reader.readings]  # per family [n_values]
-        family = int(np.argmax([np.nanmax(a) for a in aps]))
-        best_ap.append(reader.families[family].texts[int(np.nanargmax(aps[family]))])
+        aps = [np.nan_to_num(value_aps(scores, reading)[0], nan=-1.0) for reading in reader.readings]  # [n_values]
+        family = int(np.argmax([a.max() for a in aps]))  # nan: a value no image (or every image) reads as
+        best_ap.append(reader.families[family].texts[int(np.argmax(aps[family]))])
         same += reader.label(u.scores).family == reader.families[family].name
     out = {}
     for name, texts in (("top images", [reader.label(u.scores).text for u in units]), ("best AP", best_ap)):
