@@ -170,3 +170,13 @@ def test_a_fresh_world_is_its_own_scenes_and_names_refuse_anything_but_a_seed():
             world_seed(bad)
     groups = world_groups("demo-world/shape@7000", "test", np.arange(5), fresh.labels[:5], "colour")
     assert len(groups.index) == 5
+
+
+def test_a_group_file_that_is_a_fifo_or_a_folder_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "groups.csv"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path):
+        with pytest.raises(ValueError, match="not a regular file"):
+            csv_groups(path, ("cat/1.png",), np.array([0]), CLASSES)

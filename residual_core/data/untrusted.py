@@ -61,6 +61,8 @@ def csv_rows(path, what: str) -> tuple[list[dict], str]:
     """The rows of a CSV file (a dict per row, keyed by the header) and its sha256; ValueError names ``what`` and
     says what was wrong (missing, too large, not UTF-8, not CSV)."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO or a device would block the read or never end
+        raise ValueError(f"{what} {path} is not a regular file; pass a CSV file")
     try:
         size = path.stat().st_size
         if size > MAX_CSV_BYTES:
