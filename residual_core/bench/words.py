@@ -38,8 +38,26 @@ def run_words_bench(sizes: tuple[int, ...] = (2_000, 50_000), n_texts: int = 2_0
             report[f"concept_query_s_{n}"] = round(best_of(lambda: search_heads(cache, concept), repeats), 4)
             top = [(r.layer, r.head) for r in search_heads(cache, concept)[:3]]
             report[f"retrieval_top3_heads_s_{n}"] = round(best_of(lambda: retrieve(cache, top, concept), repeats), 3)
+    report |= image_label_timing(repeats=min(repeats, 2))
     for name, spec in (("vit_b_32_random", parse_model_spec("ViT-B-32", True, 0)), ("demo", "demo")):
         loaded = load_clip(spec, text=False)
         bank = _bank(n_texts, loaded.arch.d_embed)
         report[f"weights_reading_s_{name}"] = round(best_of(lambda: read_weights(loaded.model, bank), repeats), 3)
     return report
+
+
+def image_label_timing(n: int = 50_000, n_classes: int = 1_000, repeats: int = 2) -> dict:
+    """Labels read from the images (explain/image_labels.py) on a ViT-B-32-shaped cache of ``n`` images and
+    ``n_classes`` classes: every image read once in the classes, then both poles of every head's first PC labelled
+    (the Heads map's 288 labels)."""
+    from residual_core.bench.core import synthetic_cache
+    from residual_core.explain.image_labels import dataset_family, read_images
+    from residual_core.explain.scorecard_run import pole_units
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = synthetic_cache(Path(tmp), n, n_classes=n_classes)
+        read = best_of(lambda: read_images(cache, (dataset_family(cache),)), repeats)
+        reader = read_images(cache, (dataset_family(cache),))
+        poles = [unit for u in range(cache.units.n_heads_total) for unit in pole_units(cache, u, 0)]
+        label = best_of(lambda: [reader.label(unit.scores) for unit in poles], repeats)
+    return {f"image_labels_read_s_{n}": round(read, 2), f"image_labels_{len(poles)}_poles_s_{n}": round(label, 2)}
