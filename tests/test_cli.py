@@ -253,3 +253,11 @@ def test_the_two_label_rules_are_scored_side_by_side(tmp_path):
     assert rules["top images"]["label_accuracy"] == pytest.approx(shipped["label_accuracy"])
     assert rules["top images"]["label_ap"] == pytest.approx(shipped["label_ap"])
     assert rules["best AP"]["units"] == rules["top images"]["units"]
+
+
+def test_the_label_bench_times_reading_and_labelling():
+    from residual_core.bench.words import image_label_timing
+
+    report = image_label_timing(n=300, n_classes=10, repeats=1)
+    assert set(report) == {"image_labels_read_s_300", "image_labels_288_poles_s_300"}
+    assert all(v >= 0 for v in report.values())
