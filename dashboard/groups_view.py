@@ -5,14 +5,16 @@ the val and test caches of the sidebar's model and dataset; switching a method's
 """
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from dashboard.numbers import accuracy_metric
-from dashboard.state import current_spec, find_cache, get_cache, plain
+from dashboard.state import current_spec, find_cache, get_cache, get_offer, plain
 from residual_core.analysis.shortcuts_run import analyse, default_groups, report_dict
+from residual_core.build.store import CacheError
 from residual_core.read.cache import Cache
 from residual_core.read.groups import GroupAccuracy, Groups, group_accuracy, group_specs, groups_for
 
@@ -26,19 +28,49 @@ def _groups(path: str, limit: int, spec: str) -> Groups:
     return groups_for(get_cache(path).sample(limit), spec)
 
 
+FROM_FILE = "from a CSV file …"
+
+
 def choose_groups(cache: Cache) -> str:
-    """The lab's group selector (only where the cache offers groups); the chosen spec or NONE."""
+    """The lab's group selector: the groups the cache offers, or a CSV file uploaded here; the chosen spec or NONE."""
     offered = group_specs(cache)
-    if not offered:
-        st.caption("This dataset has no groups of its own (a demo-world factor, or class/group/image folders); the "
-                   "command line reads them from a CSV: python -m residual_core shortcuts --groups csv:PATH.")
-        return NONE
     ss = st.session_state
-    default = default_groups(cache)  # shown whenever the dataset has groups: colour on shape, else the first
-    if ss.get("lab_groups") not in (NONE, *offered):
+    default = default_groups(cache) if offered else NONE  # shown whenever the dataset has groups
+    options = [NONE, *offered, FROM_FILE]
+    if ss.get("lab_groups") not in options:
         ss.lab_groups = default
-    return st.selectbox("Groups (class × attribute)", [NONE, *offered], key="lab_groups",
-                        help="split each class by an attribute and show the worst group's accuracy beside the mean")
+    chosen = st.selectbox("Groups (class × attribute)", options, key="lab_groups",
+                          help="split each class by an attribute and show the worst group's accuracy beside the mean; "
+                               "a CSV file names each image's group (columns id,group: the image's path in the "
+                               "dataset folder; or Waterbirds' metadata.csv)")
+    if chosen != FROM_FILE:
+        return chosen
+    upload = st.file_uploader("Group file (CSV)", type=["csv"], key="lab_group_upload")
+    if upload is None:
+        return NONE
+    try:
+        return f"csv:{keep_upload(upload.getvalue())}"
+    except (ValueError, CacheError) as err:  # too large, or the cache folder cannot be written
+        st.error(plain(str(err)))
+        return NONE
+
+
+def keep_upload(data: bytes) -> str:
+    """An uploaded group file, stored by its content's sha256 under the server's cache folder (never by the name the
+    browser sent), so that the val and test caches and every rerun read the same file; its path."""
+    import hashlib
+
+    from residual_core.build import store
+    from residual_core.data.untrusted import MAX_CSV_BYTES
+
+    if len(data) > MAX_CSV_BYTES:
+        raise ValueError(f"the group file is {len(data):,} bytes; the limit is {MAX_CSV_BYTES:,}")
+    folder = Path(get_offer().cache_dir) / "groups"
+    path = folder / f"{hashlib.sha256(data).hexdigest()}.csv"
+    if not path.is_file():
+        with store.writing(folder):
+            store.atomic_write_bytes(path, data)
+    return str(path)
 
 
 def group_metrics(where, cache: Cache, limit: int, spec: str, predictions: np.ndarray) -> None:

@@ -140,3 +140,35 @@ def test_the_shortcuts_bench_times_the_group_metric_and_both_searches():
     assert report["heads"] == 144 and report["groups"] == 40
     assert report["greedy_s"] >= report["greedy_pass_s"] > 0 and report["greedy_pcs_pass_s"] > 0
     assert 0 < report["group_metric_ms"] and report["find_s"] > 0
+
+
+def test_the_lab_reads_groups_from_an_uploaded_csv_and_says_what_is_wrong_with_a_bad_one(tmp_path, open_app):
+    from PIL import Image
+
+    from residual_core.build.pipeline import PrecomputeSpec, precompute
+
+    photos = tmp_path / "photos"
+    rows = ["id,group"]
+    for cls in ("cats", "dogs"):
+        for i in range(10):
+            (photos / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (16, 16), (20 * i, 100 if cls == "cats" else 200, 0)).save(photos / cls / f"{i}.png")
+            rows.append(f"{cls}/{i}.png,{'indoor' if i % 2 else 'outdoor'}")
+    root = tmp_path / "caches"
+    dataset = f"folder:{photos}"
+    precompute(PrecomputeSpec(model="tiny-random", dataset=dataset, split="all", cache_dir=str(root)))
+    at = open_app(root, {"model": "tiny-random", "dataset": dataset, "split": "all", "n": "500"})
+    at.switch_page("dashboard/pages/4_ablation_lab.py").run()
+    assert not at.exception, at.exception
+    at.selectbox(key="lab_groups").set_value("from a CSV file …").run()
+    assert not at.exception, at.exception
+    assert "Worst group" not in [m.label for m in at.metric]  # nothing to show until a file comes
+    at.file_uploader(key="lab_group_upload").set_value([("groups.csv", "\n".join(rows).encode(), "text/csv")]).run()
+    assert not at.exception, at.exception
+    assert "Worst group" in [m.label for m in at.metric]
+    table = next(d.value for d in at.dataframe if "group" in d.value.columns)
+    assert set(table["group"]) <= {"cats × indoor", "cats × outdoor", "dogs × indoor", "dogs × outdoor"}
+    at.file_uploader(key="lab_group_upload").set_value([("bad.csv", b"name,kind\nx,y\n", "text/csv")]).run()
+    assert not at.exception, at.exception
+    assert any("needs columns id,group" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert len(list((root / "groups").glob("*.csv"))) == 2  # kept by content, never by the name the browser sent

@@ -119,6 +119,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     _write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _write_atomically(path, lambda handle: handle.write(data))
+
+
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     _write_atomically(path, lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False))
 
