@@ -193,6 +193,7 @@ def test_scorecard_scores_every_method_against_the_worlds_ground_truth(tmp_path,
         assert all(0 <= row[k] <= 1 for k in ("label_accuracy", "coverage", "best_eta_mean", "purity_mean", "labelled",
                                               "label_ap", "ap_ceiling"))
         assert row["label_ap"] <= row["ap_ceiling"] + 1e-9  # the ceiling is the best value the unit could name
+        assert row["label_lift"] <= row["lift_ceiling"] + 1e-9 and row["lift_ceiling"] <= 1
     baselines = {"random directions", "random labels", "random heads"}
     for name, row in report["methods"].items():  # a baseline's row carries its spread over seeds, a method's none
         assert ("label_accuracy_std" in row) == (name in baselines), name
@@ -241,18 +242,21 @@ def test_scorecard_on_a_fresh_world_builds_its_own_caches(tmp_path, capsys):
     assert main(["scorecard", "--world-seed", "x"]) == 2  # refused in one line before anything loads
 
 
-def test_the_two_label_rules_are_scored_side_by_side(tmp_path):
+def test_the_label_rules_are_scored_side_by_side(tmp_path):
     from residual_core.explain.scorecard_run import build_scorecard
 
     report = build_scorecard("tiny-random", 40, str(tmp_path), seeds=1)
     rules = report["label_rules"]
-    assert set(rules) == {"top images", "best AP", "same family"} and 0 <= rules["same family"]["share"] <= 1
+    assert set(rules) == {"top images", "shipped", "best AP", "random small value"}
     shipped = report["methods"]["read from the images"]
     assert rules["top images"]["units"] > 0  # the seeded tiny model labels some poles
-    # the shipped rule is the leaderboard's row, on the same poles
-    assert rules["top images"]["label_accuracy"] == pytest.approx(shipped["label_accuracy"])
-    assert rules["top images"]["label_ap"] == pytest.approx(shipped["label_ap"])
-    assert rules["best AP"]["units"] == rules["top images"]["units"]
+    # the shipped rule is the leaderboard's row, on the same poles; its second parts only add to its AP
+    assert rules["shipped"]["label_accuracy"] == pytest.approx(shipped["label_accuracy"])
+    assert rules["shipped"]["label_ap"] == pytest.approx(shipped["label_ap"])
+    assert rules["shipped"]["label_accuracy"] == pytest.approx(rules["top images"]["label_accuracy"])
+    assert rules["shipped"]["label_ap"] >= rules["top images"]["label_ap"] - 1e-12
+    assert rules["random small value"]["family"] == "size"  # the world's family with the fewest values
+    assert all(r["units"] == rules["top images"]["units"] for r in rules.values())
 
 
 def test_the_label_bench_times_reading_and_labelling():

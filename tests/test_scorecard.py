@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from residual_core.data import world
-from residual_core.explain.scorecard import Unit, eta_squared, named_values, score_unit
+from residual_core.explain.scorecard import Unit, eta_squared, named_values, score_unit, value_aps
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -105,6 +105,31 @@ def test_a_unit_carrying_one_value_is_labelled_from_the_images_and_a_noise_unit_
     assert noise.abstains and noise.eta < 0.05 and noise.evidence().startswith("no clear label")
 
 
+def test_a_label_says_what_its_ranking_tracks_where_its_top_images_share_something_else():
+    from residual_core.explain.image_labels import Family, Reader, reading_aps
+
+    labels = _labels()
+    families = tuple(Family(f, world.CLASSNAMES[f], np.eye(len(v))) for f, v in world.FACTORS.items())
+    reader = Reader(families, tuple(labels[f] for f in world.FACTORS))
+    triangle = labels["shape"] == world.FACTORS["shape"].index("triangle")
+    # large triangles first, then small triangles, then the other large shapes: the top 8 are large (and size
+    # explains most of the score), while over every image the score puts all the triangles first
+    scores = 1.0 * (labels["size"] == 1) + 1.3 * triangle
+    read = reader.label(scores)
+    assert (read.text, read.family, read.ranks) == ("large shapes", "size", "triangle shapes")
+    assert read.ranks_ap == pytest.approx(1.0) and read.ranks_chance == pytest.approx(triangle.mean())
+    assert "over every image it ranks “triangle shapes” first (AP 1.00" in read.evidence()
+    first = score_unit(Unit("planted", 0, 0, "PC1 +", read.text, scores), labels, world.FACTORS)
+    both = score_unit(Unit("planted", 0, 0, "PC1 +", read.text, scores, also=read.ranks), labels, world.FACTORS)
+    assert first.label_right and both.label_right  # accuracy reads the first part alone
+    assert first.label_ap < 0.9 and both.label_ap == pytest.approx(1.0) and both.label_lift == pytest.approx(1.0)
+    # a second part is never the label's own value: a unit carrying one value has none
+    single = reader.label(1.0 * triangle)
+    assert single.text == "triangle shapes" and not single.ranks and single.ap == pytest.approx(1.0)
+    order = np.argsort(-scores, kind="stable")
+    assert np.allclose(reading_aps(order, labels["digit"], 10), value_aps(scores, labels["digit"])[0])
+
+
 def test_a_label_naming_any_tied_modal_value_is_right_and_the_tie_is_counted():
     labels = _labels()
     shape = labels["shape"]
@@ -121,7 +146,8 @@ def test_a_label_naming_any_tied_modal_value_is_right_and_the_tie_is_counted():
 def test_a_leaderboard_cell_with_nothing_to_score_is_a_dash_and_no_spread_is_left_out():
     from residual_core.explain.leaderboard import HEADERS, leaderboard_cells
 
-    row = {"units": 4, "labelled": 1.0, "label_accuracy": 0.5, "label_ap": 0.4, "ap_ceiling": 0.6,
+    row = {"units": 4, "labelled": 1.0, "label_accuracy": 0.5, "label_ap": 0.4, "ap_ceiling": 0.6, "label_lift": 0.3,
+           "lift_ceiling": 0.5,
            "causal_agreement": float("nan"), "purity_mean": 0.75, "coverage": 1.0, "best_eta_mean": 0.3,
            "label_accuracy_std": 0.0, "purity_mean_std": 0.05}
     [cells] = leaderboard_cells({"m": row})

@@ -70,10 +70,11 @@ def _describe_images(args: argparse.Namespace, started: float) -> int:
                 label = reader.label(unit.scores)
                 poles.append({"pole": unit.name, "label": label.text or None, "evidence": label.evidence(),
                               "family": label.family, "eta2": round(label.eta, 4), "agree": label.agree,
-                              "nearest_text": unit.text})
+                              "over_every_image": label.ranks or None, "nearest_text": unit.text})
         heads.append({"layer": layer, "head": head, "poles": poles})
         rows.append([f"L{layer}H{head}", "; ".join(f"{p['pole']} {p['label'] or '(no clear label)'}"
-                                                   for p in poles[:4])])
+                                                   + (f" (over all: {p['over_every_image']})" if p["over_every_image"]
+                                                      else "") for p in poles[:4])])
     print(tables.table(["head", "what the model reads in each pole's top images (PC1 +/−, PC2 +/−)"], rows),
           file=sys.stderr)
     labelled = sum(p["label"] is not None for h in heads for p in h["poles"])

@@ -1,11 +1,12 @@
 """The scorecard's leaderboard as text, and its verdict: what the terminal's table and the Scorecard page both show."""
 
-COLUMNS = ("labelled", "label_accuracy", "label_ap", "ap_ceiling", "causal_agreement", "purity_mean", "coverage",
+COLUMNS = ("labelled", "label_accuracy", "label_ap", "ap_ceiling", "label_lift", "lift_ceiling", "causal_agreement", "purity_mean", "coverage",
            "best_eta_mean")
 # label accuracy, label AP and its ceiling are over the units a method labels (one that abstains is scored on the rest)
-HEADERS = ("method", "units", "labelled", "label accuracy", "label AP", "AP ceiling", "causal agreement", "purity@8",
+HEADERS = ("method", "units", "labelled", "label accuracy", "label AP", "AP ceiling", "AP above chance", "its ceiling",
+           "causal agreement", "purity@8",
            "coverage (AP ≥ 0.3)", "best η²")
-NUMBERS = {"best_eta_mean", "label_ap", "ap_ceiling"}  # shares of variance and APs, written as numbers, not rates
+NUMBERS = {"best_eta_mean", "label_ap", "ap_ceiling", "label_lift", "lift_ceiling"}  # shares of variance and APs, written as numbers, not rates
 
 
 def leaderboard_cells(rows: dict) -> list[list[str]]:

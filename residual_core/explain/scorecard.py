@@ -10,6 +10,8 @@ baselines). Per unit and factor f:
   purity@k    the share of the top k images (the pole the dashboard shows, k = 8) sharing their modal value of the
               unit's factor (argmax η²);
   label       right when the text names that modal value (read with the world's own vocabulary, ``named_values``);
+  label AP    over every image, the AP of the score for the value the whole label names (a second part included),
+              its best; and the same above chance, (AP − p) / (1 − p) with p that value's share of the images;
   causal      the factor whose accuracy drops most when the unit's head is mean-ablated (per-factor caches of the
               same images) is the unit's factor.
 """
@@ -89,6 +91,7 @@ class Unit:
     name: str  # e.g. "PC1 +", "text 2", "direction 1 −"
     text: str  # its label
     scores: np.ndarray  # [n_images] the unit's per-image score (larger: more of what the label says)
+    also: str = ""  # a label's second part: what the score ranks first over every image (scored by label AP only)
 
     @property
     def label(self) -> str:
@@ -142,6 +145,8 @@ class UnitScore:
     tied: bool = False  # several values share the top images' largest count
     label_ap: float = 0.0  # AP over every image of the unit's score for the value the label names (its best; 0: none)
     best_ap: float = 0.0  # the ceiling: the unit's best AP for any single value, read with the ground truth
+    label_lift: float = 0.0  # the same above chance, (AP − p) / (1 − p) with p the value's share of the images
+    best_lift: float = 0.0
 
     @property
     def labelled(self) -> bool:
@@ -159,9 +164,17 @@ def score_unit(unit: Unit, labels: dict[str, np.ndarray], values: dict[str, tupl
     tied_values = {values[factor][i] for i in np.flatnonzero(counts == counts.max())}
     named = named_values(unit.text)
     ap = {f: a for f, (a, _) in aps.items()}
-    label_ap = max((float(ap[f][values[f].index(v)]) for f, vs in named.items() for v in vs
-                    if not np.isnan(ap[f][values[f].index(v)])), default=0.0)
+    shares = {f: np.bincount(y, minlength=len(values[f])) / len(y) for f, y in labels.items()}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lifts = {f: (ap[f] - shares[f]) / (1 - shares[f]) for f in ap}  # nan where AP is (absent or constant value)
+    ranked = named_values(f"{unit.text} ; {unit.also}") if unit.also else named  # what the whole label names
+
+    def best_named(table: dict) -> float:
+        return max((float(table[f][values[f].index(v)]) for f, vs in ranked.items() for v in vs
+                    if not np.isnan(table[f][values[f].index(v)])), default=0.0)
+
     best_ap = float(np.nanmax(np.concatenate([a for a in ap.values()]), initial=0.0))
+    best_lift = float(np.nanmax(np.concatenate([a for a in lifts.values()]), initial=0.0))
     return UnitScore(unit, eta, factor, ap, {f: b for f, (_, b) in aps.items()}, modal,
                      float(counts.max() / max(len(top), 1)), named, bool(tied_values & named.get(factor, set())),
-                     causal, len(tied_values) > 1, label_ap, best_ap)
+                     causal, len(tied_values) > 1, best_named(ap), best_ap, max(best_named(lifts), 0.0), best_lift)

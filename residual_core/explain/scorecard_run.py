@@ -186,6 +186,8 @@ def leaderboard_row(scores: list[UnitScore]) -> dict[str, float]:
             "label_accuracy": float(np.mean([s.label_right for s in labelled])),
             "label_ap": float(np.mean([s.label_ap for s in labelled])),
             "ap_ceiling": float(np.mean([s.best_ap for s in labelled])),
+            "label_lift": float(np.mean([s.label_lift for s in labelled])),
+            "lift_ceiling": float(np.mean([s.best_lift for s in labelled])),
             "ties": float(np.sum([s.tied for s in labelled])),
             "coverage": float(np.mean(values >= AP_COVERAGE)),
             "best_eta_mean": float(np.mean([max(s.eta[f] for s in scores) for f in factors])),
@@ -198,7 +200,8 @@ def leaderboard_row(scores: list[UnitScore]) -> dict[str, float]:
 def image_label_units(cache: Cache, reader) -> list[Unit]:
     """The PC poles (as ``pc_units``), each labelled by what the full model reads in its top images
     (explain/image_labels.py); a pole no family explains keeps no label."""
-    return [replace(u, method=IMAGE_METHOD, text=reader.label(u.scores).text) for u in pc_units(cache)]
+    labels = [(u, reader.label(u.scores)) for u in pc_units(cache)]
+    return [replace(u, method=IMAGE_METHOD, text=label.text, also=label.ranks) for u, label in labels]
 
 
 IMAGE_METHOD = "read from the images"
@@ -219,30 +222,40 @@ THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # η² below whic
 
 
 def label_rules(cache: Cache, reader, scored) -> dict[str, dict]:
-    """Why one label cannot win both label accuracy and label AP: the labelled poles (η² ≥ the abstention
-    threshold) labelled two ways from the model's own readings, no ground truth: ``top images`` (the shipped rule:
-    the modal reading of the top 8 in the family that explains most of the score) and ``best AP`` (the value whose
-    readings the score ranks best over every image, in any family). Each with its label accuracy and label AP over
-    the AP ceiling, and how often the two rules name a value of the same family."""
-    from residual_core.explain.image_labels import ABSTAIN_ETA
-    from residual_core.explain.scorecard import value_aps
+    """Label AP and chance: the labelled poles (η² ≥ the abstention threshold) labelled four ways from the model's
+    own readings, no ground truth: ``top images`` (the modal reading of the top 8, in the family that explains most
+    of the score), ``shipped`` (the same with its second part, the value ranked best above chance over every image),
+    ``best AP`` (the value whose readings the score ranks best by raw AP, in any family) and ``random small value``
+    (a value of the family with the fewest values drawn at random, size on the demo world: what raw AP gives a
+    label for naming a common value). Each with its label accuracy, label AP over its ceiling and the same above
+    chance."""
+    from residual_core.explain.image_labels import ABSTAIN_ETA, reading_aps
 
-    units = [u for u in pc_units(cache) if reader.label(u.scores).text]  # the poles the shipped rule labels
-    best_ap, same = [], 0
-    for u in units:
-        scores = np.asarray(u.scores, np.float64)
-        aps = [np.nan_to_num(value_aps(scores, reading)[0], nan=-1.0) for reading in reader.readings]  # [n_values]
-        family = int(np.argmax([a.max() for a in aps]))  # nan: a value no image (or every image) reads as
+    labels = [(u, reader.label(u.scores)) for u in pc_units(cache)]
+    labels = [(u, label) for u, label in labels if label.text]  # the poles the shipped rule labels
+    smallest = min(range(len(reader.families)), key=lambda i: len(reader.families[i].texts))
+    rng = np.random.default_rng(0)
+    best_ap = []
+    for u, _ in labels:
+        order = np.argsort(-np.asarray(u.scores, np.float64), kind="stable")
+        aps = [np.nan_to_num(reading_aps(order, r, len(f.texts)), nan=-1.0)  # nan: a value no image reads as
+               for r, f in zip(reader.readings, reader.families)]
+        family = int(np.argmax([a.max() for a in aps]))
         best_ap.append(reader.families[family].texts[int(np.argmax(aps[family]))])
-        same += reader.label(u.scores).family == reader.families[family].name
+    rules = {"top images": [(label.text, "") for _, label in labels],
+             "shipped": [(label.text, label.ranks) for _, label in labels],
+             "best AP": [(text, "") for text in best_ap],
+             "random small value": [(str(rng.choice(reader.families[smallest].texts)), "") for _ in labels]}
     out = {}
-    for name, texts in (("top images", [reader.label(u.scores).text for u in units]), ("best AP", best_ap)):
-        rows = scored([replace(u, method=IMAGE_METHOD, text=t) for u, t in zip(units, texts)])
-        ceiling = float(np.mean([r.best_ap for r in rows])) if rows else float("nan")
+    for name, texts in rules.items():
+        rows = scored([replace(u, method=IMAGE_METHOD, text=t, also=a) for (u, _), (t, a) in zip(labels, texts)])
         out[name] = {"label_accuracy": float(np.mean([r.label_right for r in rows])) if rows else float("nan"),
-                     "label_ap": float(np.mean([r.label_ap for r in rows])) if rows else float("nan"),
-                     "ap_ceiling": ceiling, "units": len(rows), "threshold": ABSTAIN_ETA}
-    out["same family"] = {"share": same / max(len(units), 1)}
+                     **{key: float(np.mean([getattr(r, field) for r in rows])) if rows else float("nan")
+                        for key, field in (("label_ap", "label_ap"), ("ap_ceiling", "best_ap"),
+                                           ("label_lift", "label_lift"), ("lift_ceiling", "best_lift"))},
+                     "units": len(rows), "threshold": ABSTAIN_ETA,
+                     "second_parts": sum(bool(a) for _, a in texts)}
+    out["random small value"]["family"] = reader.families[smallest].name
     return out
 
 
@@ -252,17 +265,21 @@ def abstention_curve(cache: Cache, reader, scored) -> list[dict]:
     of their score. ``scored(units) -> [UnitScore]``."""
     units = pc_units(cache)
     labels = [reader.label(u.scores, abstain_eta=0.0) for u in units]
-    scores = scored([replace(u, method=IMAGE_METHOD, text=label.text) for u, label in zip(units, labels)])
+    scores = scored([replace(u, method=IMAGE_METHOD, text=label.text, also=label.ranks)
+                     for u, label in zip(units, labels)])
     eta = np.array([label.eta for label in labels])
     right = np.array([s.label_right for s in scores], dtype=float)
     label_ap, ceiling = np.array([s.label_ap for s in scores]), np.array([s.best_ap for s in scores])
+    lift, lift_ceiling = np.array([s.label_lift for s in scores]), np.array([s.best_lift for s in scores])
     out = []
     for threshold in THRESHOLDS:
         kept = eta >= threshold
         out.append({"threshold": threshold, "coverage": float(kept.mean()),
                     "precision": float(right[kept].mean()) if kept.any() else float("nan"),
                     "label_ap": float(label_ap[kept].mean()) if kept.any() else float("nan"),
-                    "ap_ceiling": float(ceiling[kept].mean()) if kept.any() else float("nan")})
+                    "ap_ceiling": float(ceiling[kept].mean()) if kept.any() else float("nan"),
+                    "label_lift": float(lift[kept].mean()) if kept.any() else float("nan"),
+                    "lift_ceiling": float(lift_ceiling[kept].mean()) if kept.any() else float("nan")})
     return out
 
 
