@@ -49,7 +49,8 @@ def run_words_bench(sizes: tuple[int, ...] = (2_000, 50_000), n_texts: int = 2_0
 def image_label_timing(n: int = 50_000, n_classes: int = 1_000, repeats: int = 2) -> dict:
     """Labels read from the images (explain/image_labels.py) on a ViT-B-32-shaped cache of ``n`` images and
     ``n_classes`` classes: every image read once in the classes, then both poles of every head's first PC labelled
-    (the Heads map's 288 labels)."""
+    (the Heads map's 288 labels), with no pole abstaining, so that every label also ranks every image for its second
+    part (random data would otherwise abstain and skip that step)."""
     from residual_core.bench.core import synthetic_cache
     from residual_core.explain.image_labels import dataset_family, read_images
     from residual_core.explain.scorecard_run import pole_units
@@ -59,5 +60,5 @@ def image_label_timing(n: int = 50_000, n_classes: int = 1_000, repeats: int = 2
         read = best_of(lambda: read_images(cache, (dataset_family(cache),)), repeats)
         reader = read_images(cache, (dataset_family(cache),))
         poles = [unit for u in range(cache.units.n_heads_total) for unit in pole_units(cache, u, 0)]
-        label = best_of(lambda: [reader.label(unit.scores) for unit in poles], repeats)
+        label = best_of(lambda: [reader.label(unit.scores, abstain_eta=0.0) for unit in poles], repeats)
     return {f"image_labels_read_s_{n}": round(read, 2), f"image_labels_{len(poles)}_poles_s_{n}": round(label, 2)}

@@ -114,7 +114,8 @@ def reading_aps(order: np.ndarray, reading: np.ndarray, n_values: int) -> np.nda
     [n, n_values] table is built (a 1,000-class dataset of 50,000 images stays a few milliseconds a unit); the same
     numbers as scorecard.value_aps. A value no image shows gets nan."""
     ranked = reading[order]  # [n] the value of the image at each rank
-    by_value = np.argsort(ranked, kind="stable")  # [n] ranks grouped by value, ascending within a value
+    small = ranked.astype(np.int16) if n_values <= np.iinfo(np.int16).max else ranked  # int16 sorts by radix: ~7×
+    by_value = np.argsort(small, kind="stable")  # [n] ranks grouped by value, ascending within a value
     counts = np.bincount(ranked, minlength=n_values)  # [n_values]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # [n_values] where each value's group begins
     values = ranked[by_value]
