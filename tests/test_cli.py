@@ -109,19 +109,21 @@ def test_long_steps_report_progress_when_stderr_is_not_a_terminal(tmp_path):
                                            trained.stderr.splitlines()), trained.stderr[-2000:]
 
 
-def test_listing_models_and_datasets_imports_no_model_library():
+def test_listing_models_and_datasets_imports_no_model_library(tmp_path):
     """`models` and `datasets` took ~22 s on a busy machine because the package import loaded torch, open_clip and
-    transformers; datasets needs none of them, models only open_clip's tag registry."""
+    transformers; datasets needs none of them, and models only open_clip's tag registry, which it reads once and
+    keeps as a snapshot in the cache folder (build/registry.py): from the second listing on, no model library."""
     import subprocess
     import sys
 
-    probe = ("import sys; from residual_core.cli.main import main; main(['{}']); "
+    probe = ("import sys; from residual_core.cli.main import main; main({}); "
              "print(sorted(m for m in ('torch', 'open_clip', 'transformers') if m in sys.modules), file=sys.stderr)")
-    for command, allowed in (("datasets", []), ("models", ["open_clip", "torch", "transformers"])):
-        done = subprocess.run([sys.executable, "-c", probe.format(command)], capture_output=True, text=True,
+    models = ["models", "--cache-dir", str(tmp_path)]
+    for argv, allowed in ((["datasets"], []), (models, ["open_clip", "torch", "transformers"]), (models, [])):
+        done = subprocess.run([sys.executable, "-c", probe.format(argv)], capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 0, done.stderr
-        assert done.stderr.strip().splitlines()[-1] == str(allowed), (command, done.stderr[-300:])
+        assert done.stderr.strip().splitlines()[-1] == str(allowed), (argv, done.stderr[-300:])
     done = subprocess.run([sys.executable, "-c", "import sys, residual_core; print('torch' in sys.modules)"],
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False"  # the package import itself loads nothing heavy

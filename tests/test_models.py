@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from residual_core.engine.models import ModelLoadError, list_models, load_clip, parse_model_spec, sha256_file
+from residual_core.engine.models import ModelLoadError, load_clip, parse_model_spec, sha256_file
 
 
 def test_spec_parsing():
@@ -58,7 +58,51 @@ def test_local_checkpoint_round_trip_and_corruption(tmp_path, tiny):
         load_clip(f"residual-tiny:{tmp_path / 'missing.safetensors'}")
 
 
-def test_listed_models_say_whether_they_work_offline():
-    rows = {row["name"]: row for row in list_models()}
+def test_listed_models_say_whether_they_work_offline(tmp_path):
+    from residual_core.build.registry import open_clip_tags
+    from residual_core.engine.catalogue import list_models
+
+    rows = {row["name"]: row for row in list_models(open_clip_tags(tmp_path))}
     assert rows["tiny-random"]["offline"] is True
     assert rows["b32"]["offline"] is False
+
+
+def test_the_registry_snapshot_matches_open_clip_and_a_stale_or_broken_one_is_rebuilt(tmp_path):
+    import json
+
+    import open_clip
+
+    from residual_core.build.registry import open_clip_tags
+
+    tags = open_clip_tags(tmp_path)
+    assert {(a, t) for a, by_tag in tags.items() for t in by_tag} == set(open_clip.list_pretrained())
+    assert tags["ViT-B-32"]["laion2b_s34b_b79k"] == open_clip.get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k")["hf_hub"]
+    (snapshot,) = (tmp_path / "registry").iterdir()
+    saved = json.loads(snapshot.read_text())
+    for broken in (json.dumps({"key": saved["key"] | {"open_clip": "0.0"}, "tags": {"ViT-B-32": {"fake": "x/y"}}}),
+                   json.dumps({"key": saved["key"], "tags": {"ViT-B-32": ["not", "a", "table"]}}),
+                   "[" * 100_000, "not json"):
+        snapshot.write_text(broken)
+        assert open_clip_tags(tmp_path) == tags, broken[:40]
+    snapshot.chmod(0o444)
+    (tmp_path / "registry").chmod(0o555)  # a read-only cache folder: the listing still answers
+    try:
+        snapshot_text = snapshot.read_text()
+        assert open_clip_tags(tmp_path) == tags and snapshot.read_text() == snapshot_text
+    finally:
+        (tmp_path / "registry").chmod(0o755)
+
+
+def test_each_short_names_source_is_the_one_its_family_parses():
+    from residual_core.engine import catalogue
+    from residual_core.engine.families.files import ASSETS
+
+    assert catalogue.ASSETS == ASSETS
+    for name, short in catalogue.SHORT_NAMES.items():
+        spec = parse_model_spec(name)
+        source, _, weights = catalogue.source_of(short.spec)
+        expected = "random" if spec.pretrained is None else "file" if spec.is_local_file else None
+        if expected:
+            assert source == expected, name
+        else:
+            assert source == ("tag" if spec.family == "open_clip" else "hub") and weights == spec.pretrained, name

@@ -4,6 +4,7 @@ import argparse
 import json
 
 from residual_core.cli import tables
+from residual_core.cli.args import cache_dir_option
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -18,9 +19,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from residual_core.engine.models import list_models
+    from residual_core.build.registry import open_clip_tags
+    from residual_core.engine.catalogue import list_models
 
-    rows = list_models()
+    rows = list_models(open_clip_tags(args.cache_dir))
     flags = {"hub": "needs network once", "file": "file missing"}
     print(tables.table(["name", "spec", "where", "about"],
                        [[r["name"], r["spec"], "offline" if r["offline"] else flags[r["source"]], r["about"]]
@@ -40,7 +42,9 @@ def cmd_textbank(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     sub.add_parser("datasets", help="list registered datasets").set_defaults(func=cmd_datasets)
-    sub.add_parser("models", help="list registered model short names").set_defaults(func=cmd_models)
+    p = sub.add_parser("models", help="list registered model short names")
+    cache_dir_option(p)  # where the snapshot of open_clip's tag registry is kept
+    p.set_defaults(func=cmd_models)
     p = sub.add_parser("textbank", help="rewrite assets/text_bank.txt (the demo world's words) or, with --photo, "
                                         "assets/photo_bank.txt (words about photos, the default off the demo world)")
     p.add_argument("--photo", action="store_true", help="write the photo bank (ImageNet's category names, offline)")

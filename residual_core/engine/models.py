@@ -21,35 +21,13 @@ from torch import nn
 
 from residual_core.engine import families
 from residual_core.engine.families import ModelLoadError, Tower  # noqa: F401 - re-exported: callers catch it from here
-from residual_core.engine.families.files import ASSETS, file_sha256
+from residual_core.engine.catalogue import SHORT_NAMES, ShortName  # noqa: F401 - re-exported
+from residual_core.engine.families.files import file_sha256
 from residual_core.engine.families.hf_clip import HfSpec
-from residual_core.engine.families.openclip import OpenClipSpec, hub_cached, is_tag
+from residual_core.engine.families.openclip import OpenClipSpec
 
 sha256_file = file_sha256
 ModelSpec = OpenClipSpec | HfSpec  # each family's frozen spec; ``.family`` names it, ``.name`` prints it
-
-
-@dataclass(frozen=True)
-class ShortName:
-    spec: str  # a spec string any family parses
-    about: str
-
-
-SHORT_NAMES: dict[str, ShortName] = {
-    "demo": ShortName(f"residual-demo:{ASSETS / 'demo/residual-demo.safetensors'}",
-                      "the project's small CLIP trained on the attribute world (offline default)"),
-    "demo-shortcut": ShortName(f"residual-demo:{ASSETS / 'shortcut/residual-shortcut.safetensors'}",
-                               "the demo model fine-tuned where colour follows shape (a known shortcut, offline)"),
-    "tiny-random": ShortName("residual-tiny", "2-layer random-weight ViT (tests, smoke runs)"),
-    "hf-tiny-random": ShortName("hf-random:tiny", "3-layer random-weight transformers CLIPModel (tests)"),
-    "b32": ShortName("ViT-B-32:laion2b_s34b_b79k", "OpenCLIP ViT-B/32, LAION-2B (needs a network once)"),
-    "b32-openai": ShortName("ViT-B-32-quickgelu:openai", "OpenAI CLIP ViT-B/32 (needs a network once)"),
-    "b32-hf": ShortName("hf:openai/clip-vit-base-patch32", "OpenAI CLIP ViT-B/32 in transformers (network once)"),
-    "b16": ShortName("ViT-B-16:laion2b_s34b_b88k", "OpenCLIP-B of the paper (needs a network once)"),
-    "b16-openai": ShortName("ViT-B-16:openai", "CLIP-B of the paper (needs a network once)"),
-    "l14": ShortName("ViT-L-14:laion2b_s32b_b82k", "OpenCLIP-L of the paper (needs a network once)"),
-    "l14-openai": ShortName("ViT-L-14:openai", "CLIP-L of the paper (needs a network once)"),
-}
 
 
 def parse_model_spec(text: str, random_weights: bool = False, seed: int = 0) -> ModelSpec:
@@ -161,21 +139,3 @@ def check_text_side(name: str, encode_texts) -> None:
                              "word to the same token); a transformers folder needs its tokenizer files: save them beside "
                              "the weights (CLIPProcessor.from_pretrained(hub id).save_pretrained(folder), or the "
                              "tokenizer alone), or load images only")
-
-
-def list_models() -> list[dict[str, Any]]:
-    """Registered short names and whether each works offline right now."""
-    rows = []
-    for name, short in SHORT_NAMES.items():
-        spec = parse_model_spec(short.spec)
-        if spec.pretrained is None:
-            offline, source = True, "random"
-        elif spec.is_local_file:
-            offline, source = Path(spec.pretrained).expanduser().exists(), "file"
-        elif spec.family == "open_clip" and is_tag(spec.arch, spec.pretrained):
-            offline, source = hub_cached(spec.arch, spec.pretrained), "hub"
-        else:
-            offline, source = False, "hub"
-        shown = short.spec if spec.pretrained else f"{short.spec} (random weights)"
-        rows.append({"name": name, "spec": shown, "offline": offline, "source": source, "about": short.about})
-    return rows

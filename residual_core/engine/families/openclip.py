@@ -51,11 +51,9 @@ def is_tag(arch: str, pretrained: str) -> bool:
 
 
 def hub_cached(arch: str, tag: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
+    from residual_core.engine.catalogue import hub_repo_cached
 
-    repo = (open_clip.get_pretrained_cfg(arch, tag).get("hf_hub") or "").rstrip("/")
-    return bool(repo) and any(isinstance(try_to_load_from_cache(repo, name), str)
-                              for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"))
+    return hub_repo_cached(open_clip.get_pretrained_cfg(arch, tag).get("hf_hub") or "")
 
 
 def offline_message(spec, err: Exception, how: str) -> str:
