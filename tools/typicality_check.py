@@ -1,7 +1,7 @@
 """How well the probe's off-distribution warning separates: false alarms on the world's own held-out scenes, hits on
 real photographs (scikit-learn's two sample photos, and 20 random crops of each) and on real MNIST digits.
 
-    python tools/typicality_check.py [--model demo] [--dataset demo-world/shape] [--limit 1000]
+    python tools/typicality_check.py [--model demo] [--dataset demo-world/shape] [--limit 2000] [--refits 8]
 
 It builds (or finds) the test cache the warning is fitted on and a val cache of the same size (held-out scenes the
 fit never saw), then prints one JSON line with the three rates.
@@ -24,7 +24,7 @@ from residual_core.data.datasets import load_dataset  # noqa: E402
 from residual_core.engine.models import load_clip  # noqa: E402
 from residual_core.build.pipeline import PrecomputeSpec, precompute  # noqa: E402
 from residual_core.read.probe import probe_images  # noqa: E402
-from residual_core.read.typicality import ALARM  # noqa: E402
+from residual_core.read.typicality import ALARM, thumbnail  # noqa: E402
 
 
 def photos(seed: int = 0) -> list[Image.Image]:
@@ -57,9 +57,12 @@ def typicalities(loaded, cache, images: list[Image.Image], seed: int) -> np.ndar
 
     model = fit(cache, seed)
     out = []
+    size = cache.thumbs.shape[1]
     for start in range(0, len(images), 64):
-        result = probe_images(loaded, cache, images[start:start + 64])
-        out.append(model.typicality(result.decomposition.output.numpy(), result.scores))
+        chunk = images[start:start + 64]
+        result = probe_images(loaded, cache, chunk)
+        thumbs = np.stack([thumbnail(image, size) for image in chunk])
+        out.append(model.typicality(result.decomposition.output.numpy(), result.scores, thumbs))
     return np.concatenate(out)
 
 
@@ -67,7 +70,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="demo")
     parser.add_argument("--dataset", default="demo-world/shape")
-    parser.add_argument("--limit", type=int, default=1000)
+    parser.add_argument("--limit", type=int, default=2000, help="images of the cache fitted on (the default cache size)")
     parser.add_argument("--refits", type=int, default=5, help="seeds of the fit/calibration split")
     args = parser.parse_args()
     common = dict(model=args.model, dataset=args.dataset, limit=args.limit)
@@ -82,7 +85,7 @@ def main() -> int:
               "digits": [mnist.image(i) for i in range(0, 1000, 5)]}
     report = {"model": args.model, "dataset": args.dataset, "fitted_on": cache.n_images, "alarm": ALARM, "refits": []}
     for seed in range(args.refits):
-        false = fit(cache, seed).typicality(copy_f32(held_out.output), scores) < ALARM
+        false = fit(cache, seed).typicality(copy_f32(held_out.output), scores, np.asarray(held_out.thumbs)) < ALARM
         row = {"seed": seed, "false_alarms": round(float(false.mean()), 4)}
         for name, images in others.items():
             typical = typicalities(loaded, cache, images, seed)

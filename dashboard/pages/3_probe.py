@@ -98,14 +98,16 @@ else:
                "the heads' contribution.")
 typical = float(result.typicality[choice])
 if result.is_unusual(choice):
-    st.warning(f"This image is unlike the {cache.n_images:,} images of this cache: further from them (in its embedding "
-               f"or in its heads' PC coordinates) than {1 - typical:.1%} of held-out cached images. The heads and PCs "
-               "below were fitted on those images, so they describe where this one falls outside what they know: the "
-               "explanation, like the prediction, may not transfer to it.")
+    st.warning(f"This image is unlike the {cache.n_images:,} images of this cache (typicality {typical:.1e}, below the "
+               f"alarm at {ALARM}): in its embedding, its heads' PC coordinates or its own pixels it lies further from "
+               "them than almost every held-out cached image. The heads and PCs below were fitted on those images, so "
+               "they describe where this one falls outside what they know: the explanation, like the prediction, may "
+               "not transfer to it.")
 else:
-    st.caption(f"Typicality {typical:.0%}: that share of held-out images of this cache are further from the rest than "
-               f"this one (below {ALARM:.1%} in the embedding or the heads' PCs gets a warning: the explanation may "
-               "not transfer).")
+    st.caption(f"Typicality {typical:.0%}: how usual this image is among held-out images of this cache, read in its "
+               "embedding, its heads' PC coordinates and its pixels (the least usual of the three, times three); below "
+               f"{ALARM:.1%} gets a warning, as about {ALARM:.1%} of the cache's own images would: the explanation may "
+               "not transfer.")
 attribution = result.head_logit_attribution(choice, predicted, cache)
 st.plotly_chart(figures.heads_heatmap(attribution, f"Each head's direct push toward '{cache.classnames[predicted]}'",
                                       "logits"), config=figures.PNG_CONFIG, theme=None)

@@ -12,7 +12,7 @@ from residual_core.build.store import copy_f32
 from residual_core.engine.decompose import ResidualDecomposition, decompose_images
 from residual_core.engine.models import LoadedClip
 from residual_core.engine.tokens import TokenParts, attention_map, heads_map, patch_map, token_parts
-from residual_core.read.typicality import ALARM, typicality_model
+from residual_core.read.typicality import ALARM, thumbnail, typicality_model
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,8 @@ def probe_images(loaded: LoadedClip, cache: Cache, images: list[Image.Image]) ->
     if loaded.weights_id != cache.manifest["inputs"]["weights"]:
         raise ValueError("the loaded model is not the one this cache was built with")
     batch = torch.stack([loaded.preprocess(im.convert("RGB")) for im in images])
+    size = cache.thumbs.shape[1]
+    thumbs = np.stack([thumbnail(im, size) for im in images])  # [n, t, t, 3] as the cache's own
     decomp = decompose_images(loaded.model, batch)
     n = len(images)
     heads = decomp.heads.numpy().reshape(n, -1, decomp.heads.shape[-1])  # [n, U, d_embed]
@@ -114,7 +116,7 @@ def probe_images(loaded: LoadedClip, cache: Cache, images: list[Image.Image]) ->
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     return ProbeResult(decomp, scores.astype(np.float32), _percentiles(cache, scores), probs, scale,
-                       loaded.input_pixels(batch), typicality_model(cache).typicality(emb, scores),
+                       loaded.input_pixels(batch), typicality_model(cache).typicality(emb, scores, thumbs),
                        token_parts(loaded.model, batch))
 
 
