@@ -22,7 +22,7 @@ from torch import nn
 from residual_core.engine import families
 from residual_core.engine.families import ModelLoadError, Tower  # noqa: F401 - re-exported: callers catch it from here
 from residual_core.engine.catalogue import SHORT_NAMES, ShortName  # noqa: F401 - re-exported
-from residual_core.engine.families.files import file_sha256
+from residual_core.engine.families.files import ASSETS, file_sha256  # noqa: F401 - ASSETS re-exported
 from residual_core.engine.families.hf_clip import HfSpec
 from residual_core.engine.families.openclip import OpenClipSpec
 
