@@ -12,7 +12,6 @@ for any weights, so this is how exactness is tested offline.
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
