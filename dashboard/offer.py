@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from residual_core.data.datasets import list_datasets
-from residual_core.build.registry import open_clip_tags
+from residual_core.build.registry import read_open_clip
 from residual_core.engine.catalogue import list_models
 from residual_core.build.defaults import DEFAULT_IMAGES
 from residual_core.build.pipeline import DEFAULT_DATASET, DEFAULT_MODEL, default_cache_dir
@@ -131,7 +131,7 @@ def built_caches(cache_dir: str) -> tuple[BuiltCache, ...]:
 
 
 def _offline_defaults() -> tuple[list[str], list[str]]:
-    offline = [row["name"] for row in list_models(open_clip_tags(default_cache_dir())) if row["offline"]]
+    offline = [row["name"] for row in list_models(read_open_clip()) if row["offline"]]
     models = [DEFAULT_MODEL] if DEFAULT_MODEL in offline else [FALLBACK_MODEL]
     models += [name for name in offline if name not in models]
     datasets = [row["name"] for row in list_datasets() if row["offline"]]

@@ -25,7 +25,7 @@ def open_clip_tags(cache_dir: str | Path) -> dict[str, dict[str, str]]:
     try:
         key = {"open_clip": importlib.metadata.version("open_clip_torch"), "pretrained_py": file_digest(source)}
     except (OSError, importlib.metadata.PackageNotFoundError):
-        return _from_open_clip()
+        return read_open_clip()
     path = Path(cache_dir) / "registry" / f"open_clip-{cache_key(key)}.json"
     try:
         with open(path, "rb") as handle:
@@ -34,7 +34,7 @@ def open_clip_tags(cache_dir: str | Path) -> dict[str, dict[str, str]]:
             return saved["tags"]
     except (OSError, ValueError):  # missing, unreadable or malformed: rebuilt below
         pass
-    tags = _from_open_clip()
+    tags = read_open_clip()
     import json
 
     try:
@@ -44,7 +44,9 @@ def open_clip_tags(cache_dir: str | Path) -> dict[str, dict[str, str]]:
     return tags
 
 
-def _from_open_clip() -> dict[str, dict[str, str]]:
+def read_open_clip() -> dict[str, dict[str, str]]:
+    """The same table read from open_clip itself (imports it, and torch): for a process that loads models anyway,
+    such as the dashboard's server, which then writes nothing to the cache folder."""
     import open_clip
 
     tags: dict[str, dict[str, str]] = {}
