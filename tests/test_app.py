@@ -484,7 +484,8 @@ def test_the_scorecard_page_scores_the_demo_worlds_explanations_and_shows_failur
     table = at.dataframe[0].value
     assert list(table["method"]) == ["read from the images", "nearest texts per PC", "TextSpan", "weights' directions",
                                      "random directions", "random labels", "random heads"]
-    assert {"labelled", "label AP", "AP ceiling"} <= set(table.columns)
+    assert {"labelled", "label AP / ceiling", "AP above chance / ceiling", "purity@8"} <= set(table.columns)
+    assert all(len(cell.split(" / ")) == 2 for cell in table["AP above chance / ceiling"])
     assert any("Heatmaps:" in c.value for c in at.caption)
     predicts = at.dataframe[1].value  # does agreement between methods predict a right label?
     assert "data ↔ weights" in list(predicts["agreement"]) and predicts["p"].between(0, 1).all()
