@@ -76,7 +76,8 @@ def test_the_registry_snapshot_matches_open_clip_and_a_stale_or_broken_one_is_re
 
     tags = open_clip_tags(tmp_path)
     assert {(a, t) for a, by_tag in tags.items() for t in by_tag} == set(open_clip.list_pretrained())
-    assert tags["ViT-B-32"]["laion2b_s34b_b79k"] == open_clip.get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k")["hf_hub"]
+    expected = open_clip.get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k")["hf_hub"]
+    assert tags["ViT-B-32"]["laion2b_s34b_b79k"] == expected
     (snapshot,) = (tmp_path / "registry").iterdir()
     saved = json.loads(snapshot.read_text())
     for broken in (json.dumps({"key": saved["key"] | {"open_clip": "0.0"}, "tags": {"ViT-B-32": {"fake": "x/y"}}}),

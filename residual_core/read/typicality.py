@@ -13,9 +13,10 @@ Gaussian (scikit-learn's shrinkage covariance, stable when dimensions approach t
 Each is fitted on one half of a sample of the cached images and calibrated on the other half, which it did not
 see, by a normal on their log distances: its mean and spread for the model's two views; for the pixels, the normal
 through the held-out 90th and 99th percentiles, whose tail is heavier than a normal through the bulk (matched on
-the bulk, the pixel view alone raised 1.2-2.1 % false alarms at ALARM; docs/measurements.md). An image's typicality is the smallest share, over the three views,
-of held-out cached images further away than it, times three (Bonferroni: the chance that any of the three views
-alarms on an image like the cache's stays about ALARM); the probe warns below ALARM. How well it separates (false alarms on held-out scenes, hits on real photographs and
+the bulk, the pixel view alone raised 1.2-2.1 % false alarms at ALARM; docs/measurements.md). An image's
+typicality is the smallest share, over the three views, of held-out cached images further away than it, times
+three (Bonferroni: the chance that any of the three views alarms on an image like the cache's stays about ALARM);
+the probe warns below ALARM. How well it separates (false alarms on held-out scenes, hits on real photographs and
 digits, against the nearest-neighbour cosine it replaced) is measured by ``python tools/typicality_check.py`` and
 recorded in docs/measurements.md.
 """
