@@ -8,6 +8,7 @@ from open_clip itself when either differs or the file is unreadable.
 
 import importlib.metadata
 import importlib.util
+import json
 from pathlib import Path
 
 from residual_core.build.store import atomic_write_text, cache_key, file_digest
@@ -35,8 +36,6 @@ def open_clip_tags(cache_dir: str | Path) -> dict[str, dict[str, str]]:
     except (OSError, ValueError):  # missing, unreadable or malformed: rebuilt below
         pass
     tags = read_open_clip()
-    import json
-
     try:
         atomic_write_text(path, json.dumps({"key": key, "tags": tags}, sort_keys=True))
     except OSError:  # a read-only cache folder: the listing still answers, a second slower

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from residual_core.build.store import copy_f32
-from residual_core.explain.scorecard import eta_squared
+from residual_core.explain.scorecard import eta_squared, reading_aps
 from residual_core.read.cache import Cache
 
 K = 8  # top images a label is read from (the poles the dashboard shows)
@@ -106,23 +106,6 @@ class Reader:
                           self.families[top_family].texts[top_value] if second else "",
                           float(aps[top_family][top_value]) if second else float("nan"),
                           float(shares[top_family][top_value]) if second else float("nan"))
-
-
-def reading_aps(order: np.ndarray, reading: np.ndarray, n_values: int) -> np.ndarray:
-    """[n_values] the AP of a ranking for each value one against the rest: ``order`` [n] the images best first,
-    ``reading`` [n] each image's value. One stable sort groups each value's positives in rank order, so no
-    [n, n_values] table is built (a 1,000-class dataset of 50,000 images stays a few milliseconds a unit); the same
-    numbers as scorecard.value_aps. A value no image shows gets nan."""
-    ranked = reading[order]  # [n] the value of the image at each rank
-    small = ranked.astype(np.int16) if n_values <= np.iinfo(np.int16).max else ranked  # int16 sorts by radix: ~7×
-    by_value = np.argsort(small, kind="stable")  # [n] ranks grouped by value, ascending within a value
-    counts = np.bincount(ranked, minlength=n_values)  # [n_values]
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # [n_values] where each value's group begins
-    values = ranked[by_value]
-    nth = np.arange(len(ranked)) - starts[values]  # [n] 0-based index of each positive within its value
-    precision = (nth + 1) / (by_value + 1)  # precision at each positive's rank
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.bincount(values, weights=precision, minlength=n_values) / counts
 
 
 def lift(aps: np.ndarray, shares: np.ndarray) -> np.ndarray:

@@ -109,20 +109,33 @@ def eta_squared(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((counts * (means - scores.mean()) ** 2).sum() / total)
 
 
+def reading_aps(order: np.ndarray, reading: np.ndarray, n_values: int) -> np.ndarray:
+    """[n_values] the AP of a ranking for each value one against the rest: ``order`` [n] the images best first,
+    ``reading`` [n] each image's value. One stable sort groups each value's positives in rank order, so no
+    [n, n_values] table is built (a 1,000-class dataset of 50,000 images stays a few milliseconds a unit). A value no
+    image shows gets nan."""
+    ranked = reading[order]  # [n] the value of the image at each rank
+    small = ranked.astype(np.int16) if n_values <= np.iinfo(np.int16).max else ranked  # int16 sorts by radix: ~7×
+    by_value = np.argsort(small, kind="stable")  # [n] ranks grouped by value, ascending within a value
+    counts = np.bincount(ranked, minlength=n_values)  # [n_values]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # [n_values] where each value's group begins
+    values = ranked[by_value]
+    nth = np.arange(len(ranked)) - starts[values]  # [n] 0-based index of each positive within its value
+    precision = (nth + 1) / (by_value + 1)  # precision at each positive's rank
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.bincount(values, weights=precision, minlength=n_values) / counts
+
+
 def value_aps(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(AP [n_values], AUROC [n_values]) of ``scores`` for each value one against the rest (nan for a value absent
-    or present everywhere), every value from one sort: AP as the mean precision at each positive, AUROC as the
-    Mann-Whitney statistic (scikit-learn's definitions; the same numbers wherever scores do not tie)."""
+    or present everywhere): AP as the mean precision at each positive (``reading_aps``), AUROC as the Mann-Whitney
+    statistic (scikit-learn's definitions; the same numbers wherever scores do not tie)."""
     n = len(scores)
     n_values = int(labels.max()) + 1
-    order = np.argsort(-scores, kind="stable")
-    onehot = np.zeros((n, n_values))
-    onehot[np.arange(n), labels[order]] = 1.0  # [n, n_values] in descending score order
-    positives = onehot.sum(0)  # [n_values]
-    precision = np.cumsum(onehot, 0) / np.arange(1, n + 1)[:, None]
+    ap = reading_aps(np.argsort(-scores, kind="stable"), labels, n_values)
+    positives = np.bincount(labels, minlength=n_values).astype(np.float64)  # [n_values]
     valid = (positives > 0) & (positives < n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ap = (precision * onehot).sum(0) / positives
         ranks = np.empty(n)
         ranks[np.argsort(scores, kind="stable")] = np.arange(1, n + 1)  # ascending ranks
         rank_sums = np.bincount(labels, weights=ranks, minlength=n_values)

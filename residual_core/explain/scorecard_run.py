@@ -229,7 +229,8 @@ def label_rules(cache: Cache, reader, scored) -> dict[str, dict]:
     (a value of the family with the fewest values drawn at random, size on the demo world: what raw AP gives a
     label for naming a common value). Each with its label accuracy, label AP over its ceiling and the same above
     chance."""
-    from residual_core.explain.image_labels import ABSTAIN_ETA, reading_aps
+    from residual_core.explain.image_labels import ABSTAIN_ETA
+    from residual_core.explain.scorecard import reading_aps
 
     labels = [(u, reader.label(u.scores)) for u in pc_units(cache)]
     labels = [(u, label) for u, label in labels if label.text]  # the poles the shipped rule labels
