@@ -16,9 +16,21 @@ from residual_core.explain.scorecard import Unit, eta_squared, named_values, sco
     ("a cross on the bottom right", {"shape": {"cross"}, "count": {"one"}, "position": {"bottom right"}}),
     ("a checkered cyan surface", {"texture": {"checkered"}, "colour": {"cyan"}}),
     ("a 3D render of a building", {}),
+    ("two shapes", {"count": {"two"}}),
+    ("a photo of three small purple stars", {"shape": {"star"}, "count": {"three"}, "size": {"small"},
+                                           "colour": {"purple"}}),
 ])
 def test_a_texts_factor_values_are_read_with_the_worlds_vocabulary(text, expected):
     assert named_values(text) == expected
+
+
+@pytest.mark.parametrize("factor", world.FACTORS)
+def test_every_factors_own_class_names_name_exactly_their_value(factor):
+    """The labels read from the images are the world's class names: each must name its value and nothing else, or a
+    right label scores as wrong (count's "two shapes" once named nothing)."""
+    for value, classname in zip(world.FACTORS[factor], world.CLASSNAMES[factor]):
+        for template in world.TEMPLATES[factor]:
+            assert named_values(template.format(classname)) == {factor: {value}}, template.format(classname)
 
 
 def _labels(n: int = 1_200, seed: int = 0) -> dict[str, np.ndarray]:
@@ -38,6 +50,14 @@ def test_a_unit_built_to_carry_one_factor_scores_it():
     assert scored.modal == "triangle" and scored.purity == 1.0 and scored.label_right
     wrong = score_unit(Unit("planted", 0, 0, "PC1 +", "many squares at the top", unit.scores), labels, world.FACTORS)
     assert not wrong.label_right  # the label names squares; the images are triangles
+
+
+def test_a_count_unit_under_the_worlds_own_count_name_is_right_with_label_ap_1():
+    labels = _labels(seed=4)
+    two = world.FACTORS["count"].index("two")
+    unit = Unit("planted", 0, 0, "PC1 +", world.CLASSNAMES["count"][two], (labels["count"] == two).astype(float))
+    scored = score_unit(unit, labels, world.FACTORS)
+    assert scored.factor == "count" and scored.label_right and scored.label_ap == pytest.approx(1.0)
 
 
 def test_a_random_unit_stays_at_chance():
