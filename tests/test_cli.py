@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from residual_core.cli.main import main
@@ -259,6 +260,18 @@ def test_the_label_rules_are_scored_side_by_side(tmp_path):
     assert rules["shipped"]["label_ap"] >= rules["top images"]["label_ap"] - 1e-12
     assert rules["random small value"]["family"] == "size"  # the world's family with the fewest values
     assert all(r["units"] == rules["top images"]["units"] for r in rules.values())
+    for r in rules.values():  # the share of the ceiling sits inside its bootstrap interval
+        assert r["ap_share_low"] <= r["label_ap"] / r["ap_ceiling"] <= r["ap_share_high"]
+
+
+def test_a_shares_bootstrap_interval_narrows_with_more_units():
+    from residual_core.explain.scorecard_run import share_interval
+
+    rng = np.random.default_rng(0)
+    part, whole = rng.uniform(0.4, 0.6, 1_000), np.ones(1_000)
+    few, many = share_interval(part[:20], whole[:20]), share_interval(part, whole)
+    assert few[0] < many[0] <= part.mean() <= many[1] < few[1]
+    assert share_interval(np.full(5, 0.3), np.full(5, 0.6)) == pytest.approx((0.5, 0.5))
 
 
 def test_the_label_bench_times_reading_and_labelling():

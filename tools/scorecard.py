@@ -49,7 +49,7 @@ def _rules(worlds: dict) -> list[str]:
         for name in ("top images", "shipped", "best AP", "random small value"):
             r = rules[name]
             rows.append(f"| {world} | {name} | {r['label_accuracy']:.1%} | {r['label_ap']:.2f} / {r['ap_ceiling']:.2f} "
-                        f"({r['label_ap'] / r['ap_ceiling']:.0%}) | {r['label_lift']:.2f} / {r['lift_ceiling']:.2f} "
+                        f"({r['label_ap'] / r['ap_ceiling']:.1%}; {r['ap_share_low']:.1%}–{r['ap_share_high']:.1%}) | {r['label_lift']:.2f} / {r['lift_ceiling']:.2f} "
                         f"({r['label_lift'] / r['lift_ceiling']:.0%}) | {r['second_parts']} of {r['units']} |")
     return ["## Label AP and chance", "",
             "The labelled poles read four ways from the full model's own readings (no ground truth): **top images** "
@@ -64,8 +64,11 @@ def _rules(worlds: dict) -> list[str]:
             "\"large\", and the raw ceiling (each pole's best single-value AP) is a size value for most poles. "
             "A random size word alone reaches about three quarters of that ceiling. AP above chance, "
             "(AP − p) / (1 − p) with p the value's share of the scenes, is 0 for any random ranking and 1 for a "
-            "perfect one; its ceiling is each pole's best value by the same measure.", "",
-            "| world | rule | label accuracy | label AP / ceiling | AP above chance / its ceiling | second parts |",
+            "perfect one; its ceiling is each pole's best value by the same measure. Beside each share of the "
+            "ceiling, its 95 % bootstrap interval over the poles (2,000 resamples): how far it moves with the "
+            "poles the model happens to have.", "",
+            "| world | rule | label accuracy | label AP / ceiling (share; 95 % interval) | AP above chance / its ceiling "
+            "| second parts |",
             "|---|---|---|---|---|---|", *rows, ""]
 
 

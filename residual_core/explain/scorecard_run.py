@@ -176,6 +176,16 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return float(centre - half), float(centre + half)
 
 
+def share_interval(part: np.ndarray, whole: np.ndarray, boot: int = 2_000, seed: int = 0) -> tuple[float, float]:
+    """The 95 % bootstrap interval (over units) of mean(``part``) / mean(``whole``), both [n_units]: how far a share
+    such as label AP over its ceiling moves with the units a model happens to have."""
+    if len(part) == 0:
+        return float("nan"), float("nan")
+    resample = np.random.default_rng(seed).integers(0, len(part), (boot, len(part)))  # [boot, n_units]
+    shares = part[resample].mean(1) / whole[resample].mean(1)
+    return float(np.percentile(shares, 2.5)), float(np.percentile(shares, 97.5))
+
+
 def leaderboard_row(scores: list[UnitScore]) -> dict[str, float]:
     factors = list(scores[0].eta)
     aps = {f: np.fmax.reduce(np.stack([s.ap[f] for s in scores]), axis=0) for f in factors}  # [n_values]; nan: absent
@@ -227,8 +237,8 @@ def label_rules(cache: Cache, reader, scored) -> dict[str, dict]:
     of the score), ``shipped`` (the same with its second part, the value ranked best above chance over every image),
     ``best AP`` (the value whose readings the score ranks best by raw AP, in any family) and ``random small value``
     (a value of the family with the fewest values drawn at random, size on the demo world: what raw AP gives a
-    label for naming a common value). Each with its label accuracy, label AP over its ceiling and the same above
-    chance."""
+    label for naming a common value). Each with its label accuracy, label AP over its ceiling (and the 95 % bootstrap
+    interval of that share over the poles) and the same above chance."""
     from residual_core.explain.image_labels import ABSTAIN_ETA
     from residual_core.explain.scorecard import reading_aps
 
@@ -250,7 +260,8 @@ def label_rules(cache: Cache, reader, scored) -> dict[str, dict]:
     out = {}
     for name, texts in rules.items():
         rows = scored([replace(u, method=IMAGE_METHOD, text=t, also=a) for (u, _), (t, a) in zip(labels, texts)])
-        out[name] = {"label_accuracy": float(np.mean([r.label_right for r in rows])) if rows else float("nan"),
+        low, high = share_interval(np.array([r.label_ap for r in rows]), np.array([r.best_ap for r in rows]))
+        out[name] = {"ap_share_low": low, "ap_share_high": high,"label_accuracy": float(np.mean([r.label_right for r in rows])) if rows else float("nan"),
                      **{key: float(np.mean([getattr(r, field) for r in rows])) if rows else float("nan")
                         for key, field in (("label_ap", "label_ap"), ("ap_ceiling", "best_ap"),
                                            ("label_lift", "label_lift"), ("lift_ceiling", "best_lift"))},
