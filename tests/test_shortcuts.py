@@ -138,7 +138,8 @@ def test_the_shortcuts_bench_times_the_group_metric_and_both_searches():
 
     report = run_shortcuts_bench(n_images=300, repeats=1)
     assert report["heads"] == 144 and report["groups"] == 40
-    assert report["greedy_s"] >= report["greedy_pass_s"] > 0 and report["greedy_pcs_pass_s"] > 0
+    # each time is measured on its own, so no order between them is asserted (a loaded machine reorders them)
+    assert report["greedy_s"] > 0 and report["greedy_pass_s"] > 0 and report["greedy_pcs_pass_s"] > 0
     assert 0 < report["group_metric_ms"] and report["find_s"] > 0
 
 
