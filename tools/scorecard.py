@@ -48,8 +48,9 @@ def _rules(worlds: dict) -> list[str]:
         rules = report["label_rules"]
         for name in ("top images", "shipped", "best AP", "random small value"):
             r = rules[name]
+            share = f"{r['label_ap'] / r['ap_ceiling']:.1%}; {r['ap_share_low']:.1%}–{r['ap_share_high']:.1%}"
             rows.append(f"| {world} | {name} | {r['label_accuracy']:.1%} | {r['label_ap']:.2f} / {r['ap_ceiling']:.2f} "
-                        f"({r['label_ap'] / r['ap_ceiling']:.1%}; {r['ap_share_low']:.1%}–{r['ap_share_high']:.1%}) | {r['label_lift']:.2f} / {r['lift_ceiling']:.2f} "
+                        f"({share}) | {r['label_lift']:.2f} / {r['lift_ceiling']:.2f} "
                         f"({r['label_lift'] / r['lift_ceiling']:.0%}) | {r['second_parts']} of {r['units']} |")
     return ["## Label AP and chance", "",
             "The labelled poles read four ways from the full model's own readings (no ground truth): **top images** "

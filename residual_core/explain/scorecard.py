@@ -30,15 +30,15 @@ N_PER_HEAD = 3  # units per head and method: PCs (each with both poles), TextSpa
 AP_COVERAGE = 0.3  # a factor value is covered when some unit scores it at AP ≥ 0.3 (saev's protocol)
 
 _SHAPES, _COLOURS, _NUMBERS = FACTORS["shape"], FACTORS["colour"], NUMBER_WORDS  # the world's own vocabulary
-_NOUNS = ("shape", "object")  # what a count may count besides a named shape
+_COUNTED = (*_SHAPES, "shape", "object")  # what a number word may count: a named shape, or a shape or object
 _ADJECTIVES = (*_COLOURS, "small", "large", "big", "tiny")
 
 
 def named_values(text: str) -> dict[str, set[str]]:
     """The demo world's factor values a text names, in the world's own vocabulary: {factor: {value, …}}. 'at the top'
-    names both top positions; a number word (or 'a') names a count when a shape, or the word 'shape' or 'object', follows
-    it past any colour or size words ('two shapes' is the world's own class name for a count of two); a number names a
-    digit after 'number'/'digit'."""
+    names both top positions; a number word (or 'a') names a count when a shape, or the word 'shape' or 'object',
+    follows it past any colour or size words ('two shapes' is the world's own class name for a count of two); a number
+    names a digit after 'number'/'digit'."""
     words = re.findall(r"[a-z0-9]+", text.lower())
     found: dict[str, set[str]] = {}
 
@@ -46,10 +46,10 @@ def named_values(text: str) -> dict[str, set[str]]:
         found.setdefault(factor, set()).update(values)
 
     for i, word in enumerate(words):
-        stem = next((w for w in (word, word[:-2], word[:-1]) if w in _SHAPES + _NOUNS), word)  # cross, crosses, stars
+        stem = next((w for w in (word, word[:-2], word[:-1]) if w in _COUNTED), word)  # cross, crosses, stars
         if stem in _SHAPES:
             add("shape", stem)
-        if stem in _SHAPES + _NOUNS:
+        if stem in _COUNTED:
             before = i - 1
             while before >= 0 and words[before] in _ADJECTIVES:  # two red circles, a large shape
                 before -= 1

@@ -261,7 +261,8 @@ def label_rules(cache: Cache, reader, scored) -> dict[str, dict]:
     for name, texts in rules.items():
         rows = scored([replace(u, method=IMAGE_METHOD, text=t, also=a) for (u, _), (t, a) in zip(labels, texts)])
         low, high = share_interval(np.array([r.label_ap for r in rows]), np.array([r.best_ap for r in rows]))
-        out[name] = {"ap_share_low": low, "ap_share_high": high,"label_accuracy": float(np.mean([r.label_right for r in rows])) if rows else float("nan"),
+        out[name] = {"ap_share_low": low, "ap_share_high": high,
+                     "label_accuracy": float(np.mean([r.label_right for r in rows])) if rows else float("nan"),
                      **{key: float(np.mean([getattr(r, field) for r in rows])) if rows else float("nan")
                         for key, field in (("label_ap", "label_ap"), ("ap_ceiling", "best_ap"),
                                            ("label_lift", "label_lift"), ("lift_ceiling", "best_lift"))},
